@@ -1,0 +1,45 @@
+# Every target builds .venv first; nothing relies on what happens to be installed.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+MODEL_DIR ?= models
+SAMPLES ?= ../shared/data/imagenet-sample
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: serve test export bench bench-accuracy bench-cost lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[export,bench,dev]'
+	touch $@
+
+# The SavedModel is built once and reused.
+$(MODEL_DIR)/saccader/1/saved_model.pb: | $(VENV)/.installed
+	$(BIN)/glimpse export --model-dir $(MODEL_DIR) --if-missing
+
+export: $(MODEL_DIR)/saccader/1/saved_model.pb
+
+serve: export
+	$(BIN)/glimpse classify --model-dir $(MODEL_DIR) \
+		$(VENV)/lib/python3.11/site-packages/skimage/data/chelsea.png \
+		$(VENV)/lib/python3.11/site-packages/skimage/data/coffee.png
+
+test: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+bench: bench-accuracy bench-cost
+
+bench-accuracy: export
+	$(BIN)/python -m bench.accuracy --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
+
+bench-cost: export
+	$(BIN)/python -m bench.cost --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(MODEL_DIR) .pytest_cache

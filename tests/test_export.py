@@ -1,0 +1,189 @@
+"""The exported SavedModel: signatures, formats, validation, and parity with the in-memory model."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from model_export.labels import read_labels
+from tests.conftest import encode
+
+CAT_CLASSES = {281, 282, 283, 285, 287}  # tabby, tiger cat, Persian, Egyptian cat, lynx
+
+
+@pytest.fixture(scope="module")
+def served(tiny_export):
+    return tf.saved_model.load(str(tiny_export))
+
+
+def _options(sm, images, glimpses, top_k):
+    return sm.signatures["serving_options"](
+        input_image_bytes=tf.constant(images),
+        num_glimpses=tf.constant(glimpses, tf.int32),
+        top_k=tf.constant(top_k, tf.int32),
+    )
+
+
+def test_layout_and_signatures(tiny_export, served):
+    assert tiny_export.name == "1" and tiny_export.parent.name == "saccader"
+    assert set(served.signatures) == {"serving_default", "serving_options", "explain", "classify"}
+    inputs = served.signatures["serving_default"].structured_input_signature[1]
+    assert set(inputs) == {"input_image_bytes"}
+    assert inputs["input_image_bytes"].dtype == tf.string
+
+
+def test_labels_are_an_asset(tiny_export):
+    rows = read_labels(next((tiny_export / "assets").glob("*.tsv")))
+    assert len(rows) == 1000
+    assert rows[0] == ("n01440764", "tench")
+    assert len({synset for synset, _ in rows}) == 1000
+
+
+def test_default_outputs_are_batch_first(served, photo_bytes):
+    out = served.signatures["serving_default"](input_image_bytes=tf.constant([photo_bytes] * 3))
+    assert {k: v.shape[0] for k, v in out.items()} == dict.fromkeys(out, 3)
+    assert out["glimpse_boxes"].shape == (3, 6, 4)
+    assert out["classes"].shape == (3, 5)
+    scores = out["scores"].numpy()
+    assert (np.diff(scores, axis=1) <= 0).all() and (scores <= 1).all()
+    cov = out["coverage"].numpy()
+    assert ((cov >= 96**2 / 224**2) & (cov <= 1 / 3 + 1e-6)).all()
+    png = Image.open(io.BytesIO(out["annotated_image_bytes"].numpy()[0]))
+    assert png.format == "PNG" and png.size == (224, 224)
+
+
+def test_names_match_classes(served, photo_bytes):
+    out = _options(served, [photo_bytes], [3], [10])
+    labels = dict(enumerate(read_labels_from_package()))
+    for c, name, synset in zip(
+        out["classes"].numpy()[0],
+        out["class_names"].numpy()[0],
+        out["synsets"].numpy()[0],
+        strict=True,
+    ):
+        assert (synset.decode(), name.decode()) == labels[int(c)]
+
+
+def read_labels_from_package():
+    from model_export.labels import imagenet_labels
+
+    return imagenet_labels()
+
+
+def test_per_instance_options_are_padded(served, photo_bytes):
+    out = _options(served, [photo_bytes, photo_bytes], [2, 5], [1, 3])
+    boxes = out["glimpse_boxes"].numpy()
+    assert boxes.shape == (2, 5, 4)
+    assert (boxes[0, 2:] == -1).all() and (boxes[1] >= 0).all()
+    assert (out["glimpse_scores"].numpy()[0, 2:] == 0).all()
+    classes = out["classes"].numpy()
+    assert classes.shape == (2, 3) and (classes[0, 1:] == -1).all() and (classes[1] >= 0).all()
+    assert out["class_names"].numpy()[0, 1] == b""
+
+
+@pytest.mark.parametrize(
+    ("glimpses", "top_k", "message"),
+    [
+        ([0], [5], "num_glimpses must be >= 1"),
+        ([17], [5], "num_glimpses must be <= 16"),
+        ([6], [0], "top_k must be >= 1"),
+        ([6, 6], [5], "one value per instance"),
+    ],
+)
+def test_options_are_validated(served, photo_bytes, glimpses, top_k, message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        _options(served, [photo_bytes], glimpses, top_k)
+
+
+def test_undecodable_bytes_are_an_invalid_argument(served):
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        served.signatures["serving_default"](input_image_bytes=tf.constant([b"not an image"]))
+
+
+def _formats() -> dict[str, bytes]:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (180, 260, 3), dtype=np.uint8)
+    return {
+        "jpeg": encode(rgb, "JPEG"),
+        "png": encode(rgb, "PNG"),
+        "gif": encode(rgb, "GIF", mode="P"),
+        "bmp": encode(rgb, "BMP"),
+        "grey": encode(rgb, "PNG", mode="L"),
+        "rgba": encode(rgb, "PNG", mode="RGBA"),
+        "palette": encode(rgb, "PNG", mode="P"),
+        "png16": encode((rgb[..., 0].astype(np.uint16) * 257), "PNG"),
+    }
+
+
+@pytest.mark.parametrize("fmt", list(_formats()))
+def test_image_formats(served, fmt):
+    out = served.signatures["serving_default"](input_image_bytes=tf.constant([_formats()[fmt]]))
+    assert out["image_size"].numpy().tolist() == [[180, 260]]
+    # Shorter side 180 -> the centre crop keeps 180 * 224/256 = 157.5 px, centred.
+    np.testing.assert_allclose(
+        out["crop_box"].numpy()[0], [11.25, 51.25, 168.75, 208.75], atol=1e-4
+    )
+
+
+_FRESH_PROCESS = """
+import json, sys, numpy as np, tensorflow as tf
+sm = tf.saved_model.load(sys.argv[1])
+images = [open(p, 'rb').read() for p in sys.argv[2:]]
+out = sm.signatures['explain'](input_image_bytes=tf.constant(images),
+                               num_glimpses=tf.constant([6] * len(images)))
+print(json.dumps({k: v.numpy().tolist() for k, v in out.items()}))
+"""
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["eager", "graph"])
+def test_reloaded_in_fresh_process_matches_in_memory(tiny_export, tiny_model, tmp_path, eager):
+    rng = np.random.default_rng(3)
+    paths = []
+    for i, shape in enumerate([(240, 320, 3), (400, 300, 3)]):
+        p = tmp_path / f"{i}.png"
+        p.write_bytes(encode(rng.integers(0, 255, shape, dtype=np.uint8)))
+        paths.append(str(p))
+    proc = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS, str(tiny_export), *paths],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    exported = json.loads(proc.stdout.strip().splitlines()[-1])
+    images = tf.constant([open(p, "rb").read() for p in paths])
+
+    def run():
+        return tiny_model.run(images, tf.constant([6, 6]), steps=6)
+
+    tf.config.run_functions_eagerly(eager)
+    try:
+        mine = run() if eager else tf.function(run)()
+    finally:
+        tf.config.run_functions_eagerly(False)
+    for key, ours in [
+        ("logits", "logits"),
+        ("full_logits", "full_logits"),
+        ("glimpse_logits", "glimpse_logits"),
+        ("glimpse_boxes", "boxes"),
+    ]:
+        np.testing.assert_allclose(
+            np.array(exported[key]), mine[ours].numpy(), atol=1e-5, err_msg=key
+        )
+
+
+@pytest.mark.slow
+def test_pretrained_export_sees_the_cat(lite0_export, photo_bytes):
+    sm = tf.saved_model.load(str(lite0_export))
+    out = sm.signatures["serving_default"](input_image_bytes=tf.constant([photo_bytes]))
+    assert int(out["classes"][0, 0]) in CAT_CLASSES
+    assert int(out["full_image_class"][0]) in CAT_CLASSES
+    plain = sm.signatures["classify"](input_image_bytes=tf.constant([photo_bytes]))
+    assert int(plain["classes"][0, 0]) == int(out["full_image_class"][0])
