@@ -14,6 +14,8 @@ Signatures (all inputs and outputs are batch-first, as TF Serving's row format r
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import tensorflow as tf
@@ -178,16 +180,16 @@ def export(model: Saccader, model_dir: Path, version: int = 1, name: str = "sacc
         raise FileExistsError(f"{target} exists; pick another version or remove it")
     staging = target.with_name(f".{version}.partial")
     staging.parent.mkdir(parents=True, exist_ok=True)
-    labels_path = write_labels(staging.parent / f".labels-{version}.tsv")
-    module = ExportModule(model, labels_path)
-    signatures = {
-        "serving_default": module.serving_default,
-        "serving_options": module.serving_options,
-        "explain": module.explain,
-        "classify": module.classify,
-    }
-    tf.saved_model.save(module, str(staging), signatures=signatures)
-    labels_path.unlink()
+    shutil.rmtree(staging, ignore_errors=True)  # left over from an interrupted export
+    with tempfile.TemporaryDirectory() as tmp:
+        module = ExportModule(model, write_labels(Path(tmp) / "labels.tsv"))
+        signatures = {
+            "serving_default": module.serving_default,
+            "serving_options": module.serving_options,
+            "explain": module.explain,
+            "classify": module.classify,
+        }
+        tf.saved_model.save(module, str(staging), signatures=signatures)
     staging.rename(target)  # TF Serving must never see a half-written version
     return target
 

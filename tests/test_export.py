@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from model_export.labels import read_labels
+from model_export.labels import imagenet_labels, read_labels
 from tests.conftest import encode
 
 CAT_CLASSES = {281, 282, 283, 285, 287}  # tabby, tiger cat, Persian, Egyptian cat, lynx
@@ -40,7 +40,7 @@ def test_layout_and_signatures(tiny_export, served):
 
 
 def test_labels_are_an_asset(tiny_export):
-    rows = read_labels(next((tiny_export / "assets").glob("*.tsv")))
+    rows = read_labels(tiny_export / "assets" / "labels.tsv")
     assert len(rows) == 1000
     assert rows[0] == ("n01440764", "tench")
     assert len({synset for synset, _ in rows}) == 1000
@@ -61,7 +61,7 @@ def test_default_outputs_are_batch_first(served, photo_bytes):
 
 def test_names_match_classes(served, photo_bytes):
     out = _options(served, [photo_bytes], [3], [10])
-    labels = dict(enumerate(read_labels_from_package()))
+    labels = dict(enumerate(imagenet_labels()))
     for c, name, synset in zip(
         out["classes"].numpy()[0],
         out["class_names"].numpy()[0],
@@ -69,12 +69,6 @@ def test_names_match_classes(served, photo_bytes):
         strict=True,
     ):
         assert (synset.decode(), name.decode()) == labels[int(c)]
-
-
-def read_labels_from_package():
-    from model_export.labels import imagenet_labels
-
-    return imagenet_labels()
 
 
 def test_per_instance_options_are_padded(served, photo_bytes):
