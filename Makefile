@@ -20,10 +20,9 @@ $(MODEL_DIR)/saccader/1/saved_model.pb: | $(VENV)/.installed
 
 export: $(MODEL_DIR)/saccader/1/saved_model.pb
 
+# The service on 127.0.0.1:8080 (PORT changes it) with the embedded backend.
 serve: export
-	$(BIN)/glimpse classify --model-dir $(MODEL_DIR) \
-		$(VENV)/lib/python3.11/site-packages/skimage/data/chelsea.png \
-		$(VENV)/lib/python3.11/site-packages/skimage/data/coffee.png
+	GLIMPSE_MODEL_DIR=$(MODEL_DIR) $(BIN)/glimpse serve
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -1,0 +1,107 @@
+"""The gateway application: `create_app(settings)` wires routes, errors, middleware, lifespan.
+
+Nothing happens at import time; the model loads in the background after start-up so that
+liveness answers at once and readiness turns green only after a real warm-up inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import errors
+from service.instances import explain_validation
+from service.metrics import Metrics
+from service.middleware import GatewayMiddleware
+from service.predictor import Predictor
+from service.routes import health, models, predict
+from service.settings import GatewaySettings
+from service.state import GatewayState
+
+log = logging.getLogger(__name__)
+
+# The one place where domain errors become HTTP.
+ERROR_STATUS: dict[type[errors.GlimpseError], int] = {
+    errors.InvalidInput: 400,
+    errors.Unauthorized: 401,
+    errors.ModelNotFound: 404,
+    errors.PayloadTooLarge: 413,
+    errors.UnsupportedMediaType: 415,
+    errors.Overloaded: 429,
+    errors.BackendError: 500,
+    errors.NotReady: 503,
+    errors.BackendUnavailable: 503,
+    errors.BackendTimeout: 504,
+}
+RETRY_AFTER_S = {429: "1", 503: "5"}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    headers = {"Retry-After": RETRY_AFTER_S[status]} if status in RETRY_AFTER_S else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def make_predictor(settings: GatewaySettings, metrics: Metrics) -> Predictor:
+    if settings.backend == "tfserving":
+        from service.backends.tfserving import TFServingPredictor
+
+        return TFServingPredictor(settings, on_batch=metrics.observe_batch)
+    from service.backends.embedded import EmbeddedPredictor
+
+    return EmbeddedPredictor(settings, on_batch=metrics.observe_batch)
+
+
+def create_app(settings: GatewaySettings, predictor: Predictor | None = None) -> FastAPI:
+    metrics = Metrics()
+    state = GatewayState(settings, predictor or make_predictor(settings, metrics), metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loading = asyncio.create_task(state.load(), name="model-load")
+        yield
+        state.shutting_down = True
+        if not loading.done():
+            loading.cancel()
+        await state.predictor.close()
+
+    app = FastAPI(
+        title="Glimpse",
+        version="0.1.0",
+        summary="ImageNet classification that shows the glimpses it decided from.",
+        description=(
+            "TF Serving / AI Platform compatible prediction API. The class is computed from the"
+            " glimpse pixels only (hard attention), so the glimpses are a faithful explanation."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.gateway = state
+
+    @app.exception_handler(errors.GlimpseError)
+    async def domain_error(_: Request, exc: errors.GlimpseError):
+        status = next(s for kind, s in ERROR_STATUS.items() if isinstance(exc, kind))
+        return _error(status, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_: Request, exc: RequestValidationError):
+        return _error(400, explain_validation(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception):
+        log.exception("unhandled error")
+        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
+
+    app.include_router(predict.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    app.add_middleware(GatewayMiddleware, metrics=metrics, max_body=settings.max_payload_bytes)
+    return app

@@ -1,0 +1,120 @@
+"""The SavedModel in-process: the default backend, so one machine needs no TF Serving.
+
+TensorFlow runs on one dedicated thread (it parallelises each op itself); the event loop only
+awaits, so health checks and metrics stay responsive while a batch runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from service.backends.batching import MicroBatcher
+from service.backends.savedmodel_meta import (
+    metadata_body,
+    resolve_version,
+    signature_def_map,
+    status_body,
+)
+from service.errors import ModelNotFound, NotReady
+from service.instances import ImageInput
+from service.predictor import SIGNATURE, ModelOutput, Options, split_outputs
+from service.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+
+def warmup_image() -> ImageInput:
+    """A synthetic 320x240 photo-like gradient: exercises decode, resize and the whole graph."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:240, 0:320]
+    rgb = np.stack([x * 255 // 319, y * 255 // 239, (x + y) * 255 // 558], -1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
+    return ImageInput("warmup", buf.getvalue(), (240, 320), None)
+
+
+class EmbeddedPredictor:
+    def __init__(self, settings: GatewaySettings, on_batch=None):
+        self.model_name = settings.model_name
+        self._settings = settings
+        self._base = settings.model_dir / settings.model_name
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tf-model")
+        self._batcher: MicroBatcher[tuple[ImageInput, Options], ModelOutput] = MicroBatcher(
+            self._run_batch,
+            max_batch=settings.max_batch_size,
+            max_wait_s=settings.max_batch_wait_ms / 1000.0,
+            queue_limit=settings.queue_limit,
+            on_batch=on_batch,
+        )
+        self._version: int | None = None
+        self._signatures: Any = None
+        self._fn: Any = None
+        self._ready = False
+
+    def _load(self, version: int) -> None:
+        import tensorflow as tf
+
+        path = self._base / str(version)
+        self._fn = tf.saved_model.load(str(path)).signatures[SIGNATURE]
+        self._signatures = signature_def_map(path)
+
+    async def start(self) -> None:
+        version = resolve_version(self._base, self.model_name, self._settings.model_version)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._load, version)
+        self._version = version
+        self._batcher.start()
+        await self._batcher.submit([(warmup_image(), Options(6, 5))])  # a real inference
+        self._ready = True
+        log.info("model %s version %s loaded and warmed up", self.model_name, version)
+
+    def is_ready(self) -> bool:
+        return self._ready
+
+    async def check(self) -> None:
+        if not self._ready:
+            raise NotReady("model is not loaded yet")
+
+    def _call(self, items: list[tuple[ImageInput, Options]]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        out = self._fn(
+            input_image_bytes=tf.constant([image.data for image, _ in items]),
+            num_glimpses=tf.constant([o.num_glimpses for _, o in items], tf.int32),
+            top_k=tf.constant([o.top_k for _, o in items], tf.int32),
+        )
+        return {k: v.numpy() for k, v in out.items()}
+
+    async def _run_batch(self, items: list[tuple[ImageInput, Options]]) -> list[ModelOutput]:
+        loop = asyncio.get_running_loop()
+        outputs = await loop.run_in_executor(self._executor, self._call, items)
+        return split_outputs(outputs, [o for _, o in items])
+
+    async def predict(self, images: list[ImageInput], options: list[Options]) -> list[ModelOutput]:
+        return await self._batcher.submit(list(zip(images, options, strict=True)))
+
+    def _served(self, version: int | None) -> int:
+        if self._version is None:
+            raise NotReady("model is not loaded yet")
+        if version is not None and version != self._version:
+            raise ModelNotFound(f"Could not find version {version} of model {self.model_name}")
+        return self._version
+
+    async def status(self, version: int | None) -> dict[str, Any]:
+        return status_body(self.model_name, [self._served(version)])
+
+    async def metadata(self, version: int | None) -> dict[str, Any]:
+        v = self._served(version)
+        return metadata_body(self.model_name, v, self._signatures)
+
+    async def close(self) -> None:
+        self._ready = False
+        await self._batcher.close(self._settings.shutdown_grace_s)
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,178 @@
+"""A real TF Serving behind the gateway, over gRPC (`tensorflow-serving-api`).
+
+The gateway still validates, batches (one Predict call per micro-batch), labels and answers;
+TF Serving only runs the SavedModel. Deadlines bound every call, UNAVAILABLE is retried with
+backoff (a restarting pod), and gRPC status codes become the gateway's domain errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+
+from service.backends.batching import MicroBatcher
+from service.backends.embedded import warmup_image
+from service.backends.savedmodel_meta import message_to_dict
+from service.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    InvalidInput,
+    ModelNotFound,
+    NotReady,
+    Overloaded,
+)
+from service.instances import ImageInput
+from service.predictor import SIGNATURE, ModelOutput, Options, split_outputs
+from service.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+_ERRORS = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidInput,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidInput,
+    grpc.StatusCode.FAILED_PRECONDITION: InvalidInput,
+    grpc.StatusCode.NOT_FOUND: ModelNotFound,
+    grpc.StatusCode.DEADLINE_EXCEEDED: BackendTimeout,
+    grpc.StatusCode.UNAVAILABLE: BackendUnavailable,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Overloaded,
+}
+
+
+def domain_error(e: grpc.aio.AioRpcError):
+    kind = _ERRORS.get(e.code(), BackendError)
+    return kind(f"model server: {e.code().name}: {e.details()}")
+
+
+class TFServingPredictor:
+    def __init__(self, settings: GatewaySettings, on_batch=None):
+        self.model_name = settings.model_name
+        self._settings = settings
+        self._channel: grpc.aio.Channel | None = None
+        self._predict_stub = None
+        self._model_stub = None
+        self._batcher: MicroBatcher[tuple[ImageInput, Options], ModelOutput] = MicroBatcher(
+            self._run_batch,
+            max_batch=settings.max_batch_size,
+            max_wait_s=settings.max_batch_wait_ms / 1000.0,
+            queue_limit=settings.queue_limit,
+            on_batch=on_batch,
+        )
+        self._ready = False
+        self._checked_at = 0.0
+
+    async def start(self) -> None:
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+        self._channel = grpc.aio.insecure_channel(
+            self._settings.tfserving_address,
+            options=[
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ],
+        )
+        self._predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._model_stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self._batcher.start()
+        await self._batcher.submit([(warmup_image(), Options(6, 5))])
+        self._ready = True
+        self._checked_at = time.monotonic()
+        log.info(
+            "TF Serving at %s answers for %s", self._settings.tfserving_address, self.model_name
+        )
+
+    def is_ready(self) -> bool:
+        return self._ready
+
+    def _spec(self, version: int | None, signature: str = ""):
+        from tensorflow_serving.apis import model_pb2
+
+        spec = model_pb2.ModelSpec(name=self.model_name, signature_name=signature)
+        chosen = version if version is not None else self._settings.model_version
+        if chosen is not None:
+            spec.version.value = chosen
+        return spec
+
+    async def _call(self, method, request, timeout: float):
+        """One RPC with a deadline; UNAVAILABLE is retried with exponential backoff."""
+        attempts = self._settings.tfserving_retries + 1
+        for attempt in range(attempts):
+            try:
+                return await method(request, timeout=timeout)
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.UNAVAILABLE and attempt + 1 < attempts:
+                    await asyncio.sleep(0.1 * 2**attempt)
+                    continue
+                raise domain_error(e) from None
+        raise AssertionError("unreachable")
+
+    async def _run_batch(self, items: list[tuple[ImageInput, Options]]) -> list[ModelOutput]:
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        request = predict_pb2.PredictRequest(model_spec=self._spec(None, SIGNATURE))
+        request.inputs["input_image_bytes"].CopyFrom(
+            tf.make_tensor_proto([image.data for image, _ in items], dtype=tf.string)
+        )
+        request.inputs["num_glimpses"].CopyFrom(
+            tf.make_tensor_proto([o.num_glimpses for _, o in items], dtype=tf.int32)
+        )
+        request.inputs["top_k"].CopyFrom(
+            tf.make_tensor_proto([o.top_k for _, o in items], dtype=tf.int32)
+        )
+        response = await self._call(
+            self._predict_stub.Predict, request, self._settings.request_timeout_s
+        )
+        outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+        missing = {"classes", "glimpse_boxes", "annotated_image_bytes"} - set(outputs)
+        if missing:
+            raise BackendError(f"model server response lacks outputs {sorted(missing)}")
+        outputs = {k: np.asarray(v) for k, v in outputs.items()}
+        return split_outputs(outputs, [o for _, o in items])
+
+    async def predict(self, images: list[ImageInput], options: list[Options]) -> list[ModelOutput]:
+        return await self._batcher.submit(list(zip(images, options, strict=True)))
+
+    async def status(self, version: int | None) -> dict[str, Any]:
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec=self._spec(version))
+        response = await self._call(self._model_stub.GetModelStatus, request, 5.0)
+        return message_to_dict(response)
+
+    async def metadata(self, version: int | None) -> dict[str, Any]:
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=self._spec(version), metadata_field=["signature_def"]
+        )
+        response = await self._call(self._predict_stub.GetModelMetadata, request, 5.0)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+        return {
+            "model_spec": message_to_dict(response.model_spec),
+            "metadata": {"signature_def": message_to_dict(signature_map)},
+        }
+
+    async def check(self) -> None:
+        """Readiness: the model server reports an AVAILABLE version (cached for 2 s)."""
+        if not self._ready:
+            raise NotReady("backend not connected yet")
+        if time.monotonic() - self._checked_at < 2.0:
+            return
+        body = await self.status(None)
+        states = [v.get("state") for v in body.get("model_version_status", [])]
+        if "AVAILABLE" not in states:
+            raise BackendUnavailable(f"no AVAILABLE version of {self.model_name}: {states}")
+        self._checked_at = time.monotonic()
+
+    async def close(self) -> None:
+        self._ready = False
+        await self._batcher.close(self._settings.shutdown_grace_s)
+        if self._channel is not None:
+            await self._channel.close()

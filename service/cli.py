@@ -1,0 +1,35 @@
+"""The `glimpse` console script: model export commands plus `glimpse serve`."""
+
+from __future__ import annotations
+
+import typer
+
+from model_export.cli import app
+
+
+@app.command("serve")
+def serve() -> None:
+    """Start the gateway (settings from GLIMPSE_* environment variables and PORT)."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.log_config import configure
+    from service.settings import GatewaySettings
+
+    settings = GatewaySettings()
+    configure(settings.log_format, settings.log_level)
+    typer.echo(
+        f"glimpse: {settings.backend} backend, model {settings.model_name!r}, "
+        f"http://{settings.host}:{settings.port}/docs"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
+    )
+
+
+def main() -> None:
+    app()

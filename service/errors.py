@@ -1,0 +1,51 @@
+"""Domain errors. Deep code raises these; app.py maps them to HTTP in one table."""
+
+from __future__ import annotations
+
+
+class GlimpseError(Exception):
+    """Base class; `message` is safe to show to clients (never a stack trace)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(GlimpseError):
+    """The client's request is malformed or an instance is unusable (400)."""
+
+
+class PayloadTooLarge(GlimpseError):
+    """The body is over the configured limit (413)."""
+
+
+class UnsupportedMediaType(GlimpseError):
+    """The body is not JSON (415)."""
+
+
+class Unauthorized(GlimpseError):
+    """Missing or wrong bearer token (401)."""
+
+
+class ModelNotFound(GlimpseError):
+    """Unknown model name or version (404)."""
+
+
+class NotReady(GlimpseError):
+    """The model is not loaded or warmed up yet, or the service is shutting down (503)."""
+
+
+class Overloaded(GlimpseError):
+    """The request queue is full (429); retry after a moment."""
+
+
+class BackendUnavailable(GlimpseError):
+    """The model server cannot be reached (503)."""
+
+
+class BackendTimeout(GlimpseError):
+    """The model did not answer within the deadline (504)."""
+
+
+class BackendError(GlimpseError):
+    """The model server failed in a way that is not the client's fault (500)."""

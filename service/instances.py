@@ -1,0 +1,123 @@
+"""Decode and validate instances before anything reaches the model.
+
+Shared by the online gateway and batch jobs. Each instance becomes an `ImageInput` holding
+bytes the model's in-graph decoder is known to handle: JPEG and 8/16-bit PNG in RGB or grey
+pass through untouched; everything else Pillow can open (CMYK JPEG, WebP, BMP, GIF's first
+frame, palette, RGBA, 16-bit grey) is converted to RGB and re-encoded as lossless PNG.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from pydantic import ValidationError
+
+from service.errors import InvalidInput
+from service.schemas import Instance
+
+ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "BMP", "GIF", "MPO"}
+_PASSTHROUGH = {("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "L"), ("PNG", "I;16")}
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    key: str | None
+    data: bytes  # what the model decodes
+    original_size: tuple[int, int]  # (height, width)
+    converted_from: str | None  # "WEBP/RGBA" when re-encoded, None when passed through
+
+
+def explain_validation(errors: list[dict]) -> str:
+    """pydantic's errors as one line: `instances[2].input_image_bytes: Field required`."""
+    parts = []
+    for e in errors:
+        loc = ""
+        for item in e["loc"]:
+            if item == "body" and not loc:
+                continue
+            loc += f"[{item}]" if isinstance(item, int) else (f".{item}" if loc else str(item))
+        msg = e["msg"]
+        if e.get("type") == "json_invalid":
+            msg = f"JSON Parse error: {e.get('ctx', {}).get('error', msg)}"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts) or "invalid request body"
+
+
+def parse_instance(obj: Any, index: int) -> Instance:
+    """One instance from JSON (batch jobs read them line by line)."""
+    if isinstance(obj, dict) and set(obj) == {"b64"}:
+        obj = {"input_image_bytes": obj}
+    try:
+        return Instance.model_validate(obj)
+    except ValidationError as e:
+        errors = [{**err, "loc": ("instances", index, *err["loc"])} for err in e.errors()]
+        raise InvalidInput(explain_validation(errors)) from None
+
+
+def _b64decode(text: str, index: int) -> bytes:
+    try:
+        padded = text + "=" * (-len(text) % 4)
+        return base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError):
+        try:  # Some clients send the URL-safe alphabet.
+            return base64.urlsafe_b64decode(padded)
+        except (binascii.Error, ValueError):
+            raise InvalidInput(f"instances[{index}].input_image_bytes: invalid base64") from None
+
+
+def decode_instance(instance: Instance, index: int, max_pixels: int) -> ImageInput:
+    where = f"instances[{index}].input_image_bytes"
+    raw = _b64decode(instance.input_image_bytes.b64, index)
+    if not raw:
+        raise InvalidInput(f"{where}: empty image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(raw))
+            if image.format not in ALLOWED_FORMATS:
+                raise InvalidInput(f"{where}: unsupported image format {image.format}")
+            width, height = image.size
+            if width * height > max_pixels:
+                raise InvalidInput(
+                    f"{where}: {width}x{height} pixels is over the limit of {max_pixels}"
+                )
+            if width < 1 or height < 1:
+                raise InvalidInput(f"{where}: image has no pixels")
+            image.seek(0)
+            image.load()  # decodes fully: truncated or corrupt data fails here
+    except InvalidInput:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidInput(f"{where}: not a decodable image (JPEG, PNG, WebP, BMP, GIF)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise InvalidInput(f"{where}: corrupt or truncated image ({e})") from None
+    fmt = "JPEG" if image.format == "MPO" else image.format
+    if (fmt, image.mode) in _PASSTHROUGH and not getattr(image, "is_animated", False):
+        return ImageInput(instance.key, raw, (height, width), None)
+    return ImageInput(instance.key, _to_png(image), (height, width), f"{fmt}/{image.mode}")
+
+
+def _to_png(image: Image.Image) -> bytes:
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        # Transparent pixels become white, as a viewer would show them, not black.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        rgb = Image.alpha_composite(background, rgba).convert("RGB")
+    elif image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        rgb = image.point(lambda v: v / 257).convert("RGB")
+    else:
+        rgb = image.convert("RGB")
+    buf = io.BytesIO()
+    rgb.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def decode_instances(instances: list[Instance], max_pixels: int) -> list[ImageInput]:
+    """Every instance or none: one bad instance fails the request, naming its index."""
+    return [decode_instance(inst, i, max_pixels) for i, inst in enumerate(instances)]

@@ -1,0 +1,114 @@
+"""One ASGI middleware for what every request needs: id, body limit, metrics, an access log.
+
+Pure ASGI (not BaseHTTPMiddleware) so the body limit is enforced while the body streams in,
+for chunked uploads too, before anything is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from service.log_config import request_id
+from service.metrics import Metrics
+
+log = logging.getLogger("glimpse.access")
+
+
+class GatewayMiddleware:
+    def __init__(self, app, metrics: Metrics, max_body: int):
+        self.app = app
+        self.metrics = metrics
+        self.max_body = max_body
+
+    async def _reply(self, send, status: int, message: str, rid: str) -> None:
+        body = json.dumps({"error": message}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"x-request-id", rid.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = {"code": 500}
+        self.metrics.in_flight.inc()
+
+        if scope["method"] == "POST":
+            length = headers.get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body:
+                status["code"] = 413
+                await self._reply(
+                    send,
+                    413,
+                    f"request body of {int(length)} bytes is over the limit of "
+                    f"{self.max_body} bytes",
+                    rid,
+                )
+                return self._finish(scope, status, started, token)
+
+        received = 0
+        too_large = False
+
+        async def limited_receive():
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    too_large = True
+                    raise _BodyTooLarge()
+            return message
+
+        async def tracking_send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            status["code"] = 413
+            await self._reply(
+                send, 413, f"request body is over the limit of {self.max_body} bytes", rid
+            )
+        finally:
+            if too_large and status["code"] != 413:
+                status["code"] = 413
+            self._finish(scope, status, started, token)
+
+    def _finish(self, scope, status, started, token) -> None:
+        elapsed = time.perf_counter() - started
+        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        self.metrics.in_flight.dec()
+        self.metrics.requests.labels(route, scope["method"], str(status["code"])).inc()
+        self.metrics.latency.labels(route).observe(elapsed)
+        log.info(
+            "%s %s %s",
+            scope["method"],
+            scope["path"],
+            status["code"],
+            extra={
+                "fields": {"status": status["code"], "ms": round(elapsed * 1000, 1), "route": route}
+            },
+        )
+        request_id.reset(token)
+
+
+class _BodyTooLarge(Exception):
+    pass

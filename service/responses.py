@@ -1,0 +1,87 @@
+"""Model outputs -> the response objects clients see (labels, boxes, original pixels, image)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from service.instances import ImageInput
+from service.predictor import ModelOutput
+from service.schemas import (
+    B64,
+    Box,
+    ClassScore,
+    Glimpse,
+    Point,
+    Prediction,
+    PredictParameters,
+    Preprocessing,
+)
+
+VIEW_SIZE = 224
+
+
+def _box(values) -> Box:
+    ymin, xmin, ymax, xmax = (round(float(v), 2) for v in values)
+    return Box(ymin=ymin, xmin=xmin, ymax=ymax, xmax=xmax)
+
+
+def to_original(box, crop_box) -> Box:
+    """A box in view pixels -> original-photo pixels, through the centre-crop region."""
+    top, left, bottom, _ = (float(v) for v in crop_box)
+    scale = (bottom - top) / VIEW_SIZE
+    ymin, xmin, ymax, xmax = (float(v) for v in box)
+    return _box([top + ymin * scale, left + xmin * scale, top + ymax * scale, left + xmax * scale])
+
+
+def _annotated(png: bytes, fmt: str) -> B64:
+    if fmt == "jpeg":
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(png)).convert("RGB").save(buf, format="JPEG", quality=90)
+        png = buf.getvalue()
+    return B64(b64=base64.b64encode(png).decode("ascii"))
+
+
+def build_prediction(image: ImageInput, out: ModelOutput, params: PredictParameters) -> Prediction:
+    top_k = [
+        ClassScore(index=int(c), synset=syn, label=name, score=float(s))
+        for c, s, name, syn in zip(
+            out.classes, out.scores, out.class_names, out.synsets, strict=True
+        )
+    ]
+    glimpses = [
+        Glimpse(
+            order=i + 1,
+            box=_box(b),
+            box_original=to_original(b, out.crop_box) if params.original_pixels else None,
+            centre=Point(y=float(b[0] + b[2]) / 2, x=float(b[1] + b[3]) / 2),
+            score=float(s),
+        )
+        for i, (b, s) in enumerate(zip(out.glimpse_boxes, out.glimpse_scores, strict=True))
+    ]
+    return Prediction(
+        key=image.key,
+        top_class=top_k[0],
+        top_k=top_k,
+        glimpses=glimpses,
+        coverage=out.coverage,
+        full_image=ClassScore(
+            index=out.full_image_class,
+            synset=out.full_image_synset,
+            label=out.full_image_name,
+            score=out.full_image_score,
+        ),
+        annotated_image_bytes=(
+            _annotated(out.annotated_png, params.annotated_image_format)
+            if params.annotated_image
+            else None
+        ),
+        annotated_image_format=params.annotated_image_format if params.annotated_image else None,
+        preprocessing=Preprocessing(
+            original_size=out.image_size,
+            crop_box=_box(out.crop_box),
+            converted_from=image.converted_from,
+        ),
+    )

@@ -1,0 +1,128 @@
+""":predict, in TF Serving's and AI Platform's URL forms."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter, Depends
+from starlette.concurrency import run_in_threadpool
+
+from service.errors import BackendTimeout, InvalidInput, NotReady
+from service.instances import decode_instances
+from service.predictor import Options
+from service.responses import build_prediction
+from service.routes.deps import StateDep, require_json, require_token, served_model
+from service.schemas import ErrorBody, PredictRequest, PredictResponse
+from service.state import GatewayState
+
+router = APIRouter(tags=["predict"], dependencies=[Depends(require_token)])
+
+_ERRORS = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in [
+        (400, "Invalid request or instance (the message names the instance index)"),
+        (401, "Missing or invalid bearer token"),
+        (404, "Unknown model or version"),
+        (413, "Body over the payload limit"),
+        (415, "Body is not JSON"),
+        (429, "Queue full; retry after the Retry-After header"),
+        (503, "Model not ready (loading, or shutting down)"),
+        (504, "The model did not answer in time"),
+    ]
+}
+
+
+async def predict_instances(
+    state: GatewayState, model: str, version: str | None, body: PredictRequest
+) -> PredictResponse:
+    settings, metrics = state.settings, state.metrics
+    served_model(state, model, version)
+    if len(body.instances) > settings.max_instances:
+        raise InvalidInput(
+            f"{len(body.instances)} instances is over the limit of {settings.max_instances}"
+        )
+    if state.shutting_down:
+        raise NotReady("the service is shutting down")
+    if not state.predictor.is_ready():
+        raise NotReady("model is loading; retry shortly")
+
+    started = time.perf_counter()
+    images = await run_in_threadpool(decode_instances, body.instances, settings.max_image_pixels)
+    decoded = time.perf_counter()
+    metrics.stage.labels("decode").observe(decoded - started)
+
+    params = body.parameters
+    options = [Options(params.num_glimpses, params.top_k)] * len(images)
+    try:
+        outputs = await asyncio.wait_for(
+            state.predictor.predict(images, options), settings.request_timeout_s
+        )
+    except TimeoutError:
+        raise BackendTimeout(
+            f"no answer from the model within {settings.request_timeout_s:g} s"
+        ) from None
+    answered = time.perf_counter()
+
+    predictions = await run_in_threadpool(
+        lambda: [build_prediction(i, o, params) for i, o in zip(images, outputs, strict=True)]
+    )
+    metrics.stage.labels("encode").observe(time.perf_counter() - answered)
+    metrics.instances.inc(len(images))
+    return PredictResponse(predictions=predictions)
+
+
+@router.post(
+    "/v1/models/{model}:predict",
+    response_model=PredictResponse,
+    response_model_exclude_none=True,
+    responses=_ERRORS,
+    dependencies=[Depends(require_json)],
+    summary="Classify photos and return the glimpses (TF Serving URL form)",
+)
+async def predict_latest(model: str, body: PredictRequest, state: StateDep) -> PredictResponse:
+    return await predict_instances(state, model, None, body)
+
+
+@router.post(
+    "/v1/models/{model}/versions/{version}:predict",
+    response_model=PredictResponse,
+    response_model_exclude_none=True,
+    responses=_ERRORS,
+    dependencies=[Depends(require_json)],
+    summary="Classify photos with a given model version (TF Serving URL form)",
+)
+async def predict_version(
+    model: str, version: str, body: PredictRequest, state: StateDep
+) -> PredictResponse:
+    return await predict_instances(state, model, version, body)
+
+
+@router.post(
+    "/v1/projects/{project}/models/{model}:predict",
+    response_model=PredictResponse,
+    response_model_exclude_none=True,
+    responses=_ERRORS,
+    dependencies=[Depends(require_json)],
+    summary="Classify photos (AI Platform URL form; the project is not checked)",
+)
+async def predict_ai_platform(
+    project: str, model: str, body: PredictRequest, state: StateDep
+) -> PredictResponse:
+    del project  # One deployment serves one project.
+    return await predict_instances(state, model, None, body)
+
+
+@router.post(
+    "/v1/projects/{project}/models/{model}/versions/{version}:predict",
+    response_model=PredictResponse,
+    response_model_exclude_none=True,
+    responses=_ERRORS,
+    dependencies=[Depends(require_json)],
+    summary="Classify photos with a given version (AI Platform URL form, versions `v<N>` or `N`)",
+)
+async def predict_ai_platform_version(
+    project: str, model: str, version: str, body: PredictRequest, state: StateDep
+) -> PredictResponse:
+    del project
+    return await predict_instances(state, model, version, body)

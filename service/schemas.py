@@ -1,0 +1,146 @@
+"""Request and response bodies: the public contract, documented in the OpenAPI page.
+
+The request mirrors TF Serving / AI Platform (`instances`, `{"b64": ...}`); the response is one
+object per instance, in order, with the class, the glimpses and the annotated image.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_TINY_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+)
+
+
+class B64(BaseModel):
+    """Binary data as TF Serving and AI Platform carry it in JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+    b64: str = Field(description="Base64 (standard alphabet, padding optional) of the bytes.")
+
+
+class Instance(BaseModel):
+    """One photo. The bare form `{"b64": "..."}` is accepted too (TF Serving's row format)."""
+
+    model_config = ConfigDict(extra="forbid")
+    input_image_bytes: B64 = Field(description="JPEG, PNG, WebP, BMP or GIF (first frame).")
+    key: str | None = Field(None, max_length=256, description="Echoed back in the prediction.")
+
+
+class PredictParameters(BaseModel):
+    """Options for the whole request. Unknown names are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+    num_glimpses: int = Field(6, ge=1, le=16, description="Glimpses the model takes (T).")
+    top_k: int = Field(5, ge=1, le=20, description="Classes listed in `top_k`.")
+    annotated_image: bool = Field(True, description="Return the photo with the glimpses drawn.")
+    annotated_image_format: Literal["png", "jpeg"] = "png"
+    original_pixels: bool = Field(True, description="Also give boxes in original-photo pixels.")
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "instances": [{"input_image_bytes": {"b64": _TINY_PNG}, "key": "photo-1"}],
+                    "parameters": {"num_glimpses": 6, "top_k": 3},
+                }
+            ]
+        },
+    )
+    instances: list[Instance] = Field(min_length=1)
+    parameters: PredictParameters = Field(default_factory=PredictParameters)
+    signature_name: str | None = Field(
+        None, description="Accepted for TF Serving compatibility; only the default is served."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_b64_instances(cls, data: Any) -> Any:
+        """TF Serving's row format also allows `{"b64": ...}` for a single string input."""
+        if isinstance(data, dict) and isinstance(data.get("instances"), list):
+            data = {
+                **data,
+                "instances": [
+                    {"input_image_bytes": i} if isinstance(i, dict) and set(i) == {"b64"} else i
+                    for i in data["instances"]
+                ],
+            }
+        return data
+
+    @field_validator("signature_name")
+    @classmethod
+    def _default_signature_only(cls, v: str | None) -> str | None:
+        if v not in (None, "", "serving_default"):
+            raise ValueError("only the default signature is served through the gateway")
+        return v
+
+
+class ClassScore(BaseModel):
+    index: int = Field(description="ImageNet-1k class index, 0..999.")
+    synset: str = Field(description="WordNet id, e.g. n02123045.")
+    label: str = Field(description="Human-readable name.")
+    score: float = Field(description="Probability.")
+
+
+class Box(BaseModel):
+    ymin: float
+    xmin: float
+    ymax: float
+    xmax: float
+
+
+class Point(BaseModel):
+    y: float
+    x: float
+
+
+class Glimpse(BaseModel):
+    order: int = Field(description="1 for the first glimpse taken.")
+    box: Box = Field(description="In pixels of the 224x224 view the model classifies.")
+    box_original: Box | None = Field(None, description="The same box in original-photo pixels.")
+    centre: Point = Field(description="Box centre, 224x224 view pixels.")
+    score: float = Field(description="This glimpse's probability for the predicted class.")
+
+
+class Preprocessing(BaseModel):
+    """How the photo became the 224x224 view (the AI Workshop contract says 224x224)."""
+
+    original_size: tuple[int, int] = Field(description="(height, width) of the decoded photo.")
+    crop_box: Box = Field(description="The region kept, in original pixels.")
+    view_size: int = 224
+    method: str = "shorter side resized to 256 (bicubic), central 224x224 crop"
+    converted_from: str | None = Field(
+        None, description="Set when the gateway re-encoded the image (e.g. CMYK JPEG, WebP)."
+    )
+
+
+class Prediction(BaseModel):
+    key: str | None = None
+    top_class: ClassScore = Field(description="What the model decided from the glimpses alone.")
+    top_k: list[ClassScore]
+    glimpses: list[Glimpse] = Field(description="In visiting order.")
+    coverage: float = Field(description="Fraction of the 224x224 view inside any glimpse.")
+    full_image: ClassScore = Field(
+        description="What the same backbone says from the whole photo, for comparison."
+    )
+    annotated_image_bytes: B64 | None = Field(
+        None, description="The view with the glimpses drawn; unseen pixels dimmed."
+    )
+    annotated_image_format: Literal["png", "jpeg"] | None = None
+    preprocessing: Preprocessing
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+class ErrorBody(BaseModel):
+    """TF Serving's error shape."""
+
+    error: str = Field(examples=["instances[2]: input_image_bytes is not a decodable image"])

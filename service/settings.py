@@ -1,0 +1,43 @@
+"""Gateway settings, read once from the environment (prefix GLIMPSE_) and validated at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GLIMPSE_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, validation_alias="PORT", ge=1, le=65535)
+
+    backend: Literal["embedded", "tfserving"] = "embedded"
+    model_name: str = "saccader"
+    model_dir: Path = Path("models")  # embedded: <model_dir>/<model_name>/<version>/
+    model_version: int | None = None  # None = the highest version present
+
+    tfserving_address: str | None = None  # host:port of TF Serving's gRPC API
+    tfserving_retries: int = Field(2, ge=0, le=10)  # on UNAVAILABLE, with backoff
+
+    max_batch_size: int = Field(8, ge=1, le=256)
+    max_batch_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)
+    queue_limit: int = Field(256, ge=1)  # instances waiting; beyond it requests get 429
+    max_payload_bytes: int = Field(1_500_000, ge=1024)  # AI Platform's online limit
+    max_instances: int = Field(64, ge=1, le=1000)
+    max_image_pixels: int = Field(40_000_000, ge=10_000)  # decompression-bomb guard
+    request_timeout_s: float = Field(30.0, gt=0.0)
+    shutdown_grace_s: float = Field(20.0, ge=0.0)
+
+    auth_token: str | None = None  # if set, predict and model routes need "Bearer <token>"
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _backend_needs_its_address(self) -> GatewaySettings:
+        if self.backend == "tfserving" and not self.tfserving_address:
+            raise ValueError("GLIMPSE_TFSERVING_ADDRESS is required with GLIMPSE_BACKEND=tfserving")
+        return self
