@@ -33,3 +33,7 @@ def serve() -> None:
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

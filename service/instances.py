@@ -61,14 +61,13 @@ def parse_instance(obj: Any, index: int) -> Instance:
 
 
 def _b64decode(text: str, index: int) -> bytes:
-    try:
-        padded = text + "=" * (-len(text) % 4)
-        return base64.b64decode(padded, validate=True)
-    except (binascii.Error, ValueError):
-        try:  # Some clients send the URL-safe alphabet.
-            return base64.urlsafe_b64decode(padded)
+    padded = text + "=" * (-len(text) % 4)
+    for altchars in (None, b"-_"):  # Some clients send the URL-safe alphabet.
+        try:
+            return base64.b64decode(padded, altchars=altchars, validate=True)
         except (binascii.Error, ValueError):
-            raise InvalidInput(f"instances[{index}].input_image_bytes: invalid base64") from None
+            continue
+    raise InvalidInput(f"instances[{index}].input_image_bytes: invalid base64")
 
 
 def decode_instance(instance: Instance, index: int, max_pixels: int) -> ImageInput:

@@ -73,7 +73,18 @@ class GatewayMiddleware:
                     raise _BodyTooLarge()
             return message
 
+        replaced = False
+
         async def tracking_send(message):
+            nonlocal replaced
+            if too_large:  # the app saw a broken body stream; the client deserves the real reason
+                if message["type"] == "http.response.start" and not replaced:
+                    replaced = True
+                    status["code"] = 413
+                    await self._reply(
+                        send, 413, f"request body is over the limit of {self.max_body} bytes", rid
+                    )
+                return
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 message.setdefault("headers", [])

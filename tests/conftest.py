@@ -67,3 +67,41 @@ def lite0_export(tmp_path_factory, lite0_model) -> Path:
     from model_export.signatures import export
 
     return export(lite0_model, tmp_path_factory.mktemp("models"))
+
+
+def b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode("ascii")
+
+
+def body(*images: bytes, **parameters) -> dict:
+    out: dict = {"instances": [{"input_image_bytes": {"b64": b64(i)}} for i in images]}
+    if parameters:
+        out["parameters"] = parameters
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_export) -> Path:
+    """Model base path holding saccader/1 (the tiny model)."""
+    return tiny_export.parent.parent
+
+
+@pytest.fixture(scope="session")
+def gateway_settings(tiny_model_dir):
+    from service.settings import GatewaySettings
+
+    def make(**overrides):
+        return GatewaySettings(**{"model_dir": tiny_model_dir, "log_format": "text", **overrides})
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def gateway(gateway_settings):
+    """The real service (embedded backend, tiny model) on a free 127.0.0.1 port."""
+    from tests.servers import live_server
+
+    with live_server(gateway_settings(max_payload_bytes=2_000_000)) as server:
+        yield server

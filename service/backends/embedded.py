@@ -100,6 +100,9 @@ class EmbeddedPredictor:
     async def predict(self, images: list[ImageInput], options: list[Options]) -> list[ModelOutput]:
         return await self._batcher.submit(list(zip(images, options, strict=True)))
 
+    def check_version(self, version: int | None) -> None:
+        self._served(version)
+
     def _served(self, version: int | None) -> int:
         if self._version is None:
             raise NotReady("model is not loaded yet")

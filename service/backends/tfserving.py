@@ -65,6 +65,7 @@ class TFServingPredictor:
         )
         self._ready = False
         self._checked_at = 0.0
+        self._version: int | None = None  # what TF Serving reported AVAILABLE at start-up
 
     async def start(self) -> None:
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
@@ -78,6 +79,13 @@ class TFServingPredictor:
         )
         self._predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._model_stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        body = await self.status(None)
+        available = [
+            int(v["version"])
+            for v in body.get("model_version_status", [])
+            if v.get("state") == "AVAILABLE"
+        ]
+        self._version = self._settings.model_version or (max(available) if available else None)
         self._batcher.start()
         await self._batcher.submit([(warmup_image(), Options(6, 5))])
         self._ready = True
@@ -134,6 +142,10 @@ class TFServingPredictor:
             raise BackendError(f"model server response lacks outputs {sorted(missing)}")
         outputs = {k: np.asarray(v) for k, v in outputs.items()}
         return split_outputs(outputs, [o for _, o in items])
+
+    def check_version(self, version: int | None) -> None:
+        if version is not None and self._version is not None and version != self._version:
+            raise ModelNotFound(f"Could not find version {version} of model {self.model_name}")
 
     async def predict(self, images: list[ImageInput], options: list[Options]) -> list[ModelOutput]:
         return await self._batcher.submit(list(zip(images, options, strict=True)))

@@ -37,7 +37,7 @@ async def predict_instances(
     state: GatewayState, model: str, version: str | None, body: PredictRequest
 ) -> PredictResponse:
     settings, metrics = state.settings, state.metrics
-    served_model(state, model, version)
+    state.predictor.check_version(served_model(state, model, version))
     if len(body.instances) > settings.max_instances:
         raise InvalidInput(
             f"{len(body.instances)} instances is over the limit of {settings.max_instances}"

@@ -1,0 +1,123 @@
+"""The tfserving backend against a real gRPC server speaking TF Serving's protocol."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import body, encode
+from tests.servers import live_server
+from tests.tfserving_server import TFServingServer
+
+PREDICT = "/v1/models/saccader:predict"
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[bytes]:
+    rng = np.random.default_rng(11)
+    return [
+        encode(rng.integers(0, 255, (240 + 20 * i, 320, 3), dtype=np.uint8), "JPEG")
+        for i in range(3)
+    ]
+
+
+@pytest.fixture(scope="module")
+def tfserving(tiny_export):
+    server = TFServingServer("saccader", tiny_export)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def remote_gateway(gateway_settings, tfserving):
+    with live_server(
+        gateway_settings(backend="tfserving", tfserving_address=f"127.0.0.1:{tfserving.port}")
+    ) as server:
+        yield server
+
+
+def test_same_answers_as_the_embedded_backend(remote_gateway, gateway, photos, tfserving):
+    calls = tfserving.calls
+    remote = httpx.post(remote_gateway.url + PREDICT, json=body(*photos, top_k=3), timeout=60)
+    local = httpx.post(gateway.url + PREDICT, json=body(*photos, top_k=3), timeout=60)
+    assert remote.status_code == local.status_code == 200
+    assert tfserving.calls > calls  # it really went over gRPC
+    for r, e in zip(remote.json()["predictions"], local.json()["predictions"], strict=True):
+        assert [c["index"] for c in r["top_k"]] == [c["index"] for c in e["top_k"]]
+        assert [g["box"] for g in r["glimpses"]] == [g["box"] for g in e["glimpses"]]
+        assert r["top_class"]["score"] == pytest.approx(e["top_class"]["score"], abs=1e-5)
+        assert r["annotated_image_bytes"] == e["annotated_image_bytes"]
+
+
+def test_status_and_metadata_come_from_tf_serving(remote_gateway, gateway):
+    for path in ("/v1/models/saccader", "/v1/models/saccader/metadata"):
+        remote = httpx.get(remote_gateway.url + path).json()
+        local = httpx.get(gateway.url + path).json()
+        assert remote == local
+    assert httpx.get(remote_gateway.url + "/v1/models/saccader/versions/2").status_code == 404
+    assert (
+        httpx.post(
+            remote_gateway.url + "/v1/models/saccader/versions/2:predict",
+            json={"instances": [{"b64": "aGk="}]},
+        ).status_code
+        == 404
+    )
+
+
+def test_unknown_model_on_the_server_keeps_the_gateway_unready(gateway_settings, tfserving):
+    settings = gateway_settings(
+        backend="tfserving", tfserving_address=f"127.0.0.1:{tfserving.port}", model_name="other"
+    )
+    with live_server(settings, ready=False) as server:
+        deadline = time.monotonic() + 30
+        while "failed" not in httpx.get(server.url + "/healthz/ready").text:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r = httpx.get(server.url + "/healthz/ready")
+        assert r.status_code == 503 and "NOT_FOUND" in r.json()["error"]
+
+
+def test_deadline_is_504(gateway_settings, tiny_export, photos):
+    slow = TFServingServer("saccader", tiny_export)
+    slow.start()
+    try:
+        settings = gateway_settings(
+            backend="tfserving", tfserving_address=f"127.0.0.1:{slow.port}", request_timeout_s=1.0
+        )
+        with live_server(settings) as server:
+            slow.delay_s = 3.0
+            r = httpx.post(server.url + PREDICT, json=body(photos[0]), timeout=60)
+            assert (
+                r.status_code == 504
+                and "DEADLINE_EXCEEDED" in r.json()["error"]
+                or "within" in r.json()["error"]
+            )
+            slow.delay_s = 0.0
+            time.sleep(2.5)  # let the abandoned call finish on the server
+            assert (
+                httpx.post(server.url + PREDICT, json=body(photos[0]), timeout=60).status_code
+                == 200
+            )
+    finally:
+        slow.stop()
+
+
+def test_server_gone_is_503_and_not_ready(gateway_settings, tiny_export, photos):
+    doomed = TFServingServer("saccader", tiny_export)
+    doomed.start()
+    settings = gateway_settings(
+        backend="tfserving", tfserving_address=f"127.0.0.1:{doomed.port}", tfserving_retries=1
+    )
+    with live_server(settings) as server:
+        doomed.stop()
+        r = httpx.post(server.url + PREDICT, json=body(photos[0]), timeout=60)
+        assert r.status_code == 503 and "UNAVAILABLE" in r.json()["error"]
+        assert r.headers["retry-after"] == "5"
+        time.sleep(2.1)  # past the readiness cache
+        ready = httpx.get(server.url + "/healthz/ready")
+        assert ready.status_code == 503
+        assert httpx.get(server.url + "/healthz/live").status_code == 200
