@@ -23,8 +23,10 @@ class GatewaySettings(BaseSettings):
     tfserving_address: str | None = None  # host:port of TF Serving's gRPC API
     tfserving_retries: int = Field(2, ge=0, le=10)  # on UNAVAILABLE, with backoff
 
-    max_batch_size: int = Field(8, ge=1, le=256)
-    max_batch_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)
+    max_batch_size: int = Field(16, ge=1, le=256)
+    # 0 = greedy: an idle model starts at once, and requests arriving while it runs form the
+    # next batch, so batching costs a lone request nothing. >0 waits for batch-mates.
+    max_batch_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
     queue_limit: int = Field(256, ge=1)  # instances waiting; beyond it requests get 429
     max_payload_bytes: int = Field(1_500_000, ge=1024)  # AI Platform's online limit
     max_instances: int = Field(64, ge=1, le=1000)

@@ -38,7 +38,7 @@ class BatchStats:
 class MicroBatcher(Generic[Item, Result]):
     def __init__(
         self,
-        run_batch: Callable[[list[Item]], Awaitable[list[Result]]],
+        run_batch: Callable[[list[Item]], Awaitable[list[Result | BaseException]]],
         max_batch: int,
         max_wait_s: float,
         queue_limit: int,
@@ -118,7 +118,11 @@ class MicroBatcher(Generic[Item, Result]):
                 self._busy = False
             finished = time.perf_counter()
             for p, r in zip(batch, results, strict=True):
-                if not p.future.done():
+                if p.future.done():
+                    continue
+                if isinstance(r, BaseException):  # one bad item fails only its own request
+                    p.future.set_exception(r)
+                else:
                     p.future.set_result(r)
             if self._on_batch:
                 self._on_batch(

@@ -21,7 +21,7 @@ from service.backends.savedmodel_meta import (
     signature_def_map,
     status_body,
 )
-from service.errors import ModelNotFound, NotReady
+from service.errors import BackendError, InvalidInput, ModelNotFound, NotReady
 from service.instances import ImageInput
 from service.predictor import SIGNATURE, ModelOutput, Options, split_outputs
 from service.settings import GatewaySettings
@@ -92,9 +92,25 @@ class EmbeddedPredictor:
         )
         return {k: v.numpy() for k, v in out.items()}
 
-    async def _run_batch(self, items: list[tuple[ImageInput, Options]]) -> list[ModelOutput]:
+    async def _run_batch(
+        self, items: list[tuple[ImageInput, Options]]
+    ) -> list[ModelOutput | BaseException]:
+        import tensorflow as tf
+
         loop = asyncio.get_running_loop()
-        outputs = await loop.run_in_executor(self._executor, self._call, items)
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._call, items)
+        except tf.errors.InvalidArgumentError as e:
+            if len(items) == 1:
+                return [InvalidInput(f"the model rejected the image: {e.message.splitlines()[0]}")]
+            # One instance the validator let through broke the batch: run them one by one so
+            # that only its own request fails.
+            results: list[ModelOutput | BaseException] = []
+            for item in items:
+                results += await self._run_batch([item])
+            return results
+        except tf.errors.OpError as e:
+            raise BackendError(f"model error: {type(e).__name__}") from e
         return split_outputs(outputs, [o for _, o in items])
 
     async def predict(self, images: list[ImageInput], options: list[Options]) -> list[ModelOutput]:
