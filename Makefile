@@ -6,7 +6,7 @@ MODEL_DIR ?= models
 SAMPLES ?= ../shared/data/imagenet-sample
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: serve test export bench bench-accuracy bench-cost lint clean
+.PHONY: serve test export bench bench-accuracy bench-cost bench-serve lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,13 +28,16 @@ test: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
-bench: bench-accuracy bench-cost
+bench: bench-accuracy bench-cost bench-serve
 
 bench-accuracy: export
 	$(BIN)/python -m bench.accuracy --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
 
 bench-cost: export
 	$(BIN)/python -m bench.cost --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
+
+bench-serve: export
+	$(BIN)/python -m bench.serve --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
