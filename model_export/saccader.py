@@ -152,9 +152,9 @@ def glimpse_canvas(
     return tf.where(keep[..., None], canvas, _FILL)
 
 
-def glimpse_cells(boxes: tf.Tensor, valid: tf.Tensor, frame: tf.Tensor, grid: int) -> tf.Tensor:
-    """Weights [B, T, grid, grid]: each glimpse averages the canvas cells whose centres it holds."""
-    ys, xs = _frame_positions(frame, grid)
+def glimpse_cells(boxes: tf.Tensor, valid: tf.Tensor, frame: tf.Tensor, side: int) -> tf.Tensor:
+    """Weights [B, T, side, side]: each glimpse averages the canvas cells whose centres it holds."""
+    ys, xs = _frame_positions(frame, side)
     inside = tf.cast(_inside(ys, xs, boxes, valid), tf.float32)
     count = tf.reduce_sum(inside, axis=[2, 3], keepdims=True)
     return inside / tf.maximum(count, 1.0)
