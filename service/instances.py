@@ -13,10 +13,8 @@ import binascii
 import io
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 from PIL import Image, UnidentifiedImageError
-from pydantic import ValidationError
 
 from service.errors import InvalidInput
 from service.schemas import Instance
@@ -47,17 +45,6 @@ def explain_validation(errors: list[dict]) -> str:
             msg = f"JSON Parse error: {e.get('ctx', {}).get('error', msg)}"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts) or "invalid request body"
-
-
-def parse_instance(obj: Any, index: int) -> Instance:
-    """One instance from JSON (batch jobs read them line by line)."""
-    if isinstance(obj, dict) and set(obj) == {"b64"}:
-        obj = {"input_image_bytes": obj}
-    try:
-        return Instance.model_validate(obj)
-    except ValidationError as e:
-        errors = [{**err, "loc": ("instances", index, *err["loc"])} for err in e.errors()]
-        raise InvalidInput(explain_validation(errors)) from None
 
 
 def _b64decode(text: str, index: int) -> bytes:

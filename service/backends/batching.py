@@ -36,6 +36,8 @@ class BatchStats:
 
 
 class MicroBatcher(Generic[Item, Result]):
+    """One queue, one worker, batches of at most `max_batch` items."""
+
     def __init__(
         self,
         run_batch: Callable[[list[Item]], Awaitable[list[Result | BaseException]]],
@@ -147,3 +149,14 @@ class MicroBatcher(Generic[Item, Result]):
         for p in self._queue:
             if not p.future.done():
                 p.future.set_exception(NotReady("the service shut down before this ran"))
+
+
+def batcher_for(settings, run_batch, on_batch=None) -> MicroBatcher:
+    """The batcher every backend uses, sized by the gateway settings."""
+    return MicroBatcher(
+        run_batch,
+        max_batch=settings.max_batch_size,
+        max_wait_s=settings.max_batch_wait_ms / 1000.0,
+        queue_limit=settings.queue_limit,
+        on_batch=on_batch,
+    )

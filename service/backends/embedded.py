@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from service.backends.batching import MicroBatcher
+from service.backends.batching import batcher_for
 from service.backends.savedmodel_meta import (
     metadata_body,
     resolve_version,
@@ -46,13 +46,7 @@ class EmbeddedPredictor:
         self._settings = settings
         self._base = settings.model_dir / settings.model_name
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tf-model")
-        self._batcher: MicroBatcher[tuple[ImageInput, Options], ModelOutput] = MicroBatcher(
-            self._run_batch,
-            max_batch=settings.max_batch_size,
-            max_wait_s=settings.max_batch_wait_ms / 1000.0,
-            queue_limit=settings.queue_limit,
-            on_batch=on_batch,
-        )
+        self._batcher = batcher_for(settings, self._run_batch, on_batch)
         self._version: int | None = None
         self._signatures: Any = None
         self._fn: Any = None

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from service.backends.batching import MicroBatcher
+from service.backends.batching import batcher_for
 from service.backends.embedded import warmup_image
 from service.backends.savedmodel_meta import message_to_dict
 from service.errors import (
@@ -56,13 +56,7 @@ class TFServingPredictor:
         self._channel: grpc.aio.Channel | None = None
         self._predict_stub = None
         self._model_stub = None
-        self._batcher: MicroBatcher[tuple[ImageInput, Options], ModelOutput] = MicroBatcher(
-            self._run_batch,
-            max_batch=settings.max_batch_size,
-            max_wait_s=settings.max_batch_wait_ms / 1000.0,
-            queue_limit=settings.queue_limit,
-            on_batch=on_batch,
-        )
+        self._batcher = batcher_for(settings, self._run_batch, on_batch)
         self._ready = False
         self._checked_at = 0.0
         self._version: int | None = None  # what TF Serving reported AVAILABLE at start-up

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from service.errors import NotReady
 from service.routes.deps import StateDep, require_token, served_model
@@ -19,29 +19,20 @@ def _loaded(state) -> None:
         raise NotReady("model is loading; retry shortly")
 
 
-@router.get("/v1/models/{model}", responses=_ERRORS, summary="Model version status")
-async def model_status(model: str, state: StateDep) -> dict[str, Any]:
-    served_model(state, model, None)
-    _loaded(state)
-    return await state.predictor.status(None)
-
-
-@router.get("/v1/models/{model}/versions/{version}", responses=_ERRORS)
-async def model_version_status(model: str, version: str, state: StateDep) -> dict[str, Any]:
-    wanted = served_model(state, model, version)
+async def model_status(request: Request, state: StateDep) -> dict[str, Any]:
+    """TF Serving's GetModelStatus body."""
+    wanted = served_model(state, request.path_params["model"], request.path_params.get("version"))
     _loaded(state)
     return await state.predictor.status(wanted)
 
 
-@router.get("/v1/models/{model}/metadata", responses=_ERRORS, summary="Signatures")
-async def model_metadata(model: str, state: StateDep) -> dict[str, Any]:
-    served_model(state, model, None)
-    _loaded(state)
-    return await state.predictor.metadata(None)
-
-
-@router.get("/v1/models/{model}/versions/{version}/metadata", responses=_ERRORS)
-async def model_version_metadata(model: str, version: str, state: StateDep) -> dict[str, Any]:
-    wanted = served_model(state, model, version)
+async def model_metadata(request: Request, state: StateDep) -> dict[str, Any]:
+    """TF Serving's GetModelMetadata body: the signatures."""
+    wanted = served_model(state, request.path_params["model"], request.path_params.get("version"))
     _loaded(state)
     return await state.predictor.metadata(wanted)
+
+
+for _prefix in ("/v1/models/{model}", "/v1/models/{model}/versions/{version}"):
+    router.add_api_route(_prefix, model_status, methods=["GET"], responses=_ERRORS)
+    router.add_api_route(_prefix + "/metadata", model_metadata, methods=["GET"], responses=_ERRORS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.errors import BackendTimeout, InvalidInput, NotReady
@@ -77,57 +77,31 @@ async def respond(
     return Response(content, media_type="application/json")
 
 
-@router.post(
-    "/v1/models/{model}:predict",
-    response_model=PredictResponse,
-    response_model_exclude_none=True,
-    responses=_ERRORS,
-    dependencies=[Depends(require_json)],
-    summary="Classify photos and return the glimpses (TF Serving URL form)",
-)
-async def predict_latest(model: str, body: PredictRequest, state: StateDep) -> Response:
-    return await respond(state, model, None, body)
+# TF Serving's and AI Platform's URL forms; AI Platform's project is not checked (one
+# deployment serves one project) and its version names are accepted as `v<N>`.
+PATHS = {
+    "/v1/models/{model}:predict": "Classify photos and return the glimpses",
+    "/v1/models/{model}/versions/{version}:predict": "The same, with a given model version",
+    "/v1/projects/{project}/models/{model}:predict": "The same, AI Platform URL form",
+    "/v1/projects/{project}/models/{model}/versions/{version}:predict": (
+        "The same, AI Platform URL form with a version (`v<N>` or `N`)"
+    ),
+}
 
 
-@router.post(
-    "/v1/models/{model}/versions/{version}:predict",
-    response_model=PredictResponse,
-    response_model_exclude_none=True,
-    responses=_ERRORS,
-    dependencies=[Depends(require_json)],
-    summary="Classify photos with a given model version (TF Serving URL form)",
-)
-async def predict_version(
-    model: str, version: str, body: PredictRequest, state: StateDep
-) -> Response:
-    return await respond(state, model, version, body)
+async def predict(request: Request, body: PredictRequest, state: StateDep) -> Response:
+    path = request.path_params
+    return await respond(state, path["model"], path.get("version"), body)
 
 
-@router.post(
-    "/v1/projects/{project}/models/{model}:predict",
-    response_model=PredictResponse,
-    response_model_exclude_none=True,
-    responses=_ERRORS,
-    dependencies=[Depends(require_json)],
-    summary="Classify photos (AI Platform URL form; the project is not checked)",
-)
-async def predict_ai_platform(
-    project: str, model: str, body: PredictRequest, state: StateDep
-) -> Response:
-    del project  # One deployment serves one project.
-    return await respond(state, model, None, body)
-
-
-@router.post(
-    "/v1/projects/{project}/models/{model}/versions/{version}:predict",
-    response_model=PredictResponse,
-    response_model_exclude_none=True,
-    responses=_ERRORS,
-    dependencies=[Depends(require_json)],
-    summary="Classify photos with a given version (AI Platform URL form, versions `v<N>` or `N`)",
-)
-async def predict_ai_platform_version(
-    project: str, model: str, version: str, body: PredictRequest, state: StateDep
-) -> Response:
-    del project
-    return await respond(state, model, version, body)
+for _path, _summary in PATHS.items():
+    router.add_api_route(
+        _path,
+        predict,
+        methods=["POST"],
+        response_model=PredictResponse,
+        responses=_ERRORS,
+        dependencies=[Depends(require_json)],
+        summary=_summary,
+        name=_path,
+    )
