@@ -76,9 +76,17 @@ def decode_instance(instance: Instance, index: int, max_pixels: int) -> ImageInp
             if width < 1 or height < 1:
                 raise InvalidInput(f"{where}: image has no pixels")
             image.seek(0)
-            if image.format in ("JPEG", "MPO") and image.mode in ("RGB", "L"):
-                # Passed through as is: decode at 1/8 scale in the DCT domain, which reads the
-                # whole stream (truncation still fails) for half the cost of a full decode.
+            fmt = "JPEG" if image.format == "MPO" else image.format
+            passthrough = (fmt, image.mode) in _PASSTHROUGH and not getattr(
+                image, "is_animated", False
+            )
+            if passthrough and _intact(raw, fmt, image):
+                return ImageInput(instance.key, raw, (height, width), None)
+            image = Image.open(io.BytesIO(raw))  # verify() uses up the object it checked
+            image.seek(0)
+            if passthrough and fmt == "JPEG":
+                # Decode at 1/8 scale in the DCT domain: reads the whole stream, so truncated
+                # data still fails, for half the cost of a full decode.
                 image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
             image.load()  # decodes: truncated or corrupt data fails here
     except InvalidInput:
@@ -87,10 +95,29 @@ def decode_instance(instance: Instance, index: int, max_pixels: int) -> ImageInp
         raise InvalidInput(f"{where}: not a decodable image (JPEG, PNG, WebP, BMP, GIF)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise InvalidInput(f"{where}: corrupt or truncated image ({e})") from None
-    fmt = "JPEG" if image.format == "MPO" else image.format
-    if (fmt, image.mode) in _PASSTHROUGH and not getattr(image, "is_animated", False):
+    if passthrough:
         return ImageInput(instance.key, raw, (height, width), None)
     return ImageInput(instance.key, _to_png(image), (height, width), f"{fmt}/{image.mode}")
+
+
+def _intact(raw: bytes, fmt: str, image: Image.Image) -> bool:
+    """A structural check that lets a well-formed image skip Pillow's pixel decode.
+
+    JPEG: the stream ends with the EOI marker (truncation removes it). PNG: every chunk's CRC
+    holds up to IEND (`verify()` reads chunks, not pixels). Anything that fails the check is
+    decoded fully, so its error names the instance; the rare image that passes and still
+    breaks the model's decoder fails only its own request (the backend re-runs the batch one
+    instance at a time).
+    """
+    if fmt == "JPEG":
+        return raw.rstrip(b"\x00")[-2:] == b"\xff\xd9"
+    if fmt == "PNG":
+        try:
+            image.verify()
+        except Exception:  # noqa: BLE001 - any failure means "decode it fully"
+            return False
+        return True
+    return False
 
 
 def _to_png(image: Image.Image) -> bytes:

@@ -171,6 +171,15 @@ def test_bad_instance_is_named_by_index(gateway, photo):
     assert r.json()["error"].startswith("instances[2].input_image_bytes: corrupt or truncated")
 
 
+def test_corrupt_png_is_named_by_index(gateway, photo):
+    rng = np.random.default_rng(3)
+    png = bytearray(encode(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), "PNG"))
+    png[len(png) // 2] ^= 0xFF  # inside the pixel data: the chunk CRC no longer holds
+    r = post(gateway, body(photo, bytes(png)))
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("instances[1].input_image_bytes: ")
+
+
 def test_decompression_bomb_is_refused(gateway):
     r = post(gateway, body(_bomb()))
     assert r.status_code == 400
