@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import time
 
 import httpx
 import numpy as np
@@ -338,3 +339,16 @@ def test_errors_never_leak_tracebacks(gateway):
         r = post(gateway, payload)
         assert r.status_code == 400, (payload, r.text)
         assert "Traceback" not in r.text and set(r.json()) == {"error"}
+
+
+def test_clients_that_hang_up_do_not_poison_the_service(gateway, photo):
+    """Abandoned requests still run (they are queued), but leave nothing stuck behind."""
+    for _ in range(8):
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(gateway.url + PREDICT, json=body(photo), timeout=0.005)
+    deadline = time.monotonic() + 30
+    # The /metrics request itself is the one request in flight.
+    while "glimpse_in_flight_requests 1.0" not in httpx.get(gateway.url + "/metrics").text:
+        assert time.monotonic() < deadline, "in-flight requests never drained"
+        time.sleep(0.05)
+    assert post(gateway, body(photo)).status_code == 200
