@@ -31,6 +31,17 @@ class _Servable:
         self.name, self.version = name, version
         self.model = tf.saved_model.load(str(path))
         self.signature_map = signature_def_map(path)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """A first call traces the graph (seconds); TF Serving's --enable_model_warmup
+        likewise pays it before serving, so tests with short deadlines do not race it."""
+        image = tf.io.encode_png(tf.zeros([32, 48, 3], tf.uint8))
+        self.model.signatures["serving_options"](
+            input_image_bytes=tf.stack([image]),
+            num_glimpses=tf.constant([1]),
+            top_k=tf.constant([1]),
+        )
 
 
 class TFServingServer(
