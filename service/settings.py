@@ -19,6 +19,9 @@ class GatewaySettings(BaseSettings):
     model_name: str = "saccader"
     model_dir: Path = Path("models")  # embedded: <model_dir>/<model_name>/<version>/
     model_version: int | None = None  # None = the highest version present
+    # tfserving: ask for a TF Serving version label (e.g. "stable") instead of a number, so a
+    # rollout moves the label in models.config and no gateway needs a restart.
+    model_version_label: str | None = None
 
     tfserving_address: str | None = None  # host:port of TF Serving's gRPC API
     tfserving_retries: int = Field(2, ge=0, le=10)  # on UNAVAILABLE, with backoff
@@ -42,4 +45,8 @@ class GatewaySettings(BaseSettings):
     def _backend_needs_its_address(self) -> GatewaySettings:
         if self.backend == "tfserving" and not self.tfserving_address:
             raise ValueError("GLIMPSE_TFSERVING_ADDRESS is required with GLIMPSE_BACKEND=tfserving")
+        if self.model_version is not None and self.model_version_label:
+            raise ValueError("set GLIMPSE_MODEL_VERSION or GLIMPSE_MODEL_VERSION_LABEL, not both")
+        if self.model_version_label and self.backend != "tfserving":
+            raise ValueError("GLIMPSE_MODEL_VERSION_LABEL needs GLIMPSE_BACKEND=tfserving")
         return self

@@ -121,3 +121,26 @@ def test_server_gone_is_503_and_not_ready(gateway_settings, tiny_export, photos)
         ready = httpx.get(server.url + "/healthz/ready")
         assert ready.status_code == 503
         assert httpx.get(server.url + "/healthz/live").status_code == 200
+
+
+def test_version_label(gateway_settings, tfserving, photos):
+    address = f"127.0.0.1:{tfserving.port}"
+    with live_server(
+        gateway_settings(
+            backend="tfserving", tfserving_address=address, model_version_label="stable"
+        )
+    ) as server:
+        r = httpx.post(server.url + PREDICT, json=body(photos[0]), timeout=60)
+        assert r.status_code == 200
+    settings = gateway_settings(
+        backend="tfserving", tfserving_address=address, model_version_label="canary"
+    )
+    with live_server(settings, ready=False) as server:
+        deadline = time.monotonic() + 30
+        while "failed" not in httpx.get(server.url + "/healthz/ready").text:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert (
+            "Unrecognized servable version label: canary"
+            in httpx.get(server.url + "/healthz/ready").json()["error"]
+        )

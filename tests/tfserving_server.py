@@ -48,8 +48,15 @@ class TFServingServer(
     prediction_service_pb2_grpc.PredictionServiceServicer,
     model_service_pb2_grpc.ModelServiceServicer,
 ):
-    def __init__(self, name: str, version_dir: Path, delay_s: float = 0.0):
+    def __init__(
+        self,
+        name: str,
+        version_dir: Path,
+        delay_s: float = 0.0,
+        labels: dict[str, int] | None = None,
+    ):
         self.servable = _Servable(name, int(version_dir.name), version_dir)
+        self.labels = labels if labels is not None else {"stable": self.servable.version}
         self.delay_s = delay_s
         self.calls = 0
         self._lock = threading.Lock()
@@ -66,6 +73,11 @@ class TFServingServer(
             context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"Servable not found for request: Specific({spec.name}, {spec.version.value})",
+            )
+        if spec.version_label and self.labels.get(spec.version_label) != s.version:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"Unrecognized servable version label: {spec.version_label}",
             )
         return s
 

@@ -91,13 +91,16 @@ class TFServingPredictor:
     def is_ready(self) -> bool:
         return self._ready
 
-    def _spec(self, version: int | None, signature: str = ""):
+    def _spec(self, version: int | None, signature: str = "", label: bool = False):
+        """ModelSpec; only Predict asks by label (status and metadata take numbers)."""
         from tensorflow_serving.apis import model_pb2
 
         spec = model_pb2.ModelSpec(name=self.model_name, signature_name=signature)
         chosen = version if version is not None else self._settings.model_version
         if chosen is not None:
             spec.version.value = chosen
+        elif label and self._settings.model_version_label:
+            spec.version_label = self._settings.model_version_label
         return spec
 
     async def _call(self, method, request, timeout: float):
@@ -117,7 +120,7 @@ class TFServingPredictor:
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 
-        request = predict_pb2.PredictRequest(model_spec=self._spec(None, SIGNATURE))
+        request = predict_pb2.PredictRequest(model_spec=self._spec(None, SIGNATURE, label=True))
         request.inputs["input_image_bytes"].CopyFrom(
             tf.make_tensor_proto([image.data for image, _ in items], dtype=tf.string)
         )
