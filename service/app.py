@@ -84,7 +84,7 @@ def create_app(settings: GatewaySettings, predictor: Predictor | None = None) ->
 
     @app.exception_handler(errors.GlimpseError)
     async def domain_error(_: Request, exc: errors.GlimpseError):
-        status = next(s for kind, s in ERROR_STATUS.items() if isinstance(exc, kind))
+        status = next((s for kind, s in ERROR_STATUS.items() if isinstance(exc, kind)), 500)
         return _error(status, exc.message)
 
     @app.exception_handler(RequestValidationError)
