@@ -80,10 +80,8 @@ def decode_instance(instance: Instance, index: int, max_pixels: int) -> ImageInp
             passthrough = (fmt, image.mode) in _PASSTHROUGH and not getattr(
                 image, "is_animated", False
             )
-            if passthrough and _intact(raw, fmt, image):
+            if passthrough and _intact(raw, fmt):
                 return ImageInput(instance.key, raw, (height, width), None)
-            image = Image.open(io.BytesIO(raw))  # verify() uses up the object it checked
-            image.seek(0)
             if passthrough and fmt == "JPEG":
                 # Decode at 1/8 scale in the DCT domain: reads the whole stream, so truncated
                 # data still fails, for half the cost of a full decode.
@@ -100,7 +98,7 @@ def decode_instance(instance: Instance, index: int, max_pixels: int) -> ImageInp
     return ImageInput(instance.key, _to_png(image), (height, width), f"{fmt}/{image.mode}")
 
 
-def _intact(raw: bytes, fmt: str, image: Image.Image) -> bool:
+def _intact(raw: bytes, fmt: str) -> bool:
     """A structural check that lets a well-formed image skip Pillow's pixel decode.
 
     JPEG: the stream ends with the EOI marker (truncation removes it). PNG: every chunk's CRC
@@ -112,8 +110,8 @@ def _intact(raw: bytes, fmt: str, image: Image.Image) -> bool:
     if fmt == "JPEG":
         return raw.rstrip(b"\x00")[-2:] == b"\xff\xd9"
     if fmt == "PNG":
-        try:
-            image.verify()
+        try:  # on its own object: verify() leaves the image it checked unusable
+            Image.open(io.BytesIO(raw)).verify()
         except Exception:  # noqa: BLE001 - any failure means "decode it fully"
             return False
         return True

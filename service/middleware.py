@@ -37,6 +37,9 @@ class GatewayMiddleware:
         )
         await send({"type": "http.response.body", "body": body})
 
+    def _too_large(self, size: str = "") -> str:
+        return f"request body {size}is over the limit of {self.max_body} bytes"
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
@@ -51,13 +54,7 @@ class GatewayMiddleware:
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body:
                 status["code"] = 413
-                await self._reply(
-                    send,
-                    413,
-                    f"request body of {int(length)} bytes is over the limit of "
-                    f"{self.max_body} bytes",
-                    rid,
-                )
+                await self._reply(send, 413, self._too_large(f"of {int(length)} bytes "), rid)
                 return self._finish(scope, status, started, token)
 
         received = 0
@@ -81,9 +78,7 @@ class GatewayMiddleware:
                 if message["type"] == "http.response.start" and not replaced:
                     replaced = True
                     status["code"] = 413
-                    await self._reply(
-                        send, 413, f"request body is over the limit of {self.max_body} bytes", rid
-                    )
+                    await self._reply(send, 413, self._too_large(), rid)
                 return
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
@@ -95,9 +90,7 @@ class GatewayMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             status["code"] = 413
-            await self._reply(
-                send, 413, f"request body is over the limit of {self.max_body} bytes", rid
-            )
+            await self._reply(send, 413, self._too_large(), rid)
         finally:
             if too_large and status["code"] != 413:
                 status["code"] = 413
