@@ -16,11 +16,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import errors
+from service.backends import make_predictor
+from service.batch.job_manager import JobManager
 from service.instances import explain_validation
 from service.metrics import Metrics
 from service.middleware import GatewayMiddleware
 from service.predictor import Predictor
-from service.routes import health, models, predict
+from service.routes import health, jobs, models, predict
 from service.settings import GatewaySettings
 from service.state import GatewayState
 
@@ -31,6 +33,8 @@ ERROR_STATUS: dict[type[errors.GlimpseError], int] = {
     errors.InvalidInput: 400,
     errors.Unauthorized: 401,
     errors.ModelNotFound: 404,
+    errors.JobNotFound: 404,
+    errors.Conflict: 409,
     errors.PayloadTooLarge: 413,
     errors.UnsupportedMediaType: 415,
     errors.Overloaded: 429,
@@ -47,27 +51,20 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def make_predictor(settings: GatewaySettings, metrics: Metrics) -> Predictor:
-    if settings.backend == "tfserving":
-        from service.backends.tfserving import TFServingPredictor
-
-        return TFServingPredictor(settings, on_batch=metrics.observe_batch)
-    from service.backends.embedded import EmbeddedPredictor
-
-    return EmbeddedPredictor(settings, on_batch=metrics.observe_batch)
-
-
 def create_app(settings: GatewaySettings, predictor: Predictor | None = None) -> FastAPI:
     metrics = Metrics()
-    state = GatewayState(settings, predictor or make_predictor(settings, metrics), metrics)
+    predictor = predictor or make_predictor(settings, metrics.observe_batch)
+    state = GatewayState(settings, predictor, metrics, JobManager(settings, predictor))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loading = asyncio.create_task(state.load(), name="model-load")
+        await state.jobs.start()
         yield
         state.shutting_down = True
         if not loading.done():
             loading.cancel()
+        await state.jobs.close(settings.shutdown_grace_s)
         await state.predictor.close()
 
     app = FastAPI(
@@ -103,5 +100,6 @@ def create_app(settings: GatewaySettings, predictor: Predictor | None = None) ->
     app.include_router(predict.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(jobs.router)
     app.add_middleware(GatewayMiddleware, metrics=metrics, max_body=settings.max_payload_bytes)
     return app

@@ -5,6 +5,9 @@ from __future__ import annotations
 import typer
 
 from model_export.cli import app
+from service.batch.cli import batch_app
+
+app.add_typer(batch_app, name="batch")
 
 
 @app.command("serve")

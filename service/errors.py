@@ -31,6 +31,14 @@ class ModelNotFound(GlimpseError):
     """Unknown model name or version (404)."""
 
 
+class JobNotFound(GlimpseError):
+    """Unknown batch job id (404)."""
+
+
+class Conflict(GlimpseError):
+    """The resource exists already, e.g. a job id in use (409)."""
+
+
 class NotReady(GlimpseError):
     """The model is not loaded or warmed up yet, or the service is shutting down (503)."""
 

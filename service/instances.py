@@ -47,19 +47,20 @@ def explain_validation(errors: list[dict]) -> str:
     return "; ".join(parts) or "invalid request body"
 
 
-def _b64decode(text: str, index: int) -> bytes:
+def _b64decode(text: str, where: str) -> bytes:
     padded = text + "=" * (-len(text) % 4)
     for altchars in (None, b"-_"):  # Some clients send the URL-safe alphabet.
         try:
             return base64.b64decode(padded, altchars=altchars, validate=True)
         except (binascii.Error, ValueError):
             continue
-    raise InvalidInput(f"instances[{index}].input_image_bytes: invalid base64")
+    raise InvalidInput(f"{where}: invalid base64")
 
 
-def decode_instance(instance: Instance, index: int, max_pixels: int) -> ImageInput:
-    where = f"instances[{index}].input_image_bytes"
-    raw = _b64decode(instance.input_image_bytes.b64, index)
+def decode_instance(instance: Instance, max_pixels: int, name: str = "instance") -> ImageInput:
+    """One instance -> model-ready bytes; errors start with `name` (`instances[3]`, ...)."""
+    where = f"{name}.input_image_bytes"
+    raw = _b64decode(instance.input_image_bytes.b64, where)
     if not raw:
         raise InvalidInput(f"{where}: empty image")
     try:
@@ -135,4 +136,6 @@ def _to_png(image: Image.Image) -> bytes:
 
 def decode_instances(instances: list[Instance], max_pixels: int) -> list[ImageInput]:
     """Every instance or none: one bad instance fails the request, naming its index."""
-    return [decode_instance(inst, i, max_pixels) for i, inst in enumerate(instances)]
+    return [
+        decode_instance(inst, max_pixels, f"instances[{i}]") for i, inst in enumerate(instances)
+    ]

@@ -29,6 +29,15 @@ class Instance(BaseModel):
     input_image_bytes: B64 = Field(description="JPEG, PNG, WebP, BMP or GIF (first frame).")
     key: str | None = Field(None, max_length=256, description="Echoed back in the prediction.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_b64(cls, data: Any) -> Any:
+        """TF Serving's row format also allows `{"b64": ...}` (here, beside an optional key)."""
+        if isinstance(data, dict) and "b64" in data and "input_image_bytes" not in data:
+            rest = {k: v for k, v in data.items() if k != "b64"}
+            return {"input_image_bytes": {"b64": data["b64"]}, **rest}
+        return data
+
 
 class PredictParameters(BaseModel):
     """Options for the whole request. Unknown names are an error, not silently ignored."""
@@ -58,20 +67,6 @@ class PredictRequest(BaseModel):
     signature_name: str | None = Field(
         None, description="Accepted for TF Serving compatibility; only the default is served."
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bare_b64_instances(cls, data: Any) -> Any:
-        """TF Serving's row format also allows `{"b64": ...}` for a single string input."""
-        if isinstance(data, dict) and isinstance(data.get("instances"), list):
-            data = {
-                **data,
-                "instances": [
-                    {"input_image_bytes": i} if isinstance(i, dict) and set(i) == {"b64"} else i
-                    for i in data["instances"]
-                ],
-            }
-        return data
 
     @field_validator("signature_name")
     @classmethod

@@ -37,6 +37,20 @@ class GatewaySettings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0.0)
     shutdown_grace_s: float = Field(20.0, ge=0.0)
 
+    # Batch prediction (glimpse batch, the jobs API, the Beam pipeline).
+    batch_max_line_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # longer lines are errors
+    # How long one storage call or one batch of predictions keeps being retried (with
+    # backoff) before the job is FAILED: outages shorter than this cost time, not lines.
+    storage_retry_deadline_s: float = Field(120.0, gt=0.0)
+    predict_retry_deadline_s: float = Field(120.0, gt=0.0)
+    # The jobs API keeps job state in this SQLite file, so jobs survive a gateway restart
+    # (None: in memory, lost on restart).
+    jobs_db: Path | None = None
+    jobs_max_running: int = Field(1, ge=1, le=16)
+    jobs_max_attempts: int = Field(3, ge=1, le=10)  # restarts a RUNNING job survives
+    # Jobs may read and write gs:// paths; local paths only under this folder (None: none).
+    jobs_local_root: Path | None = None
+
     auth_token: str | None = None  # if set, predict and model routes need "Bearer <token>"
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"

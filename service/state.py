@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from service.batch.job_manager import JobManager
 from service.metrics import Metrics
 from service.predictor import Predictor
 from service.settings import GatewaySettings
@@ -17,6 +18,7 @@ class GatewayState:
     settings: GatewaySettings
     predictor: Predictor
     metrics: Metrics
+    jobs: JobManager
     started: bool = False
     load_error: str | None = None
     shutting_down: bool = False

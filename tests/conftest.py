@@ -105,3 +105,32 @@ def gateway(gateway_settings):
 
     with live_server(gateway_settings(max_payload_bytes=2_000_000)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+    """A real storage emulator process; STORAGE_EMULATOR_HOST points every client at it."""
+    from tests.gcs_emulator import GcsEmulator
+
+    emulator = GcsEmulator(tmp_path_factory.mktemp("gcs")).start()
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = emulator.host
+    try:
+        yield emulator
+    finally:
+        emulator.kill()
+        if previous is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = previous
+
+
+@pytest.fixture
+def bucket(gcs, request):
+    """A fresh bucket per test."""
+    import re
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") + "-b"
+    client = gcs.client()
+    found = client.lookup_bucket(name)
+    return found or client.create_bucket(name)

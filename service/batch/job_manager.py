@@ -1,0 +1,251 @@
+"""The gateway's managed batch jobs: create, get, list, cancel, and a scheduler that runs them.
+
+Jobs run in the gateway process on the served model (sharing the micro-batcher with online
+requests, which keep their place in the queue because a job keeps at most one model batch in
+flight per worker). State lives in a JobStore; after a restart, jobs that were RUNNING or
+QUEUED run again from the start, which is safe because outputs are committed whole
+(output.py). A job interrupted by crashes `jobs_max_attempts` times is FAILED rather than
+retried forever; a graceful shutdown does not count as an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from service.batch.job_resource import CreateJob, Job, JobList, PredictionOutput, now
+from service.batch.job_store import JobStore
+from service.batch.runner import run_job
+from service.batch.spec import JobReport, JobSpec, JobState, Progress
+from service.batch.storage import Storage, is_gcs
+from service.errors import Conflict, InvalidInput, JobNotFound
+from service.predictor import Predictor
+from service.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+_PROGRESS_SAVE_S = 1.0
+
+
+class JobManager:
+    def __init__(self, settings: GatewaySettings, predictor: Predictor):
+        self._settings = settings
+        self._predictor = predictor
+        self._store: JobStore = None  # type: ignore[assignment]  # opened in start()
+        self._storage = Storage(settings.storage_retry_deadline_s)
+        self._running: dict[str, tuple[asyncio.Task, asyncio.Event]] = {}
+        self._wake: asyncio.Event | None = None
+        self._scheduler: asyncio.Task | None = None
+        self._closing = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._store = JobStore(self._settings.jobs_db)
+        self._wake = asyncio.Event()
+        self._recover()
+        self._scheduler = asyncio.create_task(self._schedule(), name="batch-jobs")
+
+    def _recover(self) -> None:
+        for job in self._store.all():
+            if job.state == JobState.CANCELLING:
+                self._finish(job, JobState.CANCELLED, "the gateway restarted while cancelling")
+            elif job.state == JobState.RUNNING:
+                attempt = job.prediction_output.attempt if job.prediction_output else 0
+                if attempt >= self._settings.jobs_max_attempts:
+                    self._finish(
+                        job, JobState.FAILED, f"interrupted by a gateway restart {attempt} times"
+                    )
+                else:
+                    job.state = JobState.QUEUED
+                    self._store.update(job)
+                    log.info("job %s requeued after a restart", job.job_id)
+
+    async def close(self, grace_s: float) -> None:
+        """Stop running jobs at a batch boundary; they go back to QUEUED for the next start."""
+        self._closing = True
+        if self._scheduler:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+        for _, cancel in self._running.values():
+            cancel.set()
+        tasks = [t for t, _ in self._running.values()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(grace_s, 0.1))
+        self._store.close()
+
+    # -- API -------------------------------------------------------------------------------
+
+    def create(self, request: CreateJob) -> Job:
+        given = request.prediction_input
+        if given.uri:
+            raise InvalidInput(
+                "predictionInput.uri: this gateway runs jobs on its served model; "
+                "use `glimpse batch submit --model-dir` for another model"
+            )
+        if given.model_name and given.model_name.rsplit("/", 1)[-1] != self._settings.model_name:
+            raise InvalidInput(
+                f"predictionInput.modelName: only {self._settings.model_name!r} is served here"
+            )
+        for i, path in enumerate(given.input_paths):
+            self._check_path(path, f"predictionInput.inputPaths[{i}]")
+        self._check_path(given.output_path, "predictionInput.outputPath")
+        job = Job(
+            job_id=request.job_id,
+            labels=request.labels,
+            prediction_input=given,
+            prediction_output=PredictionOutput(output_path=given.output_path),
+        )
+        if not self._store.insert(job):
+            raise Conflict(f"job {request.job_id} already exists")
+        if self._wake:
+            self._wake.set()
+        return job
+
+    def get(self, job_id: str) -> Job:
+        job = self._store.get(job_id)
+        if job is None:
+            raise JobNotFound(f"job {job_id} not found")
+        return job
+
+    def list(self, page_size: int, page_token: str | None) -> JobList:
+        try:
+            offset = int(page_token or 0)
+        except ValueError:
+            raise InvalidInput("pageToken: not a token this server issued") from None
+        jobs = self._store.page(offset, page_size + 1)
+        more = len(jobs) > page_size
+        return JobList(
+            jobs=jobs[:page_size], next_page_token=str(offset + page_size) if more else None
+        )
+
+    def cancel(self, job_id: str) -> None:
+        job = self.get(job_id)
+        if job.state.finished:
+            raise InvalidInput(f"job {job_id} is already {job.state.value}")
+        if job.state == JobState.QUEUED and job_id not in self._running:
+            self._finish(job, JobState.CANCELLED, "cancelled before it started")
+            return
+        job.state = JobState.CANCELLING
+        job.error_message = "cancel requested"
+        self._store.update(job)
+        if job_id in self._running:
+            self._running[job_id][1].set()
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _check_path(self, path: str, field: str) -> None:
+        """gs:// anywhere; local paths only under jobs_local_root (a job must not read or
+        overwrite arbitrary files of the gateway's machine)."""
+        if is_gcs(path):
+            return
+        root = self._settings.jobs_local_root
+        if root is None:
+            raise InvalidInput(f"{field}: only gs:// paths are allowed (local paths are off)")
+        local = Path(path.removeprefix("file://"))
+        resolved = (local if local.is_absolute() else root / local).resolve()
+        if not resolved.is_relative_to(root.resolve()):
+            raise InvalidInput(f"{field}: local paths must be under the jobs folder")
+
+    async def _schedule(self) -> None:
+        assert self._wake is not None
+        while True:
+            if self._predictor.is_ready():
+                queued = [j for j in self._store.all() if j.state == JobState.QUEUED]
+                for job in queued:
+                    if len(self._running) >= self._settings.jobs_max_running:
+                        break
+                    if job.job_id not in self._running:
+                        cancel = asyncio.Event()
+                        task = asyncio.create_task(self._run(job, cancel), name=job.job_id)
+                        self._running[job.job_id] = (task, cancel)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+
+    def _local(self, path: str) -> str:
+        if is_gcs(path) or self._settings.jobs_local_root is None:
+            return path
+        local = Path(path.removeprefix("file://"))
+        return str(local if local.is_absolute() else self._settings.jobs_local_root / local)
+
+    async def _run(self, job: Job, cancel: asyncio.Event) -> None:
+        given = job.prediction_input
+        output = job.prediction_output or PredictionOutput(output_path=given.output_path)
+        output.attempt += 1
+        job.state, job.start_time, job.prediction_output = JobState.RUNNING, now(), output
+        self._store.update(job)
+        spec = JobSpec(
+            job_id=job.job_id,
+            input_paths=[self._local(p) for p in given.input_paths],
+            output_path=self._local(given.output_path),
+            batch_size=given.batch_size,
+            max_worker_count=given.max_worker_count,
+            parameters=given.parameters,
+        )
+        saved = time.monotonic()
+
+        def on_progress(p: Progress) -> None:
+            nonlocal saved
+            _count(output, p)
+            if time.monotonic() - saved > _PROGRESS_SAVE_S:
+                saved = time.monotonic()
+                current = self._store.get(job.job_id)
+                if current and current.state == JobState.CANCELLING:
+                    cancel.set()  # another replica or request asked
+                else:
+                    self._store.update(job)
+
+        try:
+            report = await run_job(
+                spec, self._predictor, self._settings, self._storage, on_progress, cancel
+            )
+        except Exception as e:  # noqa: BLE001 - run_job reports failures; this is a bug guard
+            log.exception("job %s crashed", job.job_id)
+            report = JobReport(
+                job_id=job.job_id,
+                state=JobState.FAILED,
+                output_path=spec.output_path,
+                error_message=f"internal error: {type(e).__name__}",
+            )
+        finally:
+            self._running.pop(job.job_id, None)
+        if report.state == JobState.CANCELLED and self._closing:
+            output.attempt -= 1  # a graceful shutdown is not the job's fault
+            job.state = JobState.QUEUED
+            self._store.update(job)
+            return
+        _report_into(output, report)
+        self._finish(job, report.state, report.error_message)
+        log.info(
+            "job %s %s: %d lines, %d predictions, %d errors",
+            job.job_id, report.state.value, report.lines, report.predictions, report.errors,
+        )  # fmt: skip
+        if self._wake:
+            self._wake.set()
+
+    def _finish(self, job: Job, state: JobState, message: str | None) -> None:
+        job.state, job.end_time = state, now()
+        job.error_message = message if state != JobState.SUCCEEDED else None
+        self._store.update(job)
+
+
+def _count(output: PredictionOutput, p: Progress) -> None:
+    output.line_count = str(p.lines)
+    output.prediction_count = str(p.predictions)
+    output.error_count = str(p.errors)
+    output.bytes_read, output.bytes_total = str(p.bytes_read), str(p.bytes_total)
+
+
+def _report_into(output: PredictionOutput, report: JobReport) -> None:
+    if report.state == JobState.SUCCEEDED:
+        output.line_count = str(report.lines)
+        output.prediction_count = str(report.predictions)
+        output.error_count = str(report.errors)
+        output.errors_by_kind = report.errors_by_kind
+        output.shards = report.shards
+    output.node_hours = round(report.seconds / 3600, 6)

@@ -1,0 +1,103 @@
+"""The AI Platform `projects.jobs` resource for batch prediction, as JSON clients see it.
+
+Field names are camelCase and int64 counts are strings, as in Google's REST APIs, so clients
+written for `ml.googleapis.com` parse our answers. Our extensions are marked below.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from service.batch.spec import JOB_ID, JobState
+from service.schemas import PredictParameters
+
+
+class _Api(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+def _check_job_id(v: str) -> str:
+    if not JOB_ID.match(v):
+        raise ValueError("a letter, then letters, digits or underscores (at most 128)")
+    return v
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class PredictionInput(_Api):
+    data_format: Literal["JSON", "TEXT", "DATA_FORMAT_UNSPECIFIED"] = Field(
+        description="JSON and TEXT both mean JSON lines, one instance per line."
+    )
+    input_paths: list[str] = Field(min_length=1, max_length=100)
+    output_path: str
+    region: str | None = None
+    model_name: str | None = Field(None, description="Must be the served model, if given.")
+    version_name: str | None = None
+    uri: str | None = Field(
+        None, description="Not supported here: the gateway runs jobs on its served model."
+    )
+    max_worker_count: int = Field(4, ge=1, le=64)
+    batch_size: int = Field(64, ge=1, le=1024)
+    signature_name: str | None = None
+    runtime_version: str | None = None
+    output_data_format: Literal["JSON", "DATA_FORMAT_UNSPECIFIED"] | None = None
+    parameters: PredictParameters = Field(
+        default_factory=PredictParameters, description="Glimpse extension: predict parameters."
+    )
+
+    @field_validator("signature_name")
+    @classmethod
+    def _default_signature(cls, v: str | None) -> str | None:
+        if v not in (None, "", "serving_default"):
+            raise ValueError("only the default signature is served")
+        return v
+
+
+class PredictionOutput(_Api):
+    output_path: str
+    prediction_count: str = "0"
+    error_count: str = "0"
+    node_hours: float = 0.0
+    # Glimpse extensions:
+    line_count: str = "0"
+    errors_by_kind: dict[str, int] = {}
+    bytes_read: str = "0"
+    bytes_total: str = "0"
+    shards: int = 0
+    attempt: int = 0
+
+
+class Job(_Api):
+    job_id: str
+    create_time: str = Field(default_factory=now)
+    start_time: str | None = None
+    end_time: str | None = None
+    state: JobState = JobState.QUEUED
+    error_message: str | None = None
+    labels: dict[str, str] = {}
+    etag: str | None = None
+    prediction_input: PredictionInput
+    prediction_output: PredictionOutput | None = None
+
+    _job_id = field_validator("job_id")(classmethod(lambda cls, v: _check_job_id(v)))
+
+
+class CreateJob(_Api):
+    """The create body: a job without the fields the server sets."""
+
+    job_id: str
+    labels: dict[str, str] = {}
+    prediction_input: PredictionInput
+
+    _job_id = field_validator("job_id")(classmethod(lambda cls, v: _check_job_id(v)))
+
+
+class JobList(_Api):
+    jobs: list[Job] = []
+    next_page_token: str | None = None
