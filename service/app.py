@@ -22,7 +22,7 @@ from service.instances import explain_validation
 from service.metrics import Metrics
 from service.middleware import GatewayMiddleware
 from service.predictor import Predictor
-from service.routes import health, jobs, models, predict
+from service.routes import demo, health, jobs, models, predict
 from service.settings import GatewaySettings
 from service.state import GatewayState
 
@@ -101,5 +101,6 @@ def create_app(settings: GatewaySettings, predictor: Predictor | None = None) ->
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(demo.router)
     app.add_middleware(GatewayMiddleware, metrics=metrics, max_body=settings.max_payload_bytes)
     return app
