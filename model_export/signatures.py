@@ -10,6 +10,7 @@ Signatures (all inputs and outputs are batch-first, as TF Serving's row format r
   glimpse and top-k outputs are padded to the batch maximum (boxes -1, class -1, score 0).
 - explain(input_image_bytes, num_glimpses): per-glimpse logits and the location score map.
 - classify(input_image_bytes): plain full-image classification, the cost baseline.
+- explain_*: logits and gradients for post-hoc explanations (model_export/explain_signatures.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from model_export import annotate as annotate_lib
-from model_export import preprocessing
+from model_export import explain_signatures, preprocessing
 from model_export.config import VIEW_SIZE, SaccaderConfig
 from model_export.grid import upsample_cells
 from model_export.labels import write_labels
@@ -188,6 +189,7 @@ def export(model: Saccader, model_dir: Path, version: int = 1, name: str = "sacc
             "serving_options": module.serving_options,
             "explain": module.explain,
             "classify": module.classify,
+            **explain_signatures.attach(module, model),  # post-hoc gradients, explain_*.py
         }
         tf.saved_model.save(module, str(staging), signatures=signatures)
     staging.rename(target)  # TF Serving must never see a half-written version

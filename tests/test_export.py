@@ -33,7 +33,15 @@ def _options(sm, images, glimpses, top_k):
 
 def test_layout_and_signatures(tiny_export, served):
     assert tiny_export.name == "1" and tiny_export.parent.name == "saccader"
-    assert set(served.signatures) == {"serving_default", "serving_options", "explain", "classify"}
+    explain = {"explain_view", "explain_glimpses", "explain_logits", "explain_gradients"}
+    explain |= {"explain_guided_gradients", "explain_conv"}
+    assert set(served.signatures) == {
+        "serving_default",
+        "serving_options",
+        "explain",
+        "classify",
+        *explain,
+    }
     inputs = served.signatures["serving_default"].structured_input_signature[1]
     assert set(inputs) == {"input_image_bytes"}
     assert inputs["input_image_bytes"].dtype == tf.string
