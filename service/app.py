@@ -22,7 +22,7 @@ from service.instances import explain_validation
 from service.metrics import Metrics
 from service.middleware import GatewayMiddleware
 from service.predictor import Predictor
-from service.routes import demo, health, jobs, models, predict
+from service.routes import demo, explain, health, jobs, models, predict
 from service.settings import GatewaySettings
 from service.state import GatewayState
 
@@ -98,6 +98,7 @@ def create_app(settings: GatewaySettings, predictor: Predictor | None = None) ->
         return _error(500, f"internal error ({type(exc).__name__}); see the server log")
 
     app.include_router(predict.router)
+    app.include_router(explain.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(jobs.router)

@@ -1,0 +1,249 @@
+"""One explanation request: check limits, run the method off the event loop, score, draw.
+
+Explanations run on the gateway's own CPU copy of the SavedModel (service/explain/model.py),
+loaded on the first :explain request, on one dedicated thread: TensorFlow parallelises each op
+itself, and one thread keeps a burst of explanations from starving the prediction path of
+cores. The work is bounded three ways: parameter limits (steps, samples), a per-request cap on
+model evaluations checked before anything runs, and the request deadline, checked before every
+model call so that an abandoned explanation stops early instead of running to the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from service.backends.savedmodel_meta import versions
+from service.errors import BackendTimeout, InvalidInput, ModelNotFound, NotReady, Overloaded
+from service.explain import faithfulness, methods, sag, visualise
+from service.explain.model import Budget, ExplainModel
+from service.explain.schemas import (
+    AttributionMap,
+    ExplainParameters,
+    Explanation,
+    Faithfulness,
+    GlimpseAttribution,
+    ImageBytes,
+    LabelAttribution,
+    SagEdge,
+    SagNode,
+    StructuredAttentionGraph,
+    VisualizationConfig,
+)
+from service.instances import ImageInput
+from service.schemas import Box
+from service.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+MAX_INSTANCES = 8  # explanations cost up to seconds each; batch jobs are the place for more
+MAX_EVALUATIONS = 2000  # model rows per request: about 30 s of Lite0 on 2 cores at worst
+MAX_PENDING = 4  # requests queued or running; beyond it 429
+INPUT_NAME = "input_image_bytes"
+
+
+def _image(data: bytes, fmt: str) -> ImageBytes:
+    text = base64.b64encode(data).decode("ascii")
+    return ImageBytes(b64_png=text) if fmt == "png" else ImageBytes(b64_jpeg=text)
+
+
+def _box(values: np.ndarray) -> Box:
+    ymin, xmin, ymax, xmax = (round(float(v), 2) for v in values)
+    return Box(ymin=ymin, xmin=xmin, ymax=ymax, xmax=xmax)
+
+
+class Explainer:
+    def __init__(self, settings: GatewaySettings):
+        self._settings = settings
+        self._base = Path(settings.model_dir) / settings.model_name
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="explain")
+        self._model: ExplainModel | None = None
+        self._load_lock = threading.Lock()
+        self._pending = 0
+
+    def local_version(self) -> int:
+        """The version of the local copy: the configured one, else the highest on disk."""
+        found = versions(self._base)
+        wanted = self._settings.model_version
+        if not found or (wanted is not None and wanted not in found):
+            raise NotReady(
+                f"no local copy of model {self._settings.model_name}"
+                f"{'' if wanted is None else f' version {wanted}'} under {self._base}:"
+                " explanations need the SavedModel in the gateway (GLIMPSE_MODEL_DIR)"
+            )
+        return wanted if wanted is not None else found[0]
+
+    def _loaded(self) -> ExplainModel:
+        with self._load_lock:
+            if self._model is None:
+                path = self._base / str(self.local_version())
+                started = time.perf_counter()
+                self._model = ExplainModel(path)
+                log.info("explain model %s loaded in %.1f s", path, time.perf_counter() - started)
+            return self._model
+
+    def check(self, images: int, params: ExplainParameters, version: int | None) -> None:
+        """Everything that can be refused before any work starts."""
+        local = self.local_version()
+        if version is not None and version != local:
+            raise ModelNotFound(
+                f"Could not find version {version} of model {self._settings.model_name}"
+                f" (explanations are served from version {local})"
+            )
+        if images > MAX_INSTANCES:
+            raise InvalidInput(
+                f"{images} instances is over the explain limit of {MAX_INSTANCES} per request"
+            )
+        cost = images * methods.estimated_evaluations(params)
+        if cost > MAX_EVALUATIONS:
+            raise InvalidInput(
+                f"this request needs about {cost} model evaluations (instances x steps x"
+                f" samples); the limit is {MAX_EVALUATIONS}: lower steps or smoothgrad_samples"
+            )
+        config = visualise.resolve(params.visualization, params.method)
+        visualise.check_polarity(config, methods.is_signed(params), params.method)
+
+    async def explain(
+        self, images: list[ImageInput], params: ExplainParameters
+    ) -> list[Explanation]:
+        if self._pending >= MAX_PENDING:
+            raise Overloaded(f"{self._pending} explanations are queued or running; retry later")
+        loop = asyncio.get_running_loop()
+        timeout = self._settings.request_timeout_s
+        self._pending += 1
+        try:
+            # Loading (seconds, once) is not billed to the request's deadline: a first request
+            # after start-up should not time out because nobody had asked before.
+            model = await loop.run_in_executor(self._executor, self._loaded)
+            budget = Budget(deadline=time.monotonic() + timeout)
+        except BaseException:
+            self._pending -= 1
+            raise
+
+        def job() -> list[Explanation]:
+            return [self._one(model, image, params, budget) for image in images]
+
+        future = self._executor.submit(job)
+        # Released when the work really ends (or is cancelled before it starts), not when the
+        # client stops waiting: the count is of work the thread still has to do.
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except TimeoutError:
+            raise BackendTimeout(f"no explanation within {timeout:g} s") from None
+
+    def _release(self) -> None:
+        self._pending -= 1
+
+    def _one(
+        self, model: ExplainModel, image: ImageInput, params: ExplainParameters, budget: Budget
+    ) -> Explanation:
+        start = time.perf_counter()
+        evaluations = budget.evaluations
+        att = methods.attribute(model, image.data, params, budget)
+        attributed = time.perf_counter()
+        faith = None
+        if params.faithfulness:
+            scored = faithfulness.scores(
+                model, att.view, att.ranking, att.class_index, params.faithfulness_steps, budget
+            )
+            faith = Faithfulness(**scored)
+        scored_at = time.perf_counter()
+        config = visualise.resolve(params.visualization, params.method)
+        picture = visualise.render(att.view, att.map, config)
+        entry = LabelAttribution(
+            attributions={INPUT_NAME: _image(picture, config.output_format)},
+            baseline_score=att.baseline_score,
+            example_score=att.example_score,
+            label_index=att.class_index,
+            label_name=model.labels.names[att.class_index],
+            output_name="logits",
+            approx_error=att.approx_error,
+            synset=model.labels.synsets[att.class_index],
+            probability=att.probability,
+            explained_model=att.explained_model,  # type: ignore[arg-type]
+            method=params.method + ("+smoothgrad" if params.smoothgrad else ""),
+            faithfulness=faith,
+            glimpses=self._glimpses(att) if att.explained_model == "glimpses" else None,
+            sag=self._sag(att, params, config) if params.method == "sag" else None,
+            attribution_map=(
+                AttributionMap(shape=att.map.shape, values=att.map.astype(np.float32).tolist())
+                if params.attribution_map
+                else None
+            ),
+            visualization=config,
+        )
+        done = time.perf_counter()
+        return Explanation(
+            key=image.key,
+            attributions_by_label=[entry],
+            model_evaluations=budget.evaluations - evaluations,
+            timing_ms={
+                "attribution": round((attributed - start) * 1000, 2),
+                "faithfulness": round((scored_at - attributed) * 1000, 2),
+                "visualization": round((done - scored_at) * 1000, 2),
+            },
+        )
+
+    @staticmethod
+    def _glimpses(att: methods.Attribution) -> list[GlimpseAttribution]:
+        x = att.extras
+        return [
+            GlimpseAttribution(
+                order=i + 1, box=_box(b), contribution=float(c), probability=float(p)
+            )
+            for i, (b, c, p) in enumerate(
+                zip(x["boxes"], x["contributions"], x["glimpse_probabilities"], strict=True)
+            )
+        ]
+
+    @staticmethod
+    def _sag(
+        att: methods.Attribution, params: ExplainParameters, config: VisualizationConfig
+    ) -> StructuredAttentionGraph:
+        graph = sag.build(
+            att.extras["glimpse_logits"],
+            att.class_index,
+            params.sag_threshold,
+            params.sag_max_roots,
+            params.sag_beam_width,
+            params.sag_expand_threshold,
+        )
+        picture = sag.render(graph, att.view, att.extras["boxes"])
+        data = visualise.encode(np.asarray(picture), config.output_format)
+
+        def orders(subset: frozenset[int]) -> list[int]:
+            return [g + 1 for g in sorted(subset)]
+
+        minimal = set(graph.minimal)
+        return StructuredAttentionGraph(
+            threshold=params.sag_threshold,
+            full_confidence=graph.full_confidence,
+            search=graph.search,  # type: ignore[arg-type]
+            minimal_sufficient_sets=[orders(m) for m in graph.minimal],
+            roots=[orders(r) for r in graph.roots],
+            nodes=[
+                SagNode(
+                    id=i,
+                    glimpses=orders(subset),
+                    confidence=conf,
+                    relative_confidence=conf / graph.full_confidence,
+                    minimal_sufficient=subset in minimal,
+                )
+                for i, (subset, conf) in enumerate(graph.nodes)
+            ],
+            edges=[
+                SagEdge(source=s, target=t, removed=g + 1, drop=d) for s, t, g, d in graph.edges
+            ],
+            image=_image(data, config.output_format),
+        )
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,369 @@
+"""Attribution methods: the model's own glimpses, and post-hoc maps via PAIR `saliency`.
+
+Post-hoc methods explain the full-image classifier (the same backbone on the whole 224 view)
+through `saliency.core`, which is framework-agnostic: it calls `call_model_function` with a
+batch and gets numpy arrays back, here from the SavedModel's explain signatures
+(service/explain/model.py). Nothing the library has is re-implemented; the parts it lacks are:
+- guided backprop: the library's TF2 core has none, so the gradient comes from a signature
+  whose ReLU6 gradients are gated (model_export/explain_signatures.py) and is then read by the
+  library's plain GradientSaliency;
+- grid / superpixel occlusion: the library's Occlusion slides a window one pixel at a time (tens
+  of thousands of calls at 224 px), so it is run over a region mask instead of over pixels:
+  the "image" it occludes is a grid (or a 1 x S row of superpixels) of ones, and the model
+  function paints each mask into the view before classifying it;
+- GuidedIG is not offered: saliency 0.2.1 calls `np.quantile(..., interpolation=...)`, a keyword
+  NumPy 2.4 removed, and this project needs NumPy >= 2.4 for TensorFlow 2.21.
+
+Every method returns a 2-D map over the view plus the scores AI Platform reports: the logit
+explained (`example_score`), the logit at the method's baseline (`baseline_score`), and, for
+path methods, the completeness gap (`approx_error`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import saliency.core as saliency
+from saliency.core.blur_ig import gaussian_blur
+
+from service.explain.model import VIEW_SIZE, Budget, ExplainModel
+from service.explain.schemas import ExplainParameters
+
+BATCH = 25  # interpolation steps per gradient call: IG-50 is two calls
+FILL = {"black": 0.0, "white": 255.0, "grey": 127.0}  # 127 normalises to the model's zero
+_CLASS = "class_index"
+
+
+@dataclass
+class Attribution:
+    """One explanation of one class on one image, before it is scored and drawn."""
+
+    method: str
+    view: np.ndarray  # [224, 224, 3] float 0..255: the pixels explained
+    map: np.ndarray  # [224, 224]: importance of each view pixel for the class
+    signed: bool  # negative values mean evidence against the class
+    class_index: int
+    probability: float
+    example_score: float
+    baseline_score: float
+    approx_error: float | None
+    explained_model: str  # "glimpses" or "full_image"
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ranking(self) -> np.ndarray:
+        """Higher = more important evidence for the class (what deletion removes first)."""
+        return self.map if self.signed else np.abs(self.map)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def completeness_gap(total: float, example: float, baseline: float) -> float:
+    """Integrated gradients' axiom: attributions sum to f(x) - f(baseline); relative gap."""
+    delta = example - baseline
+    return float(abs(total - delta) / max(abs(delta), 1e-6))
+
+
+def glimpse_attribution(
+    model: ExplainModel, image: bytes, params: ExplainParameters, budget: Budget
+) -> Attribution:
+    """The intrinsic explanation: the prediction is the mean of the glimpse logits, so glimpse t
+    contributes exactly logit_t[k] / T and the contributions sum to the logit (baseline 0, no
+    approximation). Each glimpse's share is spread evenly over its box."""
+    r = model.glimpses(image, params.num_glimpses, budget)
+    glimpse_logits = r["glimpse_logits"].astype(np.float64)
+    boxes = r["glimpse_boxes"]
+    logits = r["logits"].astype(np.float64)
+    k = params.label_index if params.label_index is not None else int(np.argmax(logits))
+    steps = len(glimpse_logits)
+    contributions = glimpse_logits[:, k] / steps
+    heat = np.zeros((VIEW_SIZE, VIEW_SIZE))
+    for (y0, x0, y1, x1), c in zip(boxes.astype(int), contributions, strict=True):
+        heat[y0:y1, x0:x1] += c / max((y1 - y0) * (x1 - x0), 1)
+    example = float(logits[k])
+    own = softmax(glimpse_logits)[:, k]
+    return Attribution(
+        method=params.method,
+        view=r["view"],
+        map=heat,
+        signed=True,
+        class_index=k,
+        probability=float(softmax(logits)[k]),
+        example_score=example,
+        baseline_score=0.0,
+        approx_error=completeness_gap(float(contributions.sum()), example, 0.0),
+        explained_model="glimpses",
+        extras={
+            "glimpse_logits": glimpse_logits,
+            "boxes": boxes,
+            "contributions": contributions,
+            "glimpse_probabilities": own,
+        },
+    )
+
+
+def _call_model(model: ExplainModel, budget: Budget, guided: bool = False) -> Callable:
+    """saliency's call_model_function over the SavedModel's gradient signatures."""
+
+    def call(x_batch, call_model_args=None, expected_keys=None) -> dict[str, np.ndarray]:
+        k = call_model_args[_CLASS]
+        keys = set(expected_keys or ())
+        out: dict[str, np.ndarray] = {}
+        if saliency.INPUT_OUTPUT_GRADIENTS in keys:
+            grads = model.gradients(x_batch, k, guided, budget)["input_gradients"]
+            out[saliency.INPUT_OUTPUT_GRADIENTS] = grads
+        if keys & {saliency.CONVOLUTION_LAYER_VALUES, saliency.CONVOLUTION_OUTPUT_GRADIENTS}:
+            conv = model.conv(x_batch, k, budget)
+            out[saliency.CONVOLUTION_LAYER_VALUES] = conv["conv_values"]
+            out[saliency.CONVOLUTION_OUTPUT_GRADIENTS] = conv["conv_gradients"]
+        if saliency.OUTPUT_LAYER_VALUES in keys:
+            out[saliency.OUTPUT_LAYER_VALUES] = model.logits(x_batch, budget)[:, k]
+        return out
+
+    return call
+
+
+def _mask(
+    method: saliency.CoreSaliency,
+    x: np.ndarray,
+    call: Callable,
+    k: int,
+    params: ExplainParameters,
+    **kwargs: Any,
+) -> np.ndarray:
+    """GetMask, or SmoothGrad over it (the library's modifier of any gradient method)."""
+    args = {_CLASS: k}
+    if params.smoothed:
+        return method.GetSmoothedMask(
+            x,
+            call,
+            args,
+            stdev_spread=params.smoothgrad_stdev_spread,
+            nsamples=params.smoothgrad_samples,
+            magnitude=params.smoothgrad_magnitude,
+            **kwargs,
+        )
+    return method.GetMask(x, call, args, **kwargs)
+
+
+@dataclass
+class _Context:
+    model: ExplainModel
+    view: np.ndarray
+    logits: np.ndarray
+    k: int
+    params: ExplainParameters
+    budget: Budget
+
+    def score(self, pixels: np.ndarray) -> float:
+        return float(self.model.logits(pixels[None], self.budget)[0, self.k])
+
+    def result(self, mask: np.ndarray, signed: bool, baseline: float, error: float | None, **kw):
+        channels = mask if mask.ndim == 2 else (mask.sum(-1) if signed else np.abs(mask).sum(-1))
+        return Attribution(
+            method=self.params.method,
+            view=self.view,
+            map=channels.astype(np.float64),
+            signed=signed,
+            class_index=self.k,
+            probability=float(softmax(self.logits.astype(np.float64))[self.k]),
+            example_score=float(self.logits[self.k]),
+            baseline_score=baseline,
+            approx_error=error,
+            explained_model="full_image",
+            extras=kw,
+        )
+
+    def grey_score(self) -> float:
+        """For methods without a baseline: the logit on the model's blank input."""
+        return self.score(np.full_like(self.view, FILL["grey"]))
+
+
+def _gradients(c: _Context, guided: bool) -> Attribution:
+    call = _call_model(c.model, c.budget, guided)
+    mask = _mask(saliency.GradientSaliency(), c.view, call, c.k, c.params)
+    return c.result(mask, signed=False, baseline=c.grey_score(), error=None)
+
+
+def _integrated_gradients(c: _Context) -> Attribution:
+    base = np.full_like(c.view, FILL[c.params.baseline or "black"])
+    call = _call_model(c.model, c.budget)
+    steps = c.params.integration_steps
+    mask = _mask(
+        saliency.IntegratedGradients(),
+        c.view,
+        call,
+        c.k,
+        c.params,
+        x_steps=steps,
+        x_baseline=base,
+        batch_size=BATCH,
+    )
+    baseline = c.score(base)
+    smoothed_magnitude = c.params.smoothed and c.params.smoothgrad_magnitude
+    # Completeness holds for the plain path integral only, not for averaged squares.
+    error = None if c.params.smoothed else completeness_gap(mask.sum(), c.logits[c.k], baseline)
+    return c.result(mask, signed=not smoothed_magnitude, baseline=baseline, error=error)
+
+
+def _blur_ig(c: _Context) -> Attribution:
+    call = _call_model(c.model, c.budget)
+    sigma = c.params.blur_max_sigma
+    mask = _mask(
+        saliency.BlurIG(),
+        c.view,
+        call,
+        c.k,
+        c.params,
+        max_sigma=sigma,
+        steps=c.params.integration_steps,
+        batch_size=BATCH,
+    )
+    baseline = c.score(gaussian_blur(c.view, sigma))
+    smoothed_magnitude = c.params.smoothed and c.params.smoothgrad_magnitude
+    error = None if c.params.smoothed else completeness_gap(mask.sum(), c.logits[c.k], baseline)
+    return c.result(mask, signed=not smoothed_magnitude, baseline=baseline, error=error)
+
+
+def _xrai(c: _Context) -> Attribution:
+    call = _call_model(c.model, c.budget)
+    parameters = saliency.XRAIParameters(
+        steps=c.params.integration_steps,
+        algorithm=c.params.xrai_algorithm,
+        return_ig_attributions=True,
+    )
+    out = saliency.XRAI().GetMaskWithDetails(
+        c.view, call, {_CLASS: c.k}, batch_size=BATCH, extra_parameters=parameters
+    )
+    # Default baselines: the all-min and all-max images; IG over them is averaged (Vertex's
+    # baseline score is the average too), and so is the completeness gap of each.
+    scores = [c.score(b) for b in out.baselines]
+    example = float(c.logits[c.k])
+    gaps = [
+        completeness_gap(float(a.sum()), example, s)
+        for a, s in zip(out.ig_attribution, scores, strict=True)
+    ]
+    return c.result(
+        out.attribution_mask,
+        signed=True,
+        baseline=float(np.mean(scores)),
+        error=float(np.mean(gaps)),
+    )
+
+
+def _grad_cam(c: _Context) -> Attribution:
+    call = _call_model(c.model, c.budget)
+    mask = saliency.GradCam().GetMask(
+        c.view, call, {_CLASS: c.k}, should_resize=True, three_dims=False
+    )
+    return c.result(mask, signed=False, baseline=c.grey_score(), error=None)
+
+
+def _occlusion(c: _Context) -> Attribution:
+    """Leave-one-region-out with the library's Occlusion over a region mask (see the module
+    docstring): score drop when each grid window or superpixel is filled."""
+    params = c.params
+    fill = FILL[params.baseline or "grey"]
+    blank = np.full_like(c.view, fill)
+    if params.occlusion_regions == "superpixels":
+        from skimage.segmentation import slic
+
+        segments = slic(
+            c.view / 255.0, n_segments=params.occlusion_superpixels, start_label=0, compactness=10
+        )
+        regions = np.ones((1, int(segments.max()) + 1))
+        window = 1
+
+        def paint(m: np.ndarray) -> np.ndarray:
+            return m[0][segments]
+
+    else:
+        n = params.occlusion_grid
+        regions = np.ones((n, n))
+        window = params.occlusion_window
+        cell = -(-VIEW_SIZE // n)
+
+        def paint(m: np.ndarray) -> np.ndarray:
+            return np.repeat(np.repeat(m, cell, 0), cell, 1)[:VIEW_SIZE, :VIEW_SIZE]
+
+    def call(x_batch, call_model_args=None, expected_keys=None) -> dict[str, np.ndarray]:
+        keep = np.stack([paint(m)[..., None] for m in x_batch])
+        pixels = c.view[None] * keep + blank[None] * (1.0 - keep)
+        return {saliency.OUTPUT_LAYER_VALUES: c.model.logits(pixels, c.budget)[:, c.k]}
+
+    drops = saliency.Occlusion().GetMask(regions, call, {_CLASS: c.k}, size=window, value=0)
+    # The library sums the drops of every window over a cell; border cells lie under fewer
+    # windows, so divide by the count to get each cell's mean drop.
+    rows, cols = regions.shape
+    cover = np.zeros_like(regions)
+    for r in range(rows - window + 1):
+        for col in range(cols - window + 1):
+            cover[r : r + window, col : col + window] += 1.0
+    mean_drop = drops / np.maximum(cover, 1.0)
+    return c.result(
+        paint(mean_drop), signed=True, baseline=c.score(blank), error=None, regions=regions.size
+    )
+
+
+_POST_HOC: dict[str, Callable[[_Context], Attribution]] = {
+    "vanilla_gradients": lambda c: _gradients(c, guided=False),
+    "smoothgrad": lambda c: _gradients(c, guided=False),
+    "guided_backprop": lambda c: _gradients(c, guided=True),
+    "integrated_gradients": _integrated_gradients,
+    "blur_ig": _blur_ig,
+    "xrai": _xrai,
+    "grad_cam": _grad_cam,
+    "occlusion": _occlusion,
+}
+
+
+def attribute(
+    model: ExplainModel, image: bytes, params: ExplainParameters, budget: Budget
+) -> Attribution:
+    """Run the chosen method on one image (sag starts from the glimpse attribution)."""
+    if params.method in ("glimpses", "sag"):
+        return glimpse_attribution(model, image, params, budget)
+    view = model.view(image)["view"]
+    logits = model.logits(view[None], budget)[0]
+    k = params.label_index if params.label_index is not None else int(np.argmax(logits))
+    return _POST_HOC[params.method](_Context(model, view, logits, k, params, budget))
+
+
+def is_signed(params: ExplainParameters) -> bool:
+    """Whether the method's map has a negative side (evidence against the class)."""
+    if params.method in ("vanilla_gradients", "guided_backprop", "smoothgrad", "grad_cam"):
+        return False
+    if params.method in ("integrated_gradients", "blur_ig"):
+        return not (params.smoothed and params.smoothgrad_magnitude)
+    return True
+
+
+def estimated_evaluations(params: ExplainParameters) -> int:
+    """Model rows a method will run per image, before it starts: the request limit uses it."""
+    per = {
+        "glimpses": 1,
+        "sag": 1,
+        "vanilla_gradients": 1,
+        "guided_backprop": 1,
+        "smoothgrad": 1,
+        "integrated_gradients": params.integration_steps,
+        "blur_ig": params.integration_steps,
+        "xrai": 2 * params.integration_steps,
+        "grad_cam": 1,
+    }
+    if params.method == "occlusion":
+        if params.occlusion_regions == "superpixels":
+            n = params.occlusion_superpixels
+        else:
+            n = (params.occlusion_grid - params.occlusion_window + 1) ** 2
+    else:
+        n = per[params.method]
+    samples = params.smoothgrad_samples if params.smoothed else 1
+    faithfulness = 2 * (params.faithfulness_steps + 1) if params.faithfulness else 0
+    return n * samples + faithfulness + 3

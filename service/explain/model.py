@@ -1,0 +1,142 @@
+"""The SavedModel's explain signatures, in-process, as numpy functions.
+
+Explanations need gradients, which TF Serving's Predict cannot return for an arbitrary input,
+so the gateway always keeps its own CPU copy of the SavedModel for them (whatever backend
+serves predictions) and calls only the `explain_*` signatures exported by
+model_export/explain_signatures.py. Every call checks the request's deadline first, so an
+abandoned explanation stops at its next model call instead of running to the end.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.errors import BackendTimeout, NotReady
+
+VIEW_SIZE = 224
+SIGNATURES = (
+    "explain_view",
+    "explain_glimpses",
+    "explain_logits",
+    "explain_gradients",
+    "explain_guided_gradients",
+    "explain_conv",
+)
+_LOGITS_CHUNK = 32  # rows per explain_logits call: bounded memory, still batched
+
+
+@dataclass
+class Budget:
+    """Deadline and model-call accounting for one explanation."""
+
+    deadline: float = float("inf")
+    evaluations: int = 0
+    calls: int = 0
+
+    def charge(self, rows: int) -> None:
+        if time.monotonic() > self.deadline:
+            raise BackendTimeout("the explanation ran past the request deadline")
+        self.evaluations += rows
+        self.calls += 1
+
+
+@dataclass
+class Labels:
+    synsets: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, path: Path) -> Labels:
+        rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
+        return cls([r[0] for r in rows], [r[1] if len(r) > 1 else r[0] for r in rows])
+
+
+class ExplainModel:
+    """One loaded SavedModel version; thread-compatible (the explainer uses one thread)."""
+
+    def __init__(self, path: Path):
+        import tensorflow as tf
+
+        self._tf = tf
+        self.path = path
+        loaded = tf.saved_model.load(str(path))
+        missing = [s for s in SIGNATURES if s not in loaded.signatures]
+        if missing:
+            raise NotReady(
+                f"{path} lacks the explain signatures {missing}; re-export it with this version"
+                " of `glimpse export`"
+            )
+        self._loaded = loaded  # keeps the variables alive
+        self._fn = {name: loaded.signatures[name] for name in SIGNATURES}
+        self.labels = Labels.read(path / "assets" / "labels.tsv")
+
+    def warm_up(self) -> None:
+        """Trace every signature once (seconds each) so that no request pays for it."""
+        from service.backends.embedded import warmup_image
+
+        data = warmup_image().data
+        view = self.view(data)["view"]
+        self.glimpses(data, 2)
+        self.logits(view[None])
+        self.gradients(view[None], 0, guided=False)
+        self.gradients(view[None], 0, guided=True)
+        self.conv(view[None], 0)
+
+    def _np(self, out: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {k: v.numpy() for k, v in out.items()}
+
+    def view(self, image: bytes) -> dict[str, np.ndarray]:
+        """The classifier's 224x224 view (float 0..255), crop box and size, for one image."""
+        out = self._np(self._fn["explain_view"](input_image_bytes=self._tf.constant([image])))
+        return {k: v[0] for k, v in out.items()}
+
+    def glimpses(
+        self, image: bytes, num_glimpses: int, budget: Budget | None = None
+    ) -> dict[str, np.ndarray]:
+        if budget:
+            budget.charge(1)
+        out = self._fn["explain_glimpses"](
+            input_image_bytes=self._tf.constant([image]),
+            num_glimpses=self._tf.constant([num_glimpses], self._tf.int32),
+        )
+        return {k: v[0] for k, v in self._np(out).items()}
+
+    def logits(self, pixels: np.ndarray, budget: Budget | None = None) -> np.ndarray:
+        """[N, 224, 224, 3] view pixels -> full-image logits [N, 1000], in bounded chunks."""
+        parts = []
+        for i in range(0, len(pixels), _LOGITS_CHUNK):
+            chunk = np.asarray(pixels[i : i + _LOGITS_CHUNK], np.float32)
+            if budget:
+                budget.charge(len(chunk))
+            parts.append(self._fn["explain_logits"](pixels=self._tf.constant(chunk))["logits"])
+        return np.concatenate([p.numpy() for p in parts])
+
+    def gradients(
+        self, pixels: np.ndarray, class_index: int, guided: bool, budget: Budget | None = None
+    ) -> dict[str, np.ndarray]:
+        """Logits and d logit[class_index] / d pixels, vanilla or guided backprop."""
+        if budget:
+            budget.charge(len(pixels))
+        name = "explain_guided_gradients" if guided else "explain_gradients"
+        out = self._fn[name](
+            pixels=self._tf.constant(np.asarray(pixels, np.float32)),
+            class_index=self._tf.fill([len(pixels)], np.int32(class_index)),
+        )
+        return self._np(out)
+
+    def conv(
+        self, pixels: np.ndarray, class_index: int, budget: Budget | None = None
+    ) -> dict[str, np.ndarray]:
+        """The last conv layer's values and gradients (Grad-CAM's inputs)."""
+        if budget:
+            budget.charge(len(pixels))
+        out = self._fn["explain_conv"](
+            pixels=self._tf.constant(np.asarray(pixels, np.float32)),
+            class_index=self._tf.fill([len(pixels)], np.int32(class_index)),
+        )
+        return self._np(out)

@@ -1,0 +1,231 @@
+"""Request and response bodies of `:explain`.
+
+The response keeps the legacy AI Platform shape (`explanations[].attributions_by_label[]` with
+`attributions`, `baseline_score`, `example_score`, `label_index`, `output_name`, `approx_error`,
+the image as `{"b64_jpeg": ...}`), so the Explainable AI SDK's parser reads it; everything
+else (faithfulness, glimpses, the attention graph, timings) is added beside those keys.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.schemas import Box, PredictRequest
+
+Method = Literal[
+    "glimpses",
+    "vanilla_gradients",
+    "guided_backprop",
+    "integrated_gradients",
+    "blur_ig",
+    "smoothgrad",
+    "grad_cam",
+    "xrai",
+    "occlusion",
+    "sag",
+]
+METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
+# SmoothGrad averages noisy copies of a gradient; it means nothing for the others.
+SMOOTHABLE = {"vanilla_gradients", "guided_backprop", "integrated_gradients", "blur_ig"}
+DEFAULT_STEPS = {"integrated_gradients": 50, "xrai": 50, "blur_ig": 100}
+
+MAX_STEPS = 300
+MAX_SAMPLES = 100
+
+
+class VisualizationConfig(BaseModel):
+    """How the attribution becomes a picture; names and values follow AI Platform / Vertex.
+
+    Unset fields take per-method defaults (see docs/explain.md): Vertex's own defaults where
+    it has them (polarity positive, clip 62..99.9 percentile for pixel attributions, overlay
+    none), viridis for region methods (XRAI, Grad-CAM, occlusion, glimpses) as Vertex does for
+    XRAI, pink_green for gradient methods.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["pixels", "outlines"] = "pixels"
+    polarity: Literal["positive", "negative", "both"] = "positive"
+    clip_below_percentile: float | None = Field(None, ge=0.0, le=100.0)
+    clip_above_percentile: float | None = Field(None, ge=0.0, le=100.0)
+    color_map: Literal["pink_green", "red_green", "viridis"] | None = None
+    overlay_type: Literal["none", "original", "grayscale", "mask_black"] = "none"
+    overlay_multiplier: float = Field(
+        0.7, ge=0.0, le=1.0, description="Opacity of the colours over the photo."
+    )
+    output_format: Literal["jpeg", "png"] = "jpeg"
+    blur_sigma: float = Field(
+        0.0, ge=0.0, le=20.0, description="Gaussian blur of the map before drawing (pixels)."
+    )
+
+    @model_validator(mode="after")
+    def _clip_order(self) -> VisualizationConfig:
+        lo, hi = self.clip_below_percentile, self.clip_above_percentile
+        if lo is not None and hi is not None and lo >= hi:
+            raise ValueError("clip_below_percentile must be below clip_above_percentile")
+        return self
+
+
+class ExplainParameters(BaseModel):
+    """Options for the whole request. Unknown names are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Method = Field("glimpses", description="The explanation method.")
+    label_index: int | None = Field(
+        None, ge=0, le=999, description="Class to explain; default: the explained model's top."
+    )
+    num_glimpses: int = Field(6, ge=1, le=16, description="Glimpses (glimpses and sag).")
+    steps: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_STEPS,
+        description="Integration steps: IG and XRAI 50 (AI Platform's default), Blur IG 100.",
+    )
+    baseline: Literal["black", "white", "grey"] | None = Field(
+        None, description="IG baseline (default black) or occlusion fill (default grey)."
+    )
+    blur_max_sigma: float = Field(50.0, gt=0.0, le=200.0, description="Blur IG's end point.")
+    xrai_algorithm: Literal["full", "fast"] = "full"
+    smoothgrad: bool = Field(False, description="Average the gradient method over noisy copies.")
+    smoothgrad_samples: int = Field(25, ge=1, le=MAX_SAMPLES)
+    smoothgrad_stdev_spread: float = Field(0.15, gt=0.0, le=1.0)
+    smoothgrad_magnitude: bool = Field(True, description="Average squared gradients.")
+    occlusion_regions: Literal["grid", "superpixels"] = "grid"
+    occlusion_grid: int = Field(7, ge=2, le=28, description="Cells per side of the grid.")
+    occlusion_window: int = Field(1, ge=1, le=4, description="Occluder side, in cells.")
+    occlusion_superpixels: int = Field(50, ge=4, le=200, description="SLIC segments wanted.")
+    sag_threshold: float = Field(
+        0.9, gt=0.0, le=1.0, description="Sufficient: keeps this fraction of full confidence."
+    )
+    sag_max_roots: int = Field(3, ge=1, le=10, description="Diverse minimal sets shown.")
+    sag_beam_width: int = Field(5, ge=1, le=20, description="Beam search above 12 glimpses.")
+    sag_expand_threshold: float = Field(
+        0.4, ge=0.0, le=1.0, description="Expand a node only above this relative confidence."
+    )
+    faithfulness: bool = Field(True, description="Deletion and insertion scores.")
+    faithfulness_steps: int = Field(16, ge=2, le=64)
+    attribution_map: bool = Field(False, description="Also return the raw 224x224 map.")
+    visualization: VisualizationConfig = Field(default_factory=VisualizationConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExplainParameters:
+        if self.smoothgrad and self.method not in SMOOTHABLE:
+            raise ValueError(
+                f"smoothgrad modifies a gradient method ({', '.join(sorted(SMOOTHABLE))}),"
+                f" not {self.method}"
+            )
+        if self.steps is not None and self.method not in DEFAULT_STEPS:
+            raise ValueError(f"steps applies to {', '.join(DEFAULT_STEPS)}, not {self.method}")
+        if self.occlusion_window >= self.occlusion_grid:
+            raise ValueError("occlusion_window must be smaller than occlusion_grid")
+        return self
+
+    @property
+    def smoothed(self) -> bool:
+        return self.smoothgrad or self.method == "smoothgrad"
+
+    @property
+    def integration_steps(self) -> int:
+        return self.steps or DEFAULT_STEPS.get(self.method, 1)
+
+
+class ExplainRequest(PredictRequest):
+    """`instances` as for :predict; `parameters` chooses the method and its settings."""
+
+    parameters: ExplainParameters = Field(default_factory=ExplainParameters)  # type: ignore[assignment]
+
+
+class ImageBytes(BaseModel):
+    """The rendered attribution, as the XAI SDK reads it (`b64_jpeg`; `b64_png` on request)."""
+
+    b64_jpeg: str | None = None
+    b64_png: str | None = None
+
+
+class Faithfulness(BaseModel):
+    """Full-image classifier confidence in the explained class as the top-ranked pixels are
+    removed (deletion: lower is better) or added to a blank view (insertion: higher is better)."""
+
+    deletion_auc: float
+    insertion_auc: float
+    deletion_curve: list[float] = Field(description="Probability at fraction i / steps removed.")
+    insertion_curve: list[float]
+    steps: int
+    fill: str = Field("grey (pixel value 127: the model's zero input)")
+
+
+class GlimpseAttribution(BaseModel):
+    order: int = Field(description="1 for the first glimpse taken.")
+    box: Box = Field(description="In pixels of the 224x224 view.")
+    contribution: float = Field(description="glimpse logit / T: the glimpses' sum is the logit.")
+    probability: float = Field(description="This glimpse's own probability for the class.")
+
+
+class SagNode(BaseModel):
+    id: int
+    glimpses: list[int] = Field(description="Orders of the glimpses kept.")
+    confidence: float = Field(description="Probability of the class from these glimpses alone.")
+    relative_confidence: float = Field(description="confidence / full confidence.")
+    minimal_sufficient: bool = Field(description="Sufficient, and no glimpse can be dropped.")
+
+
+class SagEdge(BaseModel):
+    source: int
+    target: int
+    removed: int = Field(description="Order of the glimpse dropped from source to target.")
+    drop: float = Field(description="Loss of relative confidence, 0..1.")
+
+
+class StructuredAttentionGraph(BaseModel):
+    threshold: float
+    full_confidence: float
+    search: Literal["exact", "beam"]
+    minimal_sufficient_sets: list[list[int]] = Field(
+        description="Every minimal sufficient set found, smallest first (orders)."
+    )
+    roots: list[list[int]] = Field(description="The diverse subset drawn as graph roots.")
+    nodes: list[SagNode]
+    edges: list[SagEdge]
+    image: ImageBytes
+
+
+class AttributionMap(BaseModel):
+    shape: tuple[int, int]
+    values: list[list[float]]
+
+
+class LabelAttribution(BaseModel):
+    """One `attributions_by_label` entry: the legacy keys first, then ours."""
+
+    attributions: dict[str, ImageBytes] = Field(
+        description="Input name -> the rendered attribution over the 224x224 view."
+    )
+    baseline_score: float
+    example_score: float
+    label_index: int
+    label_name: str
+    output_name: str = Field(description="`logits` of the explained model.")
+    approx_error: float | None = Field(
+        None, description="Completeness gap |sum - (example - baseline)| / |example - baseline|."
+    )
+    synset: str
+    probability: float
+    explained_model: Literal["glimpses", "full_image"]
+    method: str
+    faithfulness: Faithfulness | None = None
+    glimpses: list[GlimpseAttribution] | None = None
+    sag: StructuredAttentionGraph | None = None
+    attribution_map: AttributionMap | None = None
+    visualization: VisualizationConfig = Field(description="The settings used, defaults filled.")
+
+
+class Explanation(BaseModel):
+    key: str | None = None
+    attributions_by_label: list[LabelAttribution]
+    model_evaluations: int = Field(description="Forward/backward batches rows the method ran.")
+    timing_ms: dict[str, float] = Field(description="attribution, faithfulness, visualization.")
+
+
+class ExplainResponse(BaseModel):
+    explanations: list[Explanation]

@@ -1,0 +1,118 @@
+"""The explain building blocks without HTTP: guided ReLU6, SAG search, faithfulness, drawing."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model_export.explain_signatures import guided_backbone, guided_relu6
+from service.explain import faithfulness, sag, visualise
+from service.explain.methods import softmax
+from service.explain.schemas import VisualizationConfig
+
+
+def test_guided_relu6_gates_like_springenberg():
+    x = tf.constant([-1.0, 0.5, 3.0, 7.0, 2.0])
+    upstream = tf.constant([1.0, 2.0, -1.0, 1.0, 0.5])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = guided_relu6(x)
+    # Passes only where the unit was active (0 < x < 6) and the gradient is positive.
+    np.testing.assert_allclose(tape.gradient(y, x, upstream), [0.0, 2.0, 0.0, 0.0, 0.5])
+    np.testing.assert_allclose(y, tf.nn.relu6(x))
+
+
+def test_guided_backbone_shares_weights_and_forward(tiny_model):
+    backbone = tiny_model.backbone
+    guided = guided_backbone(backbone)
+    assert {id(v) for v in guided.weights} == {id(v) for v in backbone.weights}
+    x = tf.random.stateless_normal([2, 64, 64, 3], seed=[1, 2])
+    np.testing.assert_allclose(guided(x), backbone(x), atol=1e-6)
+
+
+def _brute_force_minimal(logits: np.ndarray, k: int, threshold: float) -> set[frozenset[int]]:
+    steps = len(logits)
+
+    def conf(s) -> float:
+        return float(softmax(logits[list(s)].mean(0))[k]) if s else 0.0
+
+    bar = threshold * conf(range(steps))
+    found = set()
+    for size in range(1, steps + 1):
+        for s in combinations(range(steps), size):
+            if conf(s) >= bar and all(conf(set(s) - {g}) < bar for g in s):
+                found.add(frozenset(s))
+    return found
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_sag_search_finds_every_minimal_sufficient_set(seed):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, (7, 20))
+    k = int(np.argmax(logits.mean(0)))
+    graph = sag.build(logits, k, 0.9, max_roots=3, beam_width=5, expand_threshold=0.4)
+    assert graph.search == "exact"
+    assert set(graph.minimal) == _brute_force_minimal(logits, k, 0.9)
+    for a, b in combinations(graph.roots, 2):
+        assert len(a & b) <= 1  # the paper's diversity rule
+    confidence = dict(graph.nodes)
+    for source, target, removed, drop in graph.edges:
+        parent, child = graph.nodes[source][0], graph.nodes[target][0]
+        assert child == parent - {removed}
+        assert drop == pytest.approx(
+            max((confidence[parent] - confidence[child]) / graph.full_confidence, 0.0)
+        )
+
+
+def test_beam_search_above_twelve_glimpses_returns_minimal_sets():
+    rng = np.random.default_rng(5)
+    logits = rng.normal(0, 3, (14, 30))
+    k = int(np.argmax(logits.mean(0)))
+    graph = sag.build(logits, k, 0.9, max_roots=3, beam_width=4, expand_threshold=0.4)
+    assert graph.search == "beam" and graph.minimal
+    bar = 0.9 * graph.full_confidence
+    for found in graph.minimal:
+        mask = np.isin(np.arange(14), list(found))[None]
+        assert sag.subset_confidence(logits, mask, k)[0] >= bar
+        for g in found:
+            rest = found - {g}
+            if rest:
+                smaller = np.isin(np.arange(14), list(rest))[None]
+                assert sag.subset_confidence(logits, smaller, k)[0] < bar
+
+
+def test_pixel_order_follows_the_map_and_breaks_ties_the_same_way():
+    ranking = np.zeros((8, 8))
+    ranking[2, 3], ranking[5, 5] = 2.0, 1.0
+    order = faithfulness.pixel_order(ranking)
+    assert list(order[:2]) == [2 * 8 + 3, 5 * 8 + 5]
+    np.testing.assert_array_equal(order, faithfulness.pixel_order(ranking))
+    assert faithfulness.top_mask(ranking, 2 / 64).sum() == 2
+    assert faithfulness.auc(np.array([0.5, 0.5, 0.5])) == pytest.approx(0.5)
+    assert faithfulness.auc(np.array([1.0, 0.0])) == pytest.approx(0.5)
+
+
+def test_an_all_zero_map_draws_black_not_nan():
+    view = np.full((224, 224, 3), 200.0)
+    config = visualise.resolve(VisualizationConfig(), "integrated_gradients")
+    assert config.clip_below_percentile == 62.0 and config.color_map == "pink_green"
+    pixels = visualise.render_array(view, np.zeros((224, 224)), config)
+    assert pixels.dtype == np.uint8 and pixels.max() == 0
+
+
+def test_polarity_and_colours():
+    view = np.full((224, 224, 3), 100.0)
+    amap = np.zeros((224, 224))
+    amap[:50], amap[-50:] = 1.0, -1.0
+    both = VisualizationConfig(polarity="both", color_map="red_green", clip_below_percentile=0)
+    pixels = visualise.render_array(view, amap, visualise.resolve(both, "integrated_gradients"))
+    assert tuple(pixels[10, 10]) == (0, 200, 0) and tuple(pixels[-10, 10]) == (220, 0, 0)
+    negative = both.model_copy(update={"polarity": "negative"})
+    pixels = visualise.render_array(view, amap, visualise.resolve(negative, "occlusion"))
+    assert tuple(pixels[10, 10]) == (0, 0, 0) and tuple(pixels[-10, 10]) == (220, 0, 0)
+    masked = VisualizationConfig(overlay_type="mask_black", clip_below_percentile=0)
+    pixels = visualise.render_array(view, amap, visualise.resolve(masked, "occlusion"))
+    assert tuple(pixels[10, 10]) == (100, 100, 100) and pixels[112, 112].max() == 0
