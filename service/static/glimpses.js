@@ -43,22 +43,23 @@ function placeLabel(box, w, h, placed, bounds) {
   return spot;
 }
 
-function glimpseGroup(glimpse, layout) {
+/** The glimpse's outline, into the boxes layer, and its label, into the layer above it all. */
+function addGlimpse(glimpse, layout) {
   const box = glimpse.box_original;
   const group = el("g", { class: "glimpse", "data-order": glimpse.order });
   group.append(el("rect", { class: "box", ...rectAttrs(box) }));
+  layout.boxes.append(group);
   const size = 3 * layout.unit;
   const score = percent(glimpse.score);
   // Width from the character count: the text is short and mostly digits (tabular figures).
   const w = size * (0.62 * (String(glimpse.order).length + score.length + 1) + 0.6);
   const spot = placeLabel(box, w, size * 1.35, layout.placed, layout);
-  const label = el("g", { class: "label" });
+  const label = el("g", { class: "label", "data-order": glimpse.order });
   label.append(el("rect", { x: spot.x, y: spot.y, width: spot.w, height: spot.h }));
   const text = el("text", { x: spot.x + size * 0.3, y: spot.y + size * 1.05, "font-size": size });
   text.append(el("tspan", { class: "number" }, String(glimpse.order)), ` ${score}`);
   label.append(text);
-  group.append(label);
-  return group;
+  layout.labels.append(label);
 }
 
 function listItem(glimpse) {
@@ -83,7 +84,10 @@ function prepare(svg, prediction) {
   defs.append(mask);
   svg.append(defs, el("rect", { class: "dim", x: 0, y: 0, width, height, mask: "url(#unseen)" }));
   svg.append(el("rect", { class: "crop", ...rectAttrs(prediction.preprocessing.crop_box) }));
-  return { mask, unit: Math.max(width, height) / 100, width, height, placed: [] };
+  const boxes = el("g");
+  const labels = el("g"); // above every box: later outlines must not cross earlier labels
+  svg.append(boxes, labels);
+  return { mask, boxes, labels, unit: Math.max(width, height) / 100, width, height, placed: [] };
 }
 
 const reducedMotion = () => window.matchMedia("(prefers-reduced-motion: reduce)").matches;
@@ -103,7 +107,7 @@ export async function drawGlimpses(svg, list, prediction, isCurrent) {
     if (drawn > 0 && delay) await sleep(delay);
     if (!isCurrent()) return drawn;
     layout.mask.append(el("rect", { fill: "black", ...rectAttrs(glimpse.box_original) }));
-    svg.append(glimpseGroup(glimpse, layout));
+    addGlimpse(glimpse, layout);
     list.append(listItem(glimpse));
     drawn += 1;
   }
