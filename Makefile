@@ -6,7 +6,7 @@ MODEL_DIR ?= models
 SAMPLES ?= ../shared/data/imagenet-sample
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: serve test export bench bench-accuracy bench-cost bench-serve lint clean
+.PHONY: serve test export bench bench-accuracy bench-cost bench-serve bench-batch lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,14 +21,17 @@ $(MODEL_DIR)/saccader/1/saved_model.pb: | $(VENV)/.installed
 export: $(MODEL_DIR)/saccader/1/saved_model.pb
 
 # The service on 127.0.0.1:8080 (PORT changes it) with the embedded backend.
+# Batch jobs posted to the jobs API may use local paths under this folder; their state
+# survives restarts in .glimpse/.
 serve: export
-	GLIMPSE_MODEL_DIR=$(MODEL_DIR) $(BIN)/glimpse serve
+	GLIMPSE_MODEL_DIR=$(MODEL_DIR) GLIMPSE_JOBS_DB=.glimpse/jobs.sqlite3 \
+	GLIMPSE_JOBS_LOCAL_ROOT=$(CURDIR) $(BIN)/glimpse serve
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
-bench: bench-accuracy bench-cost bench-serve
+bench: bench-accuracy bench-cost bench-serve bench-batch
 
 bench-accuracy: export
 	$(BIN)/python -m bench.accuracy --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
@@ -38,6 +41,9 @@ bench-cost: export
 
 bench-serve: export
 	$(BIN)/python -m bench.serve --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
+
+bench-batch: export
+	$(BIN)/python -m bench.batch --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

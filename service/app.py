@@ -59,12 +59,14 @@ def create_app(settings: GatewaySettings, predictor: Predictor | None = None) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loading = asyncio.create_task(state.load(), name="model-load")
-        await state.jobs.start()
+        if settings.jobs_enabled:
+            await state.jobs.start()
         yield
         state.shutting_down = True
         if not loading.done():
             loading.cancel()
-        await state.jobs.close(settings.shutdown_grace_s)
+        if settings.jobs_enabled:
+            await state.jobs.close(settings.shutdown_grace_s)
         await state.predictor.close()
 
     app = FastAPI(
@@ -101,7 +103,8 @@ def create_app(settings: GatewaySettings, predictor: Predictor | None = None) ->
     app.include_router(explain.router)
     app.include_router(models.router)
     app.include_router(health.router)
-    app.include_router(jobs.router)
+    if settings.jobs_enabled:
+        app.include_router(jobs.router)
     app.include_router(demo.router)
     app.add_middleware(GatewayMiddleware, metrics=metrics, max_body=settings.max_payload_bytes)
     return app

@@ -43,6 +43,9 @@ class GatewaySettings(BaseSettings):
     # backoff) before the job is FAILED: outages shorter than this cost time, not lines.
     storage_retry_deadline_s: float = Field(120.0, gt=0.0)
     predict_retry_deadline_s: float = Field(120.0, gt=0.0)
+    # The jobs API runs batch jobs inside the gateway. Off for replicated deployments, where
+    # batch runs as its own Kubernetes Job (deploy/batch) or on Dataflow.
+    jobs_enabled: bool = True
     # The jobs API keeps job state in this SQLite file, so jobs survive a gateway restart
     # (None: in memory, lost on restart).
     jobs_db: Path | None = None

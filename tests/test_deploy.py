@@ -310,3 +310,50 @@ def test_gateway_configured_as_the_manifests_talks_to_tf_serving(tiny_export, re
         assert server.calls >= 2  # warm-up and the request, over gRPC
     finally:
         server.stop()
+
+
+# -- the batch prediction Job (deploy/batch) ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def batch_job() -> list[dict]:
+    return render(ROOT / "deploy" / "batch")
+
+
+def test_batch_job_renders_and_validates(batch_job):
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    assert sorted(o["kind"] for o in batch_job) == ["ConfigMap", "Job"]
+    for o in batch_job:
+        kubernetes_validate.validate(o, K8S_VERSION, strict=True)
+    job = _one(batch_job, "Job")["spec"]
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and job["backoffLimit"] >= 1
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    [c] = pod["containers"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert "/tmp" in mounts  # spool and staging need a writable temp dir
+
+
+def test_batch_job_runs_a_real_cli_command_with_real_settings(batch_job):
+    import re
+
+    import typer.main
+
+    from service.cli import app
+
+    [c] = _one(batch_job, "Job")["spec"]["template"]["spec"]["containers"]
+    env = _one(batch_job, "ConfigMap")["data"]
+    assert c["command"][:3] == ["glimpse", "batch", "submit"]
+    command = typer.main.get_command(app).commands["batch"].commands["submit"]
+    options = {o for p in command.params for o in p.opts}
+    for arg in c["args"]:
+        assert arg.split("=")[0] in options, arg
+        for var in re.findall(r"\$\((\w+)\)", arg):
+            assert var in env, var  # every $(VAR) is defined
+    glimpse = {k: v for k, v in env.items() if k.startswith("GLIMPSE_")}
+    known = {f"GLIMPSE_{name.upper()}" for name in GatewaySettings.model_fields}
+    assert set(glimpse) <= known, set(glimpse) - known
+    settings = _settings_from(glimpse)
+    assert settings.backend == "embedded" and str(settings.model_dir) == "/models"

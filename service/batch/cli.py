@@ -51,8 +51,9 @@ def _console():
 def _summary(report) -> None:
     from rich.table import Table
 
-    table = Table(title=f"job {report.job_id}: {report.state.value}", show_header=False)
+    table = Table(title=f"batch job {report.state.value}", show_header=False)
     rows = [
+        ("job", report.job_id),
         ("output", report.output_path),
         ("input files", str(len(report.input_files))),
         ("lines", str(report.lines)),

@@ -26,6 +26,7 @@ _ERRORS = {
     "/v1/projects/{project}/jobs",
     response_model=Job,
     response_model_by_alias=True,
+    response_model_exclude_none=True,
     responses=_ERRORS,
     dependencies=[Depends(require_json)],
     summary="Create a batch prediction job (runs in the background)",
@@ -38,6 +39,7 @@ async def create_job(project: str, body: CreateJob, state: StateDep) -> Job:
     "/v1/projects/{project}/jobs/{job}",
     response_model=Job,
     response_model_by_alias=True,
+    response_model_exclude_none=True,
     responses=_ERRORS,
     summary="A job's state and counts",
 )
