@@ -51,6 +51,24 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def _openapi_as_answered(app: FastAPI) -> None:
+    """Validation errors are answered 400 `{"error": ...}` (`invalid_body` below), never with
+    FastAPI's 422 body, so the document must not promise one."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    operation["responses"].pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def create_app(settings: GatewaySettings, predictor: Predictor | None = None) -> FastAPI:
     metrics = Metrics()
     predictor = predictor or make_predictor(settings, metrics.observe_batch)
@@ -106,5 +124,6 @@ def create_app(settings: GatewaySettings, predictor: Predictor | None = None) ->
     if settings.jobs_enabled:
         app.include_router(jobs.router)
     app.include_router(demo.router)
+    _openapi_as_answered(app)
     app.add_middleware(GatewayMiddleware, metrics=metrics, max_body=settings.max_payload_bytes)
     return app

@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
+# An absolute file-system path (not the `//host/...` of a URL, nor a `gs://` one).
+_PATH = re.compile(r"(?<![\w:/.])/(?:[\w.@+-]+/)*[\w.@+-]+")
+
+
+def redact_paths(text: str) -> str:
+    """`text` with absolute paths replaced, for messages that clients may read."""
+    return _PATH.sub("<path>", text)
+
 
 class GlimpseError(Exception):
     """Base class; `message` is safe to show to clients (never a stack trace)."""

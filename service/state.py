@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from service.batch.job_manager import JobManager
+from service.errors import redact_paths
 from service.metrics import Metrics
 from service.predictor import Predictor
 from service.settings import GatewaySettings
@@ -28,5 +29,6 @@ class GatewayState:
             await self.predictor.start()
             self.started = True
         except Exception as e:  # noqa: BLE001 - reported by the startup and readiness probes
-            self.load_error = f"{type(e).__name__}: {e}"
+            # The probes answer without a token: the reason, but no file-system paths.
+            self.load_error = redact_paths(f"{type(e).__name__}: {e}".splitlines()[0])
             log.exception("model failed to load")

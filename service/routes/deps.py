@@ -37,6 +37,31 @@ def require_json(request: Request) -> None:
         )
 
 
+_PATH_PARAMETERS = {
+    "project": "Cloud project (AI Platform URL form); not checked, one deployment serves one",
+    "model": "Model name",
+    "version": "Model version: `N` or `vN`",
+}
+
+
+def path_parameters(path: str) -> dict:
+    """OpenAPI `parameters` for a route whose handler reads `request.path_params` itself (one
+    handler serves several URL forms), so that the documented path templates are complete."""
+    names = re.findall(r"{(\w+)}", path)
+    return {
+        "parameters": [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": _PATH_PARAMETERS[name],
+            }
+            for name in names
+        ]
+    }
+
+
 _VERSION = re.compile(r"^v?(\d{1,18})$")
 
 

@@ -13,14 +13,25 @@ from service.errors import NotReady
 from service.explain.explainer import Explainer
 from service.explain.schemas import ExplainRequest, ExplainResponse
 from service.instances import decode_instances
-from service.routes.deps import StateDep, parse_version, require_json, require_token, served_model
+from service.routes.deps import (
+    StateDep,
+    parse_version,
+    path_parameters,
+    require_json,
+    require_token,
+    served_model,
+)
 from service.schemas import ErrorBody
 from service.state import GatewayState
 
 router = APIRouter(tags=["explain"], dependencies=[Depends(require_token)])
 
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "string"}}
+}
 _ERRORS = {
     status: {"model": ErrorBody, "description": text}
+    | ({"headers": _RETRY_AFTER} if status in (429, 503) else {})
     for status, text in [
         (400, "Invalid request, instance or parameter (the message names it)"),
         (401, "Missing or invalid bearer token"),
@@ -76,4 +87,5 @@ for _path, _summary in PATHS.items():
         dependencies=[Depends(require_json)],
         summary=_summary,
         name=_path,
+        openapi_extra=path_parameters(_path),
     )

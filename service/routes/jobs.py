@@ -20,6 +20,11 @@ _ERRORS = {
     404: {"model": ErrorBody, "description": "Unknown job"},
     409: {"model": ErrorBody, "description": "The job id is taken"},
 }
+_BODY_ERRORS = {
+    **_ERRORS,
+    413: {"model": ErrorBody, "description": "Body over the payload limit"},
+    415: {"model": ErrorBody, "description": "Body is not JSON"},
+}
 
 
 @router.post(
@@ -27,7 +32,7 @@ _ERRORS = {
     response_model=Job,
     response_model_by_alias=True,
     response_model_exclude_none=True,
-    responses=_ERRORS,
+    responses=_BODY_ERRORS,
     dependencies=[Depends(require_json)],
     summary="Create a batch prediction job (runs in the background)",
 )

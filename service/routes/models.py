@@ -7,11 +7,15 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from service.errors import NotReady
-from service.routes.deps import StateDep, require_token, served_model
+from service.routes.deps import StateDep, path_parameters, require_token, served_model
 from service.schemas import ErrorBody
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_token)])
-_ERRORS = {404: {"model": ErrorBody}, 503: {"model": ErrorBody}}
+_ERRORS = {
+    401: {"model": ErrorBody, "description": "Missing or invalid bearer token"},
+    404: {"model": ErrorBody, "description": "Unknown model or version"},
+    503: {"model": ErrorBody, "description": "Model not loaded yet, or failed to load"},
+}
 
 
 def _loaded(state) -> None:
@@ -34,5 +38,11 @@ async def model_metadata(request: Request, state: StateDep) -> dict[str, Any]:
 
 
 for _prefix in ("/v1/models/{model}", "/v1/models/{model}/versions/{version}"):
-    router.add_api_route(_prefix, model_status, methods=["GET"], responses=_ERRORS)
-    router.add_api_route(_prefix + "/metadata", model_metadata, methods=["GET"], responses=_ERRORS)
+    for _path, _handler in ((_prefix, model_status), (_prefix + "/metadata", model_metadata)):
+        router.add_api_route(
+            _path,
+            _handler,
+            methods=["GET"],
+            responses=_ERRORS,
+            openapi_extra=path_parameters(_path),
+        )

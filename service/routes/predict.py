@@ -12,14 +12,24 @@ from service.errors import BackendTimeout, InvalidInput, NotReady
 from service.instances import decode_instances
 from service.predictor import Options
 from service.responses import build_prediction
-from service.routes.deps import StateDep, require_json, require_token, served_model
+from service.routes.deps import (
+    StateDep,
+    path_parameters,
+    require_json,
+    require_token,
+    served_model,
+)
 from service.schemas import ErrorBody, PredictRequest, PredictResponse
 from service.state import GatewayState
 
 router = APIRouter(tags=["predict"], dependencies=[Depends(require_token)])
 
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "string"}}
+}
 _ERRORS = {
     status: {"model": ErrorBody, "description": text}
+    | ({"headers": _RETRY_AFTER} if status in (429, 503) else {})
     for status, text in [
         (400, "Invalid request or instance (the message names the instance index)"),
         (401, "Missing or invalid bearer token"),
@@ -116,4 +126,5 @@ for _path, _summary in PATHS.items():
         dependencies=[Depends(require_json)],
         summary=_summary,
         name=_path,
+        openapi_extra=path_parameters(_path),
     )
