@@ -85,7 +85,9 @@ class Explainer:
             if self._model is None:
                 path = self._base / str(self.local_version())
                 started = time.perf_counter()
-                self._model = ExplainModel(path)
+                model = ExplainModel(path)
+                model.warm_up()  # first calls optimise each graph (about a second each)
+                self._model = model
                 log.info("explain model %s loaded in %.1f s", path, time.perf_counter() - started)
             return self._model
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.schemas import Box, PredictRequest
+from service.schemas import _TINY_PNG, Box, PredictRequest
 
 Method = Literal[
     "glimpses",
@@ -29,7 +29,7 @@ Method = Literal[
 METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
 # SmoothGrad averages noisy copies of a gradient; it means nothing for the others.
 SMOOTHABLE = {"vanilla_gradients", "guided_backprop", "integrated_gradients", "blur_ig"}
-DEFAULT_STEPS = {"integrated_gradients": 50, "xrai": 50, "blur_ig": 100}
+DEFAULT_STEPS = {"integrated_gradients": 50, "xrai": 100, "blur_ig": 100}
 
 MAX_STEPS = 300
 MAX_SAMPLES = 100
@@ -80,7 +80,7 @@ class ExplainParameters(BaseModel):
         None,
         ge=1,
         le=MAX_STEPS,
-        description="Integration steps: IG and XRAI 50 (AI Platform's default), Blur IG 100.",
+        description="Integration steps: IG 50 (AI Platform's default), XRAI and Blur IG 100.",
     )
     baseline: Literal["black", "white", "grey"] | None = Field(
         None, description="IG baseline (default black) or occlusion fill (default grey)."
@@ -132,6 +132,22 @@ class ExplainParameters(BaseModel):
 
 class ExplainRequest(PredictRequest):
     """`instances` as for :predict; `parameters` chooses the method and its settings."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "instances": [{"input_image_bytes": {"b64": _TINY_PNG}, "key": "photo-1"}],
+                    "parameters": {
+                        "method": "integrated_gradients",
+                        "steps": 50,
+                        "visualization": {"overlay_type": "original"},
+                    },
+                }
+            ]
+        },
+    )
 
     parameters: ExplainParameters = Field(default_factory=ExplainParameters)  # type: ignore[assignment]
 
@@ -223,7 +239,9 @@ class LabelAttribution(BaseModel):
 class Explanation(BaseModel):
     key: str | None = None
     attributions_by_label: list[LabelAttribution]
-    model_evaluations: int = Field(description="Forward/backward batches rows the method ran.")
+    model_evaluations: int = Field(
+        description="Images the model ran on (forward, or forward and backward) for this one."
+    )
     timing_ms: dict[str, float] = Field(description="attribution, faithfulness, visualization.")
 
 
