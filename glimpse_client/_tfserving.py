@@ -1,0 +1,82 @@
+"""TF Serving's REST answer for our SavedModel -> the same `Prediction` the gateway returns.
+
+TF Serving returns the raw outputs of the signature (model_export/signatures.py): parallel
+arrays padded to the batch maximum (class -1, box -1), labels in `class_names`, boxes in view
+pixels only, and `annotated_image_bytes` as `{"b64": ...}` because its name ends in `_bytes`.
+This module does what the gateway's service/responses.py does with the same outputs, so a
+caller cannot tell which endpoint answered.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from glimpse_client.models import Box, ClassScore, Glimpse, Point, Prediction, Preprocessing
+
+VIEW_SIZE = 224
+# What the SavedModel's in-graph preprocessing does (model_export/preprocessing.py).
+METHOD = "shorter side resized to 256 (bicubic), central 224x224 crop"
+
+
+def _box(values: list[float]) -> Box:
+    ymin, xmin, ymax, xmax = (round(float(v), 2) for v in values)
+    return Box(ymin=ymin, xmin=xmin, ymax=ymax, xmax=xmax)
+
+
+def _to_original(box: list[float], crop_box: list[float]) -> Box:
+    top, left, bottom, _ = (float(v) for v in crop_box)
+    scale = (bottom - top) / VIEW_SIZE
+    ymin, xmin, ymax, xmax = (float(v) for v in box)
+    return _box([top + ymin * scale, left + xmin * scale, top + ymax * scale, left + xmax * scale])
+
+
+def signature_inputs(b64: str, num_glimpses: int, top_k: int) -> dict[str, Any]:
+    """One row-format instance for the `serving_options` signature."""
+    return {"input_image_bytes": {"b64": b64}, "num_glimpses": num_glimpses, "top_k": top_k}
+
+
+def prediction(
+    row: dict[str, Any], key: str | None, annotated: bool, original_pixels: bool
+) -> Prediction:
+    """One row of `predictions` -> Prediction, dropping the batch padding."""
+    top_k = [
+        ClassScore(index=int(c), synset=syn, label=name, score=float(s))
+        for c, s, name, syn in zip(
+            row["classes"], row["scores"], row["class_names"], row["synsets"], strict=True
+        )
+        if int(c) >= 0
+    ]
+    crop_box = row["crop_box"]
+    glimpses = [
+        Glimpse(
+            order=i + 1,
+            box=_box(b),
+            box_original=_to_original(b, crop_box) if original_pixels else None,
+            centre=Point(y=float(b[0] + b[2]) / 2, x=float(b[1] + b[3]) / 2),
+            score=float(s),
+        )
+        for i, (b, s) in enumerate(zip(row["glimpse_boxes"], row["glimpse_scores"], strict=True))
+        if float(b[2]) >= 0  # padding: every coordinate -1
+    ]
+    image = row.get("annotated_image_bytes")
+    return Prediction(
+        key=key,
+        top_class=top_k[0],
+        top_k=top_k,
+        glimpses=glimpses,
+        coverage=float(row["coverage"]),
+        full_image=ClassScore(
+            index=int(row["full_image_class"]),
+            synset=row["full_image_synset"],
+            label=row["full_image_name"],
+            score=float(row["full_image_score"]),
+        ),
+        annotated_image=base64.b64decode(image["b64"]) if annotated and image else None,
+        annotated_image_format="png" if annotated and image else None,
+        preprocessing=Preprocessing(
+            original_size=tuple(int(v) for v in row["image_size"]),
+            crop_box=_box(crop_box),
+            method=METHOD,
+        ),
+    )
