@@ -90,7 +90,12 @@ def decode_instance(instance: Instance, max_pixels: int, name: str = "instance")
             image.load()  # decodes: truncated or corrupt data fails here
     except InvalidInput:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow refuses dimensions far over its own limit before our check sees them.
+        raise InvalidInput(
+            f"{where}: image size is over the limit of {max_pixels} pixels"
+        ) from None
+    except UnidentifiedImageError:
         raise InvalidInput(f"{where}: not a decodable image (JPEG, PNG, WebP, BMP, GIF)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise InvalidInput(f"{where}: corrupt or truncated image ({e})") from None
