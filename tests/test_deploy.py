@@ -357,3 +357,28 @@ def test_batch_job_runs_a_real_cli_command_with_real_settings(batch_job):
     assert set(glimpse) <= known, set(glimpse) - known
     settings = _settings_from(glimpse)
     assert settings.backend == "embedded" and str(settings.model_dir) == "/models"
+
+
+def test_runtime_images_run_as_non_root():
+    """Both runtime stages of the Dockerfile end as a numeric non-root user."""
+    stages: dict[str, list[str]] = {}
+    current = ""
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("FROM "):
+            current = line.split(" AS ")[-1].strip()
+            stages[current] = []
+        elif current:
+            stages[current].append(line)
+    for stage in ("gateway", "tfserving"):
+        users = [line.split()[1] for line in stages[stage] if line.startswith("USER ")]
+        assert users, f"{stage} runs as root"
+        uid = users[-1].split(":")[0]
+        assert uid.isdigit() and int(uid) > 0, (stage, uid)
+
+
+def test_batch_job_is_locked_down(batch_job):
+    pod = _one(batch_job, "Job")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    for c in pod["containers"]:
+        sc = c["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.errors import NotReady
+from service.errors import InvalidInput, NotReady
 from service.explain.explainer import Explainer
 from service.explain.schemas import ExplainRequest, ExplainResponse
 from service.instances import decode_instances
@@ -56,6 +56,9 @@ def explainer_for(app: FastAPI, state: GatewayState) -> Explainer:
 async def explain(request: Request, body: ExplainRequest, state: StateDep) -> Response:
     path = request.path_params
     served_model(state, path["model"], path.get("version"))
+    limit = state.settings.max_instances  # the operator's limit holds here too, before decoding
+    if len(body.instances) > limit:
+        raise InvalidInput(f"{len(body.instances)} instances is over the limit of {limit}")
     if state.shutting_down:
         raise NotReady("the service is shutting down")
     explainer = explainer_for(request.app, state)
