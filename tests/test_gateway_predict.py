@@ -251,7 +251,10 @@ def test_status_and_metadata_in_tf_serving_shapes(gateway):
     meta = httpx.get(gateway.url + "/v1/models/saccader/metadata").json()
     assert meta["model_spec"] == {"name": "saccader", "signature_name": "", "version": "1"}
     sigs = meta["metadata"]["signature_def"]["signature_def"]
-    assert set(sigs) == {"serving_default", "serving_options", "explain", "classify"}
+    post_hoc = {"view", "glimpses", "logits", "gradients", "guided_gradients", "conv"}
+    assert set(sigs) == {"serving_default", "serving_options", "explain", "classify"} | {
+        f"explain_{name}" for name in post_hoc
+    }
     assert sigs["serving_default"]["inputs"]["input_image_bytes"]["dtype"] == "DT_STRING"
     assert httpx.get(gateway.url + "/v1/models/other").status_code == 404
     assert httpx.get(gateway.url + "/v1/models/saccader/versions/3/metadata").status_code == 404
