@@ -21,7 +21,17 @@ ModelDir = Annotated[Path, typer.Option(help="Model base path (TF Serving layout
 Version = Annotated[int, typer.Option(min=1, help="Numeric version directory.")]
 
 
-@app.command("export")
+@app.command(
+    "export",
+    epilog="""Examples:
+
+  glimpse export --model-dir models                 # models/saccader/1/, pretrained Lite0
+
+  glimpse export --model-dir /tmp/m --variant tiny  # random weights, seconds, for tests
+
+  glimpse export --policy random --version 2        # a baseline, served side by side
+""",
+)
 def export_command(
     model_dir: ModelDir = Path("models"),
     version: Version = 1,
@@ -52,7 +62,15 @@ def export_command(
     typer.echo(f"exported {cfg} to {path}")
 
 
-@app.command("classify")
+@app.command(
+    "classify",
+    epilog="""Examples:
+
+  glimpse classify photo.jpg --num-glimpses 4
+
+  glimpse classify photos/*.jpg --model-dir models --version 2
+""",
+)
 def classify_command(
     images: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, GIF, BMP).")],
     model_dir: ModelDir = Path("models"),

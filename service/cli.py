@@ -5,12 +5,25 @@ from __future__ import annotations
 import typer
 
 from model_export.cli import app
+from service import cli_bench, cli_predict
 from service.batch.cli import batch_app
 
 app.add_typer(batch_app, name="batch")
+cli_predict.register(app)
+cli_bench.register(app)
 
 
-@app.command("serve")
+@app.command(
+    "serve",
+    epilog="""Examples:
+
+  GLIMPSE_MODEL_DIR=models glimpse serve            # http://127.0.0.1:8080/docs
+
+  PORT=9000 GLIMPSE_HOST=0.0.0.0 GLIMPSE_AUTH_TOKEN=s3cret glimpse serve
+
+  GLIMPSE_BACKEND=tfserving GLIMPSE_TFSERVING_ADDRESS=localhost:8500 glimpse serve
+""",
+)
 def serve() -> None:
     """Start the gateway (settings from GLIMPSE_* environment variables and PORT)."""
     import uvicorn

@@ -237,7 +237,9 @@ Project = Annotated[str, typer.Option(help="Project in the jobs API path.")]
 Token = Annotated[str | None, typer.Option(envvar="GLIMPSE_AUTH_TOKEN")]
 
 
-@batch_app.command("status")
+@batch_app.command(
+    "status", epilog="Example:\n\n  glimpse batch status my_job --url http://127.0.0.1:8080 --wait"
+)
 def status(
     job_id: str,
     url: Url = "http://127.0.0.1:8080",
@@ -254,7 +256,7 @@ def status(
     raise typer.Exit(EXIT.get(job["state"], 0))
 
 
-@batch_app.command("list")
+@batch_app.command("list", epilog="Example:\n\n  glimpse batch list --url http://127.0.0.1:8080")
 def list_jobs(
     url: Url = "http://127.0.0.1:8080", project: Project = "local", token: Token = None
 ) -> None:
@@ -269,7 +271,9 @@ def list_jobs(
         )
 
 
-@batch_app.command("cancel")
+@batch_app.command(
+    "cancel", epilog="Example:\n\n  glimpse batch cancel my_job --url http://127.0.0.1:8080"
+)
 def cancel(
     job_id: str, url: Url = "http://127.0.0.1:8080", project: Project = "local", token: Token = None
 ) -> None:
