@@ -6,7 +6,7 @@ MODEL_DIR ?= models
 SAMPLES ?= ../shared/data/imagenet-sample
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: serve test export bench bench-accuracy bench-cost bench-serve bench-batch lint clean
+.PHONY: serve test export bench bench-accuracy bench-cost bench-serve bench-batch bench-load lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench-serve: export
 
 bench-batch: export
 	$(BIN)/python -m bench.batch --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
+
+# >= 10,000 :predict requests at concurrency 32 on a live gateway, then an overload burst.
+bench-load: export
+	$(BIN)/python -m bench.load --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

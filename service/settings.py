@@ -54,7 +54,7 @@ class GatewaySettings(BaseSettings):
     # Jobs may read and write gs:// paths; local paths only under this folder (None: none).
     jobs_local_root: Path | None = None
 
-    auth_token: str | None = None  # if set, predict and model routes need "Bearer <token>"
+    auth_token: str | None = None  # if set, all but probes and demo need "Bearer <token>"
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
 
