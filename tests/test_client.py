@@ -285,3 +285,31 @@ def test_tfserving_errors_and_what_it_cannot_do(tfserving_rest, photo_bytes):
             client.status()
         with pytest.raises(NotFound):
             client.ready()  # waiting cannot fix a wrong version
+
+
+# -- the pretrained model on real photos -------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_pretrained_model_on_sample_photos_both_flavours(
+    lite0_export, gateway_settings, sample_photos
+):
+    """predict_many over real photos, split by the payload limit, names the right class for
+    most of them, and TF Serving's REST API gives the same answers."""
+    from tests.tfserving_rest_server import tfserving_rest_server
+
+    photos = sample_photos[:: max(1, len(sample_photos) // 12)][:12]
+    settings = gateway_settings(model_dir=lite0_export.parent.parent)
+    with live_server(settings) as gw, tfserving_rest_server(lite0_export) as (url, _):
+        # ~12 photos of ~100-200 KB: three or more requests under a 600 KB limit.
+        with Client(gw.url, max_payload_bytes=600_000) as client:
+            ours = client.predict_many(photos, num_glimpses=6, top_k=5)
+        with Client(url) as tfs:
+            theirs = tfs.predict_many(photos, num_glimpses=6, top_k=5)
+    assert [p.key for p in ours] == [p.name for p in photos]
+    synsets = [path.name.split("_")[0] for path in photos]
+    right = sum(p.top_class.synset == s for p, s in zip(ours, synsets, strict=True))
+    assert right >= len(photos) * 0.6, [p.top_class.label for p in ours]
+    assert [p.top_class.index for p in ours] == [p.top_class.index for p in theirs]
+    boxes = [[g.box for g in p.glimpses] for p in ours]
+    assert boxes == [[g.box for g in p.glimpses] for p in theirs]
