@@ -16,8 +16,9 @@ from typing import Annotated
 import typer
 
 ROOT = Path(__file__).resolve().parents[1]
-# `make bench` runs the first four; faithfulness explains every method and takes longest.
-BENCHMARKS = ("accuracy", "cost", "serve", "batch", "faithfulness")
+# `make bench` runs the first four; load sends 10,000 requests; faithfulness explains every
+# method and takes longest.
+BENCHMARKS = ("accuracy", "cost", "serve", "batch", "load", "faithfulness")
 
 EXAMPLES = """
 Examples:
