@@ -8,6 +8,7 @@ glimpse classify photo.jpg --num-glimpses 4
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -42,13 +43,22 @@ def export_command(
     ),
     suppression_radius: float = SaccaderConfig.suppression_radius,
     max_coverage: float = SaccaderConfig.max_coverage,
-    if_missing: Annotated[bool, typer.Option(help="Keep an existing export.")] = False,
+    if_missing: Annotated[
+        bool, typer.Option(help="Keep an existing export made by this exporter.")
+    ] = False,
 ) -> None:
     """Export `<model_dir>/saccader/<version>/`."""
     target = model_dir / "saccader" / str(version)
     if if_missing and (target / "saved_model.pb").exists():
-        typer.echo(f"{target} exists; reusing it")
-        return
+        from model_export.signatures import SIGNATURE_NAMES, signature_names
+
+        missing = SIGNATURE_NAMES - signature_names(target)
+        if not missing:
+            typer.echo(f"{target} exists; reusing it")
+            return
+        # An export from an older exporter would serve without, e.g., the explain signatures.
+        typer.echo(f"{target} lacks {sorted(missing)}; exporting it again")
+        shutil.rmtree(target)
     cfg = SaccaderConfig(
         variant=variant,
         policy=policy,  # type: ignore[arg-type]  # validated by SaccaderConfig

@@ -138,17 +138,17 @@ class ExplainSignatures(tf.Module):
         }
 
     def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
-        return {
-            name: getattr(self, name)
-            for name in (
-                "explain_view",
-                "explain_glimpses",
-                "explain_logits",
-                "explain_gradients",
-                "explain_guided_gradients",
-                "explain_conv",
-            )
-        }
+        return {name: getattr(self, name) for name in NAMES}
+
+
+NAMES = (
+    "explain_view",
+    "explain_glimpses",
+    "explain_logits",
+    "explain_gradients",
+    "explain_guided_gradients",
+    "explain_conv",
+)
 
 
 def attach(module: tf.Module, model: Saccader) -> dict:

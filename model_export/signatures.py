@@ -174,6 +174,20 @@ class ExportModule(tf.Module):
         }
 
 
+SIGNATURE_NAMES = frozenset(
+    {"serving_default", "serving_options", "explain", "classify", *explain_signatures.NAMES}
+)
+
+
+def signature_names(saved_model_dir: Path) -> set[str]:
+    """The signatures an existing export carries (to spot one made by an older exporter)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString((Path(saved_model_dir) / "saved_model.pb").read_bytes())
+    return {k for k in sm.meta_graphs[0].signature_def if not k.startswith("__")}
+
+
 def export(model: Saccader, model_dir: Path, version: int = 1, name: str = "saccader") -> Path:
     """Write `<model_dir>/<name>/<version>/` as TF Serving expects; returns that directory."""
     target = Path(model_dir) / name / str(version)

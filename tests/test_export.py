@@ -189,3 +189,31 @@ def test_pretrained_export_sees_the_cat(lite0_export, photo_bytes):
     assert int(out["full_image_class"][0]) in CAT_CLASSES
     plain = sm.signatures["classify"](input_image_bytes=tf.constant([photo_bytes]))
     assert int(plain["classes"][0, 0]) == int(out["full_image_class"][0])
+
+
+def test_if_missing_redoes_an_export_from_an_older_exporter(tiny_export, tmp_path):
+    """`make serve` must not keep serving a model that lacks signatures the service needs."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from model_export.signatures import SIGNATURE_NAMES, signature_names
+
+    assert signature_names(tiny_export) == SIGNATURE_NAMES
+    old = tmp_path / "saccader" / "1"
+    shutil.copytree(tiny_export, old)
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString((old / "saved_model.pb").read_bytes())
+    del sm.meta_graphs[0].signature_def["explain_conv"]
+    (old / "saved_model.pb").write_bytes(sm.SerializeToString())
+
+    def export() -> str:
+        cmd = [sys.executable, "-m", "service.cli", "export", "--model-dir", str(tmp_path),
+               "--variant", "tiny", "--if-missing"]  # fmt: skip
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+    assert "lacks ['explain_conv']" in export()
+    assert signature_names(old) == SIGNATURE_NAMES
+    assert "reusing it" in export()
