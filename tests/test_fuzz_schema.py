@@ -68,9 +68,9 @@ def small_images() -> list[str]:
 
 def aimed(spec: dict) -> dict:
     """The gateway's own document, with path parameters and image bytes drawn mostly from what
-    is served (`project` is not checked, so it stays free): random model names and random base64 would stop nearly every request at a 404
-    or a 400 before the handlers' interesting parts. Schema-breaking values still come from
-    the negative mode."""
+    is served (`project` is not checked, so it stays free): random model names and random
+    base64 would stop nearly every request at a 404 or a 400 before the handlers' interesting
+    parts. Schema-breaking values still come from the negative mode."""
     names = {
         "model": ["saccader", "other"],
         "version": ["1", "v1", "2", "x"],
