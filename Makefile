@@ -43,7 +43,7 @@ bench-serve: export
 	$(BIN)/python -m bench.serve --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
 
 bench-faithfulness: export
-	$(BIN)/python -m bench.faithfulness --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
+	$(BIN)/python -m bench.faithfulness --model-dir $(MODEL_DIR) --images $(SAMPLES) --limit 48 --out bench/results
 
 bench-batch: export
 	$(BIN)/python -m bench.batch --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results

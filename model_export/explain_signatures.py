@@ -7,8 +7,6 @@ in-graph like every other signature, and differentiates with respect to those pi
 integrated gradients' completeness holds in the same units the client sees.
 
 - explain_view(input_image_bytes): the view, crop box and image size, in-graph preprocessing.
-- explain_glimpses(input_image_bytes, num_glimpses): the `explain` outputs plus the view, so the
-  intrinsic explanation needs one call.
 - explain_logits(pixels): full-image logits (occlusion, deletion/insertion, baselines).
 - explain_gradients(pixels, class_index): logits and d logit[class] / d pixels.
 - explain_guided_gradients(pixels, class_index): the same through a copy of the backbone whose
@@ -28,7 +26,6 @@ from model_export.saccader import Saccader
 PIXELS = tf.TensorSpec([None, VIEW_SIZE, VIEW_SIZE, 3], tf.float32, name="pixels")
 CLASS_INDEX = tf.TensorSpec([None], tf.int32, name="class_index")
 BYTES = tf.TensorSpec([None], tf.string, name="input_image_bytes")
-GLIMPSES = tf.TensorSpec([None], tf.int32, name="num_glimpses")
 
 
 @tf.custom_gradient
@@ -89,28 +86,6 @@ class ExplainSignatures(tf.Module):
         v = preprocessing.batch_views(input_image_bytes, None)
         return {"view": v["view"], "crop_box": v["crop_box"], "image_size": v["image_size"]}
 
-    @tf.function(input_signature=[BYTES, GLIMPSES])
-    def explain_glimpses(self, input_image_bytes, num_glimpses):
-        cfg = self.model.cfg
-        checks = [
-            tf.debugging.assert_equal(tf.shape(num_glimpses), tf.shape(input_image_bytes)),
-            tf.debugging.assert_greater_equal(num_glimpses, 1),
-            tf.debugging.assert_less_equal(num_glimpses, cfg.max_glimpses),
-        ]
-        with tf.control_dependencies(checks):
-            steps = tf.reduce_max(num_glimpses)
-        r = self.model.run(input_image_bytes, num_glimpses)
-        valid = r["valid"][:, :steps]
-        return {
-            "glimpse_logits": tf.where(valid[..., None], r["glimpse_logits"][:, :steps], 0.0),
-            "glimpse_boxes": tf.where(valid[..., None], r["boxes"][:, :steps], -1.0),
-            "logits": r["logits"],
-            "full_logits": r["full_logits"],
-            "view": r["view"],
-            "crop_box": r["crop_box"],
-            "image_size": r["image_size"],
-        }
-
     @tf.function(input_signature=[PIXELS])
     def explain_logits(self, pixels):
         features = self.model.backbone(preprocessing.normalise(pixels), training=False)
@@ -143,7 +118,6 @@ class ExplainSignatures(tf.Module):
 
 NAMES = (
     "explain_view",
-    "explain_glimpses",
     "explain_logits",
     "explain_gradients",
     "explain_guided_gradients",

@@ -157,6 +157,9 @@ class ExportModule(tf.Module):
             "location_scores": r["scores"],
             "location_logits": r["location_logits"],
             "crop_box": r["crop_box"],
+            # The view the glimpses are drawn on, so the intrinsic explanation is one call.
+            "view": r["view"],
+            "image_size": r["image_size"],
         }
 
     @tf.function(input_signature=[BYTES])

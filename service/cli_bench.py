@@ -16,8 +16,8 @@ from typing import Annotated
 import typer
 
 ROOT = Path(__file__).resolve().parents[1]
-# `make bench` runs the first four; load sends 10,000 requests; faithfulness explains every
-# method and takes longest.
+# `make bench` runs them all (load sends 10,000 requests; faithfulness explains every method
+# and takes longest), then bench.report collects the tables into docs/benchmarks.md.
 BENCHMARKS = ("accuracy", "cost", "serve", "batch", "load", "faithfulness")
 
 EXAMPLES = """

@@ -33,7 +33,7 @@ def _options(sm, images, glimpses, top_k):
 
 def test_layout_and_signatures(tiny_export, served):
     assert tiny_export.name == "1" and tiny_export.parent.name == "saccader"
-    explain = {"explain_view", "explain_glimpses", "explain_logits", "explain_gradients"}
+    explain = {"explain_view", "explain_logits", "explain_gradients"}
     explain |= {"explain_guided_gradients", "explain_conv"}
     assert set(served.signatures) == {
         "serving_default",

@@ -251,7 +251,7 @@ def test_status_and_metadata_in_tf_serving_shapes(gateway):
     meta = httpx.get(gateway.url + "/v1/models/saccader/metadata").json()
     assert meta["model_spec"] == {"name": "saccader", "signature_name": "", "version": "1"}
     sigs = meta["metadata"]["signature_def"]["signature_def"]
-    post_hoc = {"view", "glimpses", "logits", "gradients", "guided_gradients", "conv"}
+    post_hoc = {"view", "logits", "gradients", "guided_gradients", "conv"}
     assert set(sigs) == {"serving_default", "serving_options", "explain", "classify"} | {
         f"explain_{name}" for name in post_hoc
     }

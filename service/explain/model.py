@@ -2,7 +2,7 @@
 
 Explanations need gradients, which TF Serving's Predict cannot return for an arbitrary input,
 so the gateway always keeps its own CPU copy of the SavedModel for them (whatever backend
-serves predictions) and calls only the `explain_*` signatures exported by
+serves predictions) and calls only the `explain` and `explain_*` signatures exported by
 model_export/explain_signatures.py. Every call checks the request's deadline first, so an
 abandoned explanation stops at its next model call instead of running to the end.
 """
@@ -20,8 +20,8 @@ from service.errors import BackendTimeout, NotReady
 
 VIEW_SIZE = 224
 SIGNATURES = (
+    "explain",
     "explain_view",
-    "explain_glimpses",
     "explain_logits",
     "explain_gradients",
     "explain_guided_gradients",
@@ -100,7 +100,7 @@ class ExplainModel:
     ) -> dict[str, np.ndarray]:
         if budget:
             budget.charge(1)
-        out = self._fn["explain_glimpses"](
+        out = self._fn["explain"](
             input_image_bytes=self._tf.constant([image]),
             num_glimpses=self._tf.constant([num_glimpses], self._tf.int32),
         )

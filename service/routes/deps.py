@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request
 
 from service.errors import ModelNotFound, NotReady, Unauthorized, UnsupportedMediaType
 from service.state import GatewayState
@@ -60,6 +61,57 @@ def path_parameters(path: str) -> dict:
             for name in names
         ]
     }
+
+
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "string"}}
+}
+
+
+def error_responses(descriptions: dict[int, str]) -> dict[int, dict]:
+    """OpenAPI `responses` for error codes: the `{"error": ...}` body, Retry-After on 429/503."""
+    from service.schemas import ErrorBody
+
+    return {
+        status: {"model": ErrorBody, "description": text}
+        | ({"headers": _RETRY_AFTER} if status in (429, 503) else {})
+        for status, text in descriptions.items()
+    }
+
+
+def add_model_verb_routes(
+    router: APIRouter,
+    verb: str,
+    endpoint: Callable,
+    summary: str,
+    response_model: type,
+    responses: dict[int, dict],
+) -> None:
+    """Register `endpoint` on TF Serving's and AI Platform's four URL forms of `:verb`.
+
+    AI Platform's project is not checked (one deployment serves one project) and its version
+    names are accepted as `v<N>`; the endpoint reads the path parameters itself.
+    """
+    forms = {
+        f"/v1/models/{{model}}:{verb}": summary,
+        f"/v1/models/{{model}}/versions/{{version}}:{verb}": "The same, with a given version",
+        f"/v1/projects/{{project}}/models/{{model}}:{verb}": "The same, AI Platform URL form",
+        f"/v1/projects/{{project}}/models/{{model}}/versions/{{version}}:{verb}": (
+            "The same, AI Platform URL form with a version (`v<N>` or `N`)"
+        ),
+    }
+    for path, text in forms.items():
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            response_model=response_model,
+            responses=responses,
+            dependencies=[Depends(require_json)],
+            summary=text,
+            name=path,
+            openapi_extra=path_parameters(path),
+        )
 
 
 _VERSION = re.compile(r"^v?(\d{1,18})$")

@@ -15,34 +15,28 @@ from service.explain.schemas import ExplainRequest, ExplainResponse
 from service.instances import decode_instances
 from service.routes.deps import (
     StateDep,
+    add_model_verb_routes,
+    error_responses,
     parse_version,
-    path_parameters,
-    require_json,
     require_token,
     served_model,
 )
-from service.schemas import ErrorBody
 from service.state import GatewayState
 
 router = APIRouter(tags=["explain"], dependencies=[Depends(require_token)])
 
-_RETRY_AFTER = {
-    "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "string"}}
-}
-_ERRORS = {
-    status: {"model": ErrorBody, "description": text}
-    | ({"headers": _RETRY_AFTER} if status in (429, 503) else {})
-    for status, text in [
-        (400, "Invalid request, instance or parameter (the message names it)"),
-        (401, "Missing or invalid bearer token"),
-        (404, "Unknown model or version"),
-        (413, "Body over the payload limit"),
-        (415, "Body is not JSON"),
-        (429, "Too many explanations queued; retry after the Retry-After header"),
-        (503, "No local model copy for explanations, or shutting down"),
-        (504, "The explanation did not finish within the request deadline"),
-    ]
-}
+_ERRORS = error_responses(
+    {
+        400: "Invalid request, instance or parameter (the message names it)",
+        401: "Missing or invalid bearer token",
+        404: "Unknown model or version",
+        413: "Body over the payload limit",
+        415: "Body is not JSON",
+        429: "Too many explanations queued; retry after the Retry-After header",
+        503: "No local model copy for explanations, or shutting down",
+        504: "The explanation did not finish within the request deadline",
+    }
+)
 
 
 def explainer_for(app: FastAPI, state: GatewayState) -> Explainer:
@@ -71,24 +65,6 @@ async def explain(request: Request, body: ExplainRequest, state: StateDep) -> Re
     return Response(content, media_type="application/json")
 
 
-PATHS = {
-    "/v1/models/{model}:explain": "Explain the classification of photos",
-    "/v1/models/{model}/versions/{version}:explain": "The same, with a given model version",
-    "/v1/projects/{project}/models/{model}:explain": "The same, AI Platform URL form",
-    "/v1/projects/{project}/models/{model}/versions/{version}:explain": (
-        "The same, AI Platform URL form with a version (`v<N>` or `N`)"
-    ),
-}
-
-for _path, _summary in PATHS.items():
-    router.add_api_route(
-        _path,
-        explain,
-        methods=["POST"],
-        response_model=ExplainResponse,
-        responses=_ERRORS,
-        dependencies=[Depends(require_json)],
-        summary=_summary,
-        name=_path,
-        openapi_extra=path_parameters(_path),
-    )
+add_model_verb_routes(
+    router, "explain", explain, "Explain the classification of photos", ExplainResponse, _ERRORS
+)

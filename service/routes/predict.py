@@ -14,33 +14,28 @@ from service.predictor import Options
 from service.responses import build_prediction
 from service.routes.deps import (
     StateDep,
-    path_parameters,
-    require_json,
+    add_model_verb_routes,
+    error_responses,
     require_token,
     served_model,
 )
-from service.schemas import ErrorBody, PredictRequest, PredictResponse
+from service.schemas import PredictRequest, PredictResponse
 from service.state import GatewayState
 
 router = APIRouter(tags=["predict"], dependencies=[Depends(require_token)])
 
-_RETRY_AFTER = {
-    "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "string"}}
-}
-_ERRORS = {
-    status: {"model": ErrorBody, "description": text}
-    | ({"headers": _RETRY_AFTER} if status in (429, 503) else {})
-    for status, text in [
-        (400, "Invalid request or instance (the message names the instance index)"),
-        (401, "Missing or invalid bearer token"),
-        (404, "Unknown model or version"),
-        (413, "Body over the payload limit"),
-        (415, "Body is not JSON"),
-        (429, "Queue full; retry after the Retry-After header"),
-        (503, "Model not ready (loading, or shutting down)"),
-        (504, "The model did not answer in time"),
-    ]
-}
+_ERRORS = error_responses(
+    {
+        400: "Invalid request or instance (the message names the instance index)",
+        401: "Missing or invalid bearer token",
+        404: "Unknown model or version",
+        413: "Body over the payload limit",
+        415: "Body is not JSON",
+        429: "Queue full; retry after the Retry-After header",
+        503: "Model not ready (loading, or shutting down)",
+        504: "The model did not answer in time",
+    }
+)
 
 
 _INLINE_B64 = 200_000  # ~150 KB image: at most tens of ms even if it must be converted
@@ -99,32 +94,11 @@ async def respond(
     return Response(content, media_type="application/json")
 
 
-# TF Serving's and AI Platform's URL forms; AI Platform's project is not checked (one
-# deployment serves one project) and its version names are accepted as `v<N>`.
-PATHS = {
-    "/v1/models/{model}:predict": "Classify photos and return the glimpses",
-    "/v1/models/{model}/versions/{version}:predict": "The same, with a given model version",
-    "/v1/projects/{project}/models/{model}:predict": "The same, AI Platform URL form",
-    "/v1/projects/{project}/models/{model}/versions/{version}:predict": (
-        "The same, AI Platform URL form with a version (`v<N>` or `N`)"
-    ),
-}
-
-
 async def predict(request: Request, body: PredictRequest, state: StateDep) -> Response:
     path = request.path_params
     return await respond(state, path["model"], path.get("version"), body)
 
 
-for _path, _summary in PATHS.items():
-    router.add_api_route(
-        _path,
-        predict,
-        methods=["POST"],
-        response_model=PredictResponse,
-        responses=_ERRORS,
-        dependencies=[Depends(require_json)],
-        summary=_summary,
-        name=_path,
-        openapi_extra=path_parameters(_path),
-    )
+add_model_verb_routes(
+    router, "predict", predict, "Classify photos and return the glimpses", PredictResponse, _ERRORS
+)
