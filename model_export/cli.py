@@ -52,12 +52,15 @@ def export_command(
     if if_missing and (target / "saved_model.pb").exists():
         from model_export.signatures import SIGNATURE_NAMES, signature_names
 
-        missing = SIGNATURE_NAMES - signature_names(target)
-        if not missing:
+        found = signature_names(target)
+        if found == SIGNATURE_NAMES:
             typer.echo(f"{target} exists; reusing it")
             return
-        # An export from an older exporter would serve without, e.g., the explain signatures.
-        typer.echo(f"{target} lacks {sorted(missing)}; exporting it again")
+        # Made by another version of this exporter: it would serve without (or with stale)
+        # signatures the service calls.
+        changes = [f"lacks {sorted(SIGNATURE_NAMES - found)}"] if SIGNATURE_NAMES - found else []
+        changes += [f"has old {sorted(found - SIGNATURE_NAMES)}"] if found - SIGNATURE_NAMES else []
+        typer.echo(f"{target} {' and '.join(changes)}; exporting it again")
         shutil.rmtree(target)
     cfg = SaccaderConfig(
         variant=variant,
