@@ -1,4 +1,4 @@
-"""The `glimpse` console script: model export commands plus `glimpse serve`."""
+"""The `glimpse` console script: serve, export, classify, predict, batch and bench."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ def serve() -> None:
     settings = GatewaySettings()
     configure(settings.log_format, settings.log_level)
     typer.echo(
-        f"glimpse: {settings.backend} backend, model {settings.model_name!r}, "
-        f"http://{settings.host}:{settings.port}/docs"
+        f"glimpse: {settings.backend} backend, model {settings.model_name!r}; demo at "
+        f"http://{settings.host}:{settings.port}/, API docs at /docs"
     )
     uvicorn.run(
         create_app(settings),
