@@ -99,6 +99,17 @@ def gateway_settings(tiny_model_dir):
 
 
 @pytest.fixture(scope="module")
+def tfserving(tiny_export):
+    """A real gRPC server speaking TF Serving's protocol, serving the tiny model."""
+    from tests.tfserving_server import TFServingServer
+
+    server = TFServingServer("saccader", tiny_export)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def gateway(gateway_settings):
     """The real service (embedded backend, tiny model) on a free 127.0.0.1 port."""
     from tests.servers import live_server

@@ -8,7 +8,6 @@ import pytest
 
 from tests.conftest import body, encode
 from tests.servers import live_server
-from tests.tfserving_server import TFServingServer
 
 EXPLAIN = "/v1/models/saccader:explain"
 
@@ -17,14 +16,6 @@ EXPLAIN = "/v1/models/saccader:explain"
 def photo() -> bytes:
     rng = np.random.default_rng(21)
     return encode(rng.integers(0, 255, (250, 330, 3), dtype=np.uint8), "JPEG")
-
-
-@pytest.fixture(scope="module")
-def tfserving(tiny_export):
-    server = TFServingServer("saccader", tiny_export)
-    server.start()
-    yield server
-    server.stop()
 
 
 def _explain(server, payload) -> dict:

@@ -25,14 +25,6 @@ def photos() -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def tfserving(tiny_export):
-    server = TFServingServer("saccader", tiny_export)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def remote_gateway(gateway_settings, tfserving):
     with live_server(
         gateway_settings(backend="tfserving", tfserving_address=f"127.0.0.1:{tfserving.port}")

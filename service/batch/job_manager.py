@@ -155,8 +155,7 @@ class JobManager:
         assert self._wake is not None
         while True:
             if self._predictor.is_ready():
-                queued = [j for j in self._store.all() if j.state == JobState.QUEUED]
-                for job in queued:
+                for job in self._store.queued():
                     if len(self._running) >= self._settings.jobs_max_running:
                         break
                     if job.job_id not in self._running:

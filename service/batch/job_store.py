@@ -61,6 +61,15 @@ class JobStore:
             ).fetchall()
         return [Job.model_validate_json(r[0]) for r in rows]
 
+    def queued(self) -> list[Job]:
+        """QUEUED jobs, oldest first: what the scheduler polls, without parsing every job."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM jobs WHERE json_extract(body, '$.state') = 'QUEUED'"
+                " ORDER BY created"
+            ).fetchall()
+        return [Job.model_validate_json(r[0]) for r in rows]
+
     def all(self) -> list[Job]:
         with self._lock:
             rows = self._db.execute("SELECT body FROM jobs ORDER BY created").fetchall()

@@ -10,6 +10,7 @@ cancellation nothing is committed and the previous output stays as it was.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import tempfile
 import time
@@ -109,7 +110,7 @@ async def run_job(
                     storage, files, spec.batch_size, settings.batch_max_line_bytes
                 )
                 try:
-                    for i in range(1 << 62):
+                    for i in itertools.count():
                         item = await asyncio.to_thread(next, batches, None)
                         if item is None or cancel.is_set():
                             break

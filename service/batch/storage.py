@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -35,6 +35,14 @@ def _split_gcs(path: str) -> tuple[str, str]:
 
 def _local(path: str) -> Path:
     return Path(path[len("file://") :] if path.startswith("file://") else path)
+
+
+def _replace_local(target: Path, write: Callable[[Path], object]) -> None:
+    """Write beside the target, then rename over it: readers never see half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part")
+    write(tmp)
+    os.replace(tmp, target)  # atomic on one filesystem
 
 
 def join(base: str, name: str) -> str:
@@ -114,7 +122,8 @@ class Storage:
     def expand(self, pattern: str) -> list[FileInfo]:
         """The files a path or wildcard pattern names, sorted; folders and markers skipped."""
         if not _WILDCARD.search(pattern):
-            return [self.stat(pattern)] if self.exists(pattern) else []
+            found = self.stat(pattern)
+            return [found] if found else []
         if is_gcs(pattern):
             bucket, name = _split_gcs(pattern)
             prefix = _WILDCARD.split(name, 1)[0]
@@ -139,17 +148,19 @@ class Storage:
                     found.append(FileInfo(str(full), full.stat().st_size))
         return sorted(found)
 
-    def exists(self, path: str) -> bool:
+    def stat(self, path: str) -> FileInfo | None:
+        """Size of a file, or None if there is none (one request, not exists-then-stat)."""
         if is_gcs(path):
-            return self._blob(path).exists(retry=self._retry, timeout=self._timeout)
-        return _local(path).is_file()
+            from google.api_core.exceptions import NotFound
 
-    def stat(self, path: str) -> FileInfo:
-        if is_gcs(path):
             blob = self._blob(path)
-            blob.reload(retry=self._retry, timeout=self._timeout)
+            try:
+                blob.reload(retry=self._retry, timeout=self._timeout)
+            except NotFound:
+                return None
             return FileInfo(path, blob.size or 0)
-        return FileInfo(str(_local(path)), _local(path).stat().st_size)
+        local = _local(path)
+        return FileInfo(str(local), local.stat().st_size) if local.is_file() else None
 
     def open_read(self, path: str) -> IO[bytes]:
         """A binary stream read in chunks; each chunk download is retried on its own."""
@@ -158,11 +169,6 @@ class Storage:
                 "rb", chunk_size=self._chunk, retry=self._retry, timeout=self._timeout
             )
         return _local(path).open("rb")
-
-    def read_bytes(self, path: str) -> bytes:
-        if is_gcs(path):
-            return self._blob(path).download_as_bytes(retry=self._retry, timeout=self._timeout)
-        return _local(path).read_bytes()
 
     def list(self, prefix: str) -> list[str]:
         """Every file under a folder-like prefix (recursive)."""
@@ -196,11 +202,7 @@ class Storage:
                 timeout=self._timeout,
             )  # fmt: skip
             return
-        target = _local(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.part")
-        shutil.copyfile(local_file, tmp)
-        os.replace(tmp, target)  # atomic on one filesystem
+        _replace_local(_local(path), lambda tmp: shutil.copyfile(local_file, tmp))
 
     def write_bytes(self, path: str, data: bytes, content_type: str = "application/json") -> None:
         if is_gcs(path):
@@ -208,11 +210,7 @@ class Storage:
                 data, content_type=content_type, retry=self._retry, timeout=self._timeout
             )
             return
-        target = _local(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.part")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        _replace_local(_local(path), lambda tmp: tmp.write_bytes(data))
 
     def copy(self, src: str, dst: str) -> None:
         """Server-side copy into place; readers see the old object or the new one, whole."""
@@ -226,11 +224,7 @@ class Storage:
                 timeout=self._timeout,
             )  # fmt: skip
             return
-        target = _local(dst)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.part")
-        shutil.copyfile(_local(src), tmp)
-        os.replace(tmp, target)
+        _replace_local(_local(dst), lambda tmp: shutil.copyfile(_local(src), tmp))
 
     def delete(self, path: str) -> None:
         """Remove a file; one already gone is not an error (a retried delete may see that)."""

@@ -191,6 +191,14 @@ def _gradients(c: _Context, guided: bool) -> Attribution:
     return c.result(mask, signed=False, baseline=c.grey_score(), error=None)
 
 
+def _path_integral(c: _Context, mask: np.ndarray, baseline: float) -> Attribution:
+    """IG and Blur IG: signed maps whose sum should equal score - baseline score."""
+    smoothed_magnitude = c.params.smoothed and c.params.smoothgrad_magnitude
+    # Completeness holds for the plain path integral only, not for averaged squares.
+    error = None if c.params.smoothed else completeness_gap(mask.sum(), c.logits[c.k], baseline)
+    return c.result(mask, signed=not smoothed_magnitude, baseline=baseline, error=error)
+
+
 def _integrated_gradients(c: _Context) -> Attribution:
     base = np.full_like(c.view, FILL[c.params.baseline or "black"])
     call = _call_model(c.model, c.budget)
@@ -206,10 +214,7 @@ def _integrated_gradients(c: _Context) -> Attribution:
         batch_size=BATCH,
     )
     baseline = c.score(base)
-    smoothed_magnitude = c.params.smoothed and c.params.smoothgrad_magnitude
-    # Completeness holds for the plain path integral only, not for averaged squares.
-    error = None if c.params.smoothed else completeness_gap(mask.sum(), c.logits[c.k], baseline)
-    return c.result(mask, signed=not smoothed_magnitude, baseline=baseline, error=error)
+    return _path_integral(c, mask, baseline)
 
 
 def _blur_ig(c: _Context) -> Attribution:
@@ -226,9 +231,7 @@ def _blur_ig(c: _Context) -> Attribution:
         batch_size=BATCH,
     )
     baseline = c.score(gaussian_blur(c.view, sigma))
-    smoothed_magnitude = c.params.smoothed and c.params.smoothgrad_magnitude
-    error = None if c.params.smoothed else completeness_gap(mask.sum(), c.logits[c.k], baseline)
-    return c.result(mask, signed=not smoothed_magnitude, baseline=baseline, error=error)
+    return _path_integral(c, mask, baseline)
 
 
 def _xrai(c: _Context) -> Attribution:
