@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import b64, body, encode
+from tests.predictions import assert_same_prediction
 
 PREDICT = "/v1/models/saccader:predict"
 
@@ -299,10 +300,7 @@ def test_concurrent_requests_match_sequential(gateway):
     # The 64 concurrent instances shared model calls: fewer batches than instances.
     assert _metric(gateway, "glimpse_batch_size_count") - batches_before < 64
     for i, r in enumerate(responses):
-        got, want = r.json()["predictions"][0], sequential[i % 8]
-        assert got["top_class"]["index"] == want["top_class"]["index"]
-        assert [g["box"] for g in got["glimpses"]] == [g["box"] for g in want["glimpses"]]
-        assert got["top_class"]["score"] == pytest.approx(want["top_class"]["score"], abs=1e-5)
+        assert_same_prediction(r.json()["predictions"][0], sequential[i % 8], where=f"#{i}")
 
 
 def _metric(server, name: str) -> float:
