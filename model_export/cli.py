@@ -41,34 +41,30 @@ def export_command(
     glimpse_size: Annotated[int, typer.Option(help="Glimpse side in view px.")] = (
         SaccaderConfig.glimpse_size
     ),
-    suppression_radius: float = SaccaderConfig.suppression_radius,
-    max_coverage: float = SaccaderConfig.max_coverage,
+    min_new_fraction: Annotated[
+        float, typer.Option(help="New pixels each glimpse after the focus region must add.")
+    ] = SaccaderConfig.min_new_fraction,
     if_missing: Annotated[
         bool, typer.Option(help="Keep an existing export made by this exporter.")
     ] = False,
 ) -> None:
     """Export `<model_dir>/saccader/<version>/`."""
     target = model_dir / "saccader" / str(version)
-    if if_missing and (target / "saved_model.pb").exists():
-        from model_export.signatures import SIGNATURE_NAMES, signature_names
-
-        found = signature_names(target)
-        if found == SIGNATURE_NAMES:
-            typer.echo(f"{target} exists; reusing it")
-            return
-        # Made by another version of this exporter: it would serve without (or with stale)
-        # signatures the service calls.
-        changes = [f"lacks {sorted(SIGNATURE_NAMES - found)}"] if SIGNATURE_NAMES - found else []
-        changes += [f"has old {sorted(found - SIGNATURE_NAMES)}"] if found - SIGNATURE_NAMES else []
-        typer.echo(f"{target} {' and '.join(changes)}; exporting it again")
-        shutil.rmtree(target)
     cfg = SaccaderConfig(
         variant=variant,
         policy=policy,  # type: ignore[arg-type]  # validated by SaccaderConfig
         glimpse_size=glimpse_size,
-        suppression_radius=suppression_radius,
-        max_coverage=max_coverage,
+        min_new_fraction=min_new_fraction,
     )
+    if if_missing and (target / "saved_model.pb").exists():
+        from model_export.signatures import stale_reason
+
+        reason = stale_reason(target, cfg)
+        if reason is None:
+            typer.echo(f"{target} exists; reusing it")
+            return
+        typer.echo(f"{target} {reason}; exporting it again")
+        shutil.rmtree(target)
     from model_export.signatures import build, export  # TensorFlow only when exporting
 
     path = export(build(cfg), model_dir, version)

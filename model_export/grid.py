@@ -1,7 +1,8 @@
-"""The 8-px grid of candidate glimpse positions, shared by policies and the Saccader cell.
+"""The 8-px grid on which glimpse positions lie, shared by policies and the Saccader cell.
 
-Every glimpse box starts on the grid and spans whole cells, so coverage and box sums are
-exact on a G x G map (G = 224 / stride) instead of the 224 x 224 pixel view.
+Evidence maps live on a G x G grid of cells (G = 224 / stride). Every box the cell chooses
+starts on the grid and spans whole cells, so window sums over a cell map (one integral image)
+score every candidate position at once.
 """
 
 from __future__ import annotations
@@ -15,30 +16,27 @@ def cells(cfg: SaccaderConfig) -> int:
     return VIEW_SIZE // cfg.grid_stride
 
 
-def box_sums(grid: tf.Tensor, cfg: SaccaderConfig) -> tf.Tensor:
-    """Sum of a [B, G, G] cell map over every candidate box -> [B, n, n], via an integral image."""
-    k, n = cfg.glimpse_size // cfg.grid_stride, cfg.grid_points
+def window_sums(grid: tf.Tensor, height: int, width: int) -> tf.Tensor:
+    """Sum of a [B, G, G] cell map over every height x width window (in cells) that fits:
+    [B, G - height + 1, G - width + 1], indexed by the window's top-left cell."""
+    g = grid.shape[1]
+    h, w = g - height + 1, g - width + 1
     integral = tf.pad(tf.cumsum(tf.cumsum(grid, axis=1), axis=2), [[0, 0], [1, 0], [1, 0]])
     return (
-        integral[:, k : k + n, k : k + n]
-        - integral[:, 0:n, k : k + n]
-        - integral[:, k : k + n, 0:n]
-        + integral[:, 0:n, 0:n]
+        integral[:, height : height + h, width : width + w]
+        - integral[:, 0:h, width : width + w]
+        - integral[:, height : height + h, 0:w]
+        + integral[:, 0:h, 0:w]
     )
 
 
-def box_mean(grid: tf.Tensor, cfg: SaccaderConfig) -> tf.Tensor:
+def box_sums(grid: tf.Tensor, cfg: SaccaderConfig) -> tf.Tensor:
+    """Sum of a [B, G, G] cell map over every candidate glimpse box -> [B, n, n]."""
     k = cfg.glimpse_size // cfg.grid_stride
-    return box_sums(grid, cfg) / float(k * k)
+    return window_sums(grid, k, k)
 
 
 def pool_to_cells(maps: tf.Tensor, cfg: SaccaderConfig) -> tf.Tensor:
     """[B, 224, 224] pixel map -> [B, G, G] mean per cell."""
     s = cfg.grid_stride
     return tf.nn.avg_pool2d(maps[..., None], s, s, "VALID")[..., 0]
-
-
-def upsample_cells(grid: tf.Tensor, size: int) -> tf.Tensor:
-    """[B, G, G] -> [B, size, size] by repetition; size must be a multiple of G."""
-    factor = size // grid.shape[1]
-    return tf.repeat(tf.repeat(grid, factor, axis=1), factor, axis=2)

@@ -8,13 +8,21 @@ Signatures (all inputs and outputs are batch-first, as TF Serving's row format r
 - serving_default(input_image_bytes): defaults of the config (6 glimpses, top 5).
 - serving_options(input_image_bytes, num_glimpses, top_k): the same with per-instance options;
   glimpse and top-k outputs are padded to the batch maximum (boxes -1, class -1, score 0).
-- explain(input_image_bytes, num_glimpses): per-glimpse logits and the location score map.
+- serving_boxes(input_image_bytes, glimpse_boxes, num_glimpses, top_k): the decision from the
+  caller's boxes [B, G, 4] (view pixels; the first num_glimpses of each row) instead of the
+  policy's: "what does the model see from here only?". Same outputs.
+- explain(input_image_bytes, num_glimpses): glimpses, logits and the where path's evidence map.
+- explain_glimpse_sets(input_image_bytes, glimpse_boxes, glimpse_sets): for one image, the
+  logits from each set of its glimpses [S, T] (single glimpses, subsets for attention graphs),
+  the same function as serving_boxes, batched over the sets.
 - classify(input_image_bytes): plain full-image classification, the cost baseline.
 - explain_*: logits and gradients for post-hoc explanations (model_export/explain_signatures.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,12 +32,12 @@ import tensorflow as tf
 from model_export import annotate as annotate_lib
 from model_export import explain_signatures, preprocessing
 from model_export.config import VIEW_SIZE, SaccaderConfig
-from model_export.grid import upsample_cells
 from model_export.labels import write_labels
-from model_export.saccader import Saccader, union_cells
+from model_export.saccader import Saccader, seen_pixels
 
 BYTES = tf.TensorSpec([None], tf.string, name="input_image_bytes")
-INTS = tf.TensorSpec([None], tf.int32)
+BOXES = tf.TensorSpec([None, None, 4], tf.float32, name="glimpse_boxes")
+MAX_GLIMPSE_SETS = 64  # sets per explain_glimpse_sets call: bounds its memory (~100 MB)
 
 
 def _table(asset: tf.saved_model.Asset, column: int) -> tf.lookup.StaticHashTable:
@@ -45,10 +53,11 @@ def _table(asset: tf.saved_model.Asset, column: int) -> tf.lookup.StaticHashTabl
 
 
 class ExportModule(tf.Module):
-    def __init__(self, model: Saccader, labels_path: Path):
+    def __init__(self, model: Saccader, labels_path: Path, info_path: Path):
         super().__init__(name="glimpse")
         self.model = model
         self.labels = tf.saved_model.Asset(str(labels_path))
+        self.info = tf.saved_model.Asset(str(info_path))  # tracked, so it is copied along
         self.synset_table = _table(self.labels, 0)
         self.name_table = _table(self.labels, 1)
         cfg = model.cfg
@@ -74,13 +83,37 @@ class ExportModule(tf.Module):
             tf.debugging.assert_less_equal(values, high, message=f"{name} must be <= {high}"),
         ]
 
-    def _predict(self, image_bytes, num_glimpses, top_k) -> dict[str, tf.Tensor]:
+    def _check_boxes(self, image_bytes, boxes, num_glimpses) -> list:
+        """Valid boxes lie in the view and are at least a pixel tall and wide."""
+        valid = tf.range(tf.shape(boxes)[1])[None, :] < num_glimpses[:, None]
+        b = tf.boolean_mask(boxes, valid)
+        return [
+            tf.debugging.assert_equal(
+                tf.shape(boxes)[0], tf.shape(image_bytes)[0],
+                message="glimpse_boxes must have one row per instance",
+            ),
+            tf.debugging.assert_less_equal(
+                num_glimpses, tf.shape(boxes)[1],
+                message="num_glimpses must not exceed the boxes given",
+            ),
+            tf.debugging.assert_greater_equal(b, 0.0, message="boxes must lie in the view"),
+            tf.debugging.assert_less_equal(
+                b, float(VIEW_SIZE), message="boxes must lie in the view"
+            ),
+            tf.debugging.assert_greater_equal(
+                b[:, 2:] - b[:, :2], 1.0, message="boxes must be at least 1 pixel tall and wide"
+            ),
+        ]  # fmt: skip
+
+    def _predict(self, image_bytes, num_glimpses, top_k, boxes=None) -> dict[str, tf.Tensor]:
         cfg = self.model.cfg
         checks = self._check(image_bytes, "num_glimpses", num_glimpses, 1, cfg.max_glimpses)
         checks += self._check(image_bytes, "top_k", top_k, 1, cfg.max_top_k)
+        if boxes is not None:
+            checks += self._check_boxes(image_bytes, boxes, num_glimpses)
         with tf.control_dependencies(checks):
             steps = tf.reduce_max(num_glimpses)
-        r = self.model.run(image_bytes, num_glimpses)
+        r = self.model.run(image_bytes, num_glimpses, steps=steps, boxes=boxes)
         probs = tf.nn.softmax(r["logits"])
         # Top-k, padded to the largest k in the batch.
         k_max = tf.reduce_max(top_k)
@@ -94,12 +127,7 @@ class ExportModule(tf.Module):
         # Glimpses, in visiting order, padded to the largest T in the batch.
         boxes = r["boxes"][:, :steps]
         valid = r["valid"][:, :steps]
-        glimpse_probs = tf.nn.softmax(r["glimpse_logits"][:, :steps])
-        predicted = top.indices[:, 0]
-        glimpse_scores = tf.gather(glimpse_probs, predicted, axis=2, batch_dims=1)
-        glimpse_scores = tf.where(valid, glimpse_scores, 0.0)
-        seen_cells = union_cells(boxes, valid, cfg)
-        seen = upsample_cells(seen_cells, VIEW_SIZE)
+        seen = seen_pixels(boxes, valid)
         full_probs = tf.nn.softmax(r["full_logits"])
         full_class = tf.argmax(full_probs, axis=1, output_type=tf.int32)
         full_name, full_synset = self._names(full_class)
@@ -109,9 +137,8 @@ class ExportModule(tf.Module):
             "class_names": names,
             "synsets": synsets,
             "glimpse_boxes": tf.where(valid[..., None], boxes, -1.0),
-            "glimpse_scores": glimpse_scores,
             "num_glimpses": tf.identity(num_glimpses),
-            "coverage": tf.reduce_mean(tf.cast(seen_cells, tf.float32), axis=[1, 2]),
+            "coverage": tf.reduce_mean(tf.cast(seen, tf.float32), axis=[1, 2]),
             "full_image_class": full_class,
             "full_image_score": tf.reduce_max(full_probs, axis=1),
             "full_image_name": full_name,
@@ -141,26 +168,67 @@ class ExportModule(tf.Module):
     def serving_options(self, input_image_bytes, num_glimpses, top_k):
         return self._predict(input_image_bytes, num_glimpses, top_k)
 
+    @tf.function(
+        input_signature=[
+            BYTES,
+            BOXES,
+            tf.TensorSpec([None], tf.int32, name="num_glimpses"),
+            tf.TensorSpec([None], tf.int32, name="top_k"),
+        ]
+    )
+    def serving_boxes(self, input_image_bytes, glimpse_boxes, num_glimpses, top_k):
+        return self._predict(input_image_bytes, num_glimpses, top_k, boxes=glimpse_boxes)
+
     @tf.function(input_signature=[BYTES, tf.TensorSpec([None], tf.int32, name="num_glimpses")])
     def explain(self, input_image_bytes, num_glimpses):
         cfg = self.model.cfg
         checks = self._check(input_image_bytes, "num_glimpses", num_glimpses, 1, cfg.max_glimpses)
         with tf.control_dependencies(checks):
             steps = tf.reduce_max(num_glimpses)
-        r = self.model.run(input_image_bytes, num_glimpses)
+        r = self.model.run(input_image_bytes, num_glimpses, steps=steps)
         valid = r["valid"][:, :steps]
         return {
-            "glimpse_logits": tf.where(valid[..., None], r["glimpse_logits"][:, :steps], 0.0),
             "glimpse_boxes": tf.where(valid[..., None], r["boxes"][:, :steps], -1.0),
             "logits": r["logits"],
             "full_logits": r["full_logits"],
-            "location_scores": r["scores"],
+            # The where path's evidence per 8-px cell: what the policy ranked the view by.
+            "evidence": r["evidence"],
             "location_logits": r["location_logits"],
             "crop_box": r["crop_box"],
             # The view the glimpses are drawn on, so the intrinsic explanation is one call.
             "view": r["view"],
             "image_size": r["image_size"],
         }
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([1], tf.string, name="input_image_bytes"),
+            BOXES,
+            tf.TensorSpec([None, None], tf.bool, name="glimpse_sets"),
+        ]
+    )
+    def explain_glimpse_sets(self, input_image_bytes, glimpse_boxes, glimpse_sets):
+        sets = tf.shape(glimpse_sets)[0]
+        checks = self._check_boxes(
+            input_image_bytes, glimpse_boxes, tf.shape(glimpse_boxes)[1:2]
+        ) + [
+            tf.debugging.assert_less_equal(
+                sets, MAX_GLIMPSE_SETS, message=f"at most {MAX_GLIMPSE_SETS} sets per call"
+            ),
+            tf.debugging.assert_equal(
+                tf.shape(glimpse_sets)[1], tf.shape(glimpse_boxes)[1],
+                message="glimpse_sets must have one column per glimpse",
+            ),
+            tf.debugging.assert_equal(
+                tf.reduce_all(tf.reduce_any(glimpse_sets, axis=1)), True,
+                message="every glimpse set must hold a glimpse",
+            ),
+        ]  # fmt: skip
+        with tf.control_dependencies(checks):
+            v = preprocessing.batch_views(input_image_bytes, self.model.cfg.hires_size)
+        boxes = tf.repeat(glimpse_boxes, sets, axis=0)
+        same_photo = tf.zeros([sets], tf.int32)
+        return {"logits": self.model.what(v["hires"], boxes, glimpse_sets, same_photo)["logits"]}
 
     @tf.function(input_signature=[BYTES])
     def classify(self, input_image_bytes):
@@ -178,8 +246,30 @@ class ExportModule(tf.Module):
 
 
 SIGNATURE_NAMES = frozenset(
-    {"serving_default", "serving_options", "explain", "classify", *explain_signatures.NAMES}
+    {
+        "serving_default",
+        "serving_options",
+        "serving_boxes",
+        "explain",
+        "explain_glimpse_sets",
+        "classify",
+        *explain_signatures.NAMES,
+    }
 )
+
+
+MODEL_INFO = "model_info.json"
+
+
+def model_info(cfg: SaccaderConfig) -> dict:
+    """What the export is, for the service and for tools: every setting, and the view."""
+    return {"view_size": VIEW_SIZE, "config": dataclasses.asdict(cfg)}
+
+
+def read_model_info(saved_model_dir: Path) -> dict | None:
+    """The export's model_info.json; None for an export made before it existed."""
+    path = Path(saved_model_dir) / "assets" / MODEL_INFO
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def signature_names(saved_model_dir: Path) -> set[str]:
@@ -191,6 +281,20 @@ def signature_names(saved_model_dir: Path) -> set[str]:
     return {k for k in sm.meta_graphs[0].signature_def if not k.startswith("__")}
 
 
+def stale_reason(saved_model_dir: Path, cfg: SaccaderConfig) -> str | None:
+    """Why an existing export is not what this exporter would write for `cfg` (None: it is).
+
+    An export from another version of the exporter would serve without (or with stale)
+    signatures, or with another cell, and nothing else would notice.
+    """
+    found = signature_names(saved_model_dir)
+    changes = [f"lacks {sorted(SIGNATURE_NAMES - found)}"] if SIGNATURE_NAMES - found else []
+    changes += [f"has old {sorted(found - SIGNATURE_NAMES)}"] if found - SIGNATURE_NAMES else []
+    if read_model_info(saved_model_dir) != json.loads(json.dumps(model_info(cfg))):
+        changes.append("was made with other settings")
+    return " and ".join(changes) or None
+
+
 def export(model: Saccader, model_dir: Path, version: int = 1, name: str = "saccader") -> Path:
     """Write `<model_dir>/<name>/<version>/` as TF Serving expects; returns that directory."""
     target = Path(model_dir) / name / str(version)
@@ -200,11 +304,15 @@ def export(model: Saccader, model_dir: Path, version: int = 1, name: str = "sacc
     staging.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(staging, ignore_errors=True)  # left over from an interrupted export
     with tempfile.TemporaryDirectory() as tmp:
-        module = ExportModule(model, write_labels(Path(tmp) / "labels.tsv"))
+        info = Path(tmp) / MODEL_INFO
+        info.write_text(json.dumps(model_info(model.cfg), indent=2) + "\n")
+        module = ExportModule(model, write_labels(Path(tmp) / "labels.tsv"), info)
         signatures = {
             "serving_default": module.serving_default,
             "serving_options": module.serving_options,
+            "serving_boxes": module.serving_boxes,
             "explain": module.explain,
+            "explain_glimpse_sets": module.explain_glimpse_sets,
             "classify": module.classify,
             **explain_signatures.attach(module, model),  # post-hoc gradients, explain_*.py
         }

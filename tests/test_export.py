@@ -38,13 +38,23 @@ def test_layout_and_signatures(tiny_export, served):
     assert set(served.signatures) == {
         "serving_default",
         "serving_options",
+        "serving_boxes",
         "explain",
+        "explain_glimpse_sets",
         "classify",
         *explain,
     }
     inputs = served.signatures["serving_default"].structured_input_signature[1]
     assert set(inputs) == {"input_image_bytes"}
     assert inputs["input_image_bytes"].dtype == tf.string
+
+
+def test_model_info_describes_the_export(tiny_export):
+    from model_export.signatures import read_model_info
+
+    info = read_model_info(tiny_export)
+    assert info["view_size"] == 224
+    assert info["config"]["variant"] == "tiny" and info["config"]["glimpse_size"] == 64
 
 
 def test_labels_are_an_asset(tiny_export):
@@ -61,8 +71,8 @@ def test_default_outputs_are_batch_first(served, photo_bytes):
     assert out["classes"].shape == (3, 5)
     scores = out["scores"].numpy()
     assert (np.diff(scores, axis=1) <= 0).all() and (scores <= 1).all()
-    cov = out["coverage"].numpy()
-    assert ((cov >= 96**2 / 224**2) & (cov <= 1 / 3 + 1e-6)).all()
+    # Six glimpses tile the 112 x 144 focus region: the same third of the view every time.
+    np.testing.assert_allclose(out["coverage"].numpy(), 112 * 144 / 224**2, atol=1e-6)
     png = Image.open(io.BytesIO(out["annotated_image_bytes"].numpy()[0]))
     assert png.format == "PNG" and png.size == (224, 224)
 
@@ -84,7 +94,6 @@ def test_per_instance_options_are_padded(served, photo_bytes):
     boxes = out["glimpse_boxes"].numpy()
     assert boxes.shape == (2, 5, 4)
     assert (boxes[0, 2:] == -1).all() and (boxes[1] >= 0).all()
-    assert (out["glimpse_scores"].numpy()[0, 2:] == 0).all()
     classes = out["classes"].numpy()
     assert classes.shape == (2, 3) and (classes[0, 1:] == -1).all() and (classes[1] >= 0).all()
     assert out["class_names"].numpy()[0, 1] == b""
@@ -102,6 +111,59 @@ def test_per_instance_options_are_padded(served, photo_bytes):
 def test_options_are_validated(served, photo_bytes, glimpses, top_k, message):
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         _options(served, [photo_bytes], glimpses, top_k)
+
+
+def _boxes(sm, images, boxes, count, top_k=5):
+    return sm.signatures["serving_boxes"](
+        input_image_bytes=tf.constant(images),
+        glimpse_boxes=tf.constant(boxes, tf.float32),
+        num_glimpses=tf.constant(count, tf.int32),
+        top_k=tf.constant([top_k] * len(images), tf.int32),
+    )
+
+
+def test_given_boxes_are_the_glimpses(served, photo_bytes):
+    """serving_boxes decides from the caller's boxes: the policy's own boxes given back give
+    the policy's answer, and padding beyond num_glimpses is never read."""
+    policy = _options(served, [photo_bytes], [6], [5])
+    chosen = policy["glimpse_boxes"].numpy()
+    padded = np.concatenate([chosen, np.full((1, 2, 4), 7.0, np.float32)], axis=1)
+    given = _boxes(served, [photo_bytes, photo_bytes], np.concatenate([padded, padded]), [6, 6])
+    np.testing.assert_array_equal(given["glimpse_boxes"].numpy()[0], chosen[0])
+    np.testing.assert_allclose(given["scores"].numpy()[0], policy["scores"].numpy()[0], atol=1e-5)
+    assert given["classes"].numpy()[0].tolist() == policy["classes"].numpy()[0].tolist()
+    fractional = [[[10.5, 20.25, 60.75, 99.5]]]
+    one = _boxes(served, [photo_bytes], fractional, [1])
+    np.testing.assert_array_equal(one["glimpse_boxes"].numpy(), fractional)
+
+
+@pytest.mark.parametrize(
+    ("box", "message"),
+    [
+        ([0.0, 0.0, 224.5, 10.0], "boxes must lie in the view"),
+        ([-1.0, 0.0, 10.0, 10.0], "boxes must lie in the view"),
+        ([5.0, 5.0, 5.5, 30.0], "at least 1 pixel"),
+    ],
+)
+def test_given_boxes_are_validated(served, photo_bytes, box, message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        _boxes(served, [photo_bytes], [[box]], [1])
+
+
+def test_glimpse_sets_are_the_given_boxes_decision(served, photo_bytes):
+    """explain_glimpse_sets runs the same function as serving_boxes, batched over sets."""
+    boxes = _options(served, [photo_bytes], [4], [1])["glimpse_boxes"].numpy()
+    sets = np.array([[1, 0, 0, 0], [0, 1, 1, 0], [1, 1, 1, 1]], bool)
+    logits = served.signatures["explain_glimpse_sets"](
+        input_image_bytes=tf.constant([photo_bytes]),
+        glimpse_boxes=tf.constant(boxes),
+        glimpse_sets=tf.constant(sets),
+    )["logits"].numpy()
+    probs = tf.nn.softmax(logits).numpy()
+    for row, chosen in zip(probs, sets, strict=True):
+        alone = _boxes(served, [photo_bytes], boxes[:, chosen], [int(chosen.sum())], top_k=1)
+        k = int(alone["classes"][0, 0])
+        np.testing.assert_allclose(row[k], float(alone["scores"][0, 0]), atol=1e-5)
 
 
 def test_undecodable_bytes_are_an_invalid_argument(served):
@@ -173,7 +235,7 @@ def test_reloaded_in_fresh_process_matches_in_memory(tiny_export, tiny_model, tm
     for key, ours in [
         ("logits", "logits"),
         ("full_logits", "full_logits"),
-        ("glimpse_logits", "glimpse_logits"),
+        ("evidence", "evidence"),
         ("glimpse_boxes", "boxes"),
     ]:
         np.testing.assert_allclose(
@@ -192,7 +254,8 @@ def test_pretrained_export_sees_the_cat(lite0_export, photo_bytes):
 
 
 def test_if_missing_redoes_an_export_from_an_older_exporter(tiny_export, tmp_path):
-    """`make serve` must not keep serving a model that lacks signatures the service needs."""
+    """`make serve` must not keep serving a model that lacks signatures the service needs,
+    nor one made with other settings."""
     import shutil
     import subprocess
     import sys
@@ -216,4 +279,8 @@ def test_if_missing_redoes_an_export_from_an_older_exporter(tiny_export, tmp_pat
 
     assert "lacks ['explain_conv']" in export()
     assert signature_names(old) == SIGNATURE_NAMES
+    assert "reusing it" in export()
+    info = old / "assets" / "model_info.json"
+    info.write_text(info.read_text().replace('"glimpse_size": 64', '"glimpse_size": 96'))
+    assert "made with other settings" in export()
     assert "reusing it" in export()
