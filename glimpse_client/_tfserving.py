@@ -10,6 +10,7 @@ caller cannot tell which endpoint answered.
 from __future__ import annotations
 
 import base64
+import math
 from typing import Any
 
 from glimpse_client.models import Box, ClassScore, Glimpse, Point, Prediction, Preprocessing
@@ -31,9 +32,28 @@ def _to_original(box: list[float], crop_box: list[float]) -> Box:
     return _box([top + ymin * scale, left + xmin * scale, top + ymax * scale, left + xmax * scale])
 
 
-def signature_inputs(b64: str, num_glimpses: int, top_k: int) -> dict[str, Any]:
-    """One row-format instance for the `serving_options` signature."""
-    return {"input_image_bytes": {"b64": b64}, "num_glimpses": num_glimpses, "top_k": top_k}
+def signature_inputs(
+    b64: str, num_glimpses: int, top_k: int, boxes: list[list[float]] | None = None
+) -> dict[str, Any]:
+    """One row-format instance for `serving_options`, or `serving_boxes` with given boxes."""
+    row: dict[str, Any] = {"input_image_bytes": {"b64": b64}, "top_k": top_k}
+    if boxes is None:
+        return {**row, "num_glimpses": num_glimpses}
+    return {**row, "num_glimpses": len(boxes), "glimpse_boxes": boxes}
+
+
+def new_pixel_fractions(boxes: list[list[float]]) -> list[float]:
+    """For each glimpse, the fraction of its view pixels (by centre, as the model counts
+    them) that no earlier glimpse covered; what the gateway reports as `new_pixels`."""
+    seen: set[tuple[int, int]] = set()
+    fractions = []
+    for ymin, xmin, ymax, xmax in boxes:
+        rows = range(max(0, math.ceil(ymin - 0.5)), min(VIEW_SIZE, math.ceil(ymax - 0.5)))
+        cols = range(max(0, math.ceil(xmin - 0.5)), min(VIEW_SIZE, math.ceil(xmax - 0.5)))
+        pixels = {(r, c) for r in rows for c in cols}
+        fractions.append(len(pixels - seen) / len(pixels) if pixels else 0.0)
+        seen |= pixels
+    return fractions
 
 
 def prediction(
@@ -48,16 +68,16 @@ def prediction(
         if int(c) >= 0
     ]
     crop_box = row["crop_box"]
+    boxes = [b for b in row["glimpse_boxes"] if float(b[2]) >= 0]  # padding: every value -1
     glimpses = [
         Glimpse(
             order=i + 1,
             box=_box(b),
             box_original=_to_original(b, crop_box) if original_pixels else None,
             centre=Point(y=float(b[0] + b[2]) / 2, x=float(b[1] + b[3]) / 2),
-            score=float(s),
+            new_pixels=round(new, 4),
         )
-        for i, (b, s) in enumerate(zip(row["glimpse_boxes"], row["glimpse_scores"], strict=True))
-        if float(b[2]) >= 0  # padding: every coordinate -1
+        for i, (b, new) in enumerate(zip(boxes, new_pixel_fractions(boxes), strict=True))
     ]
     image = row.get("annotated_image_bytes")
     return Prediction(

@@ -171,8 +171,12 @@ class Client:
         annotated_image: bool = True,
         annotated_image_format: Literal["png", "jpeg"] = "png",
         original_pixels: bool = True,
+        glimpse_boxes: Sequence[Sequence[float]] | None = None,
     ) -> Prediction:
-        """Classify one photo. `key` defaults to the file name when `image` is a path."""
+        """Classify one photo. `key` defaults to the file name when `image` is a path.
+
+        `glimpse_boxes` ([ymin, xmin, ymax, xmax] in pixels of the 224x224 view) makes the
+        model decide from exactly those boxes instead of choosing its own."""
         return self._predict_chunk(
             [image_bytes(image)],
             [key or _default_key(image)],
@@ -181,6 +185,7 @@ class Client:
             annotated_image,
             annotated_image_format,
             original_pixels,
+            glimpse_boxes,
         )[0]
 
     def predict_many(
@@ -239,16 +244,20 @@ class Client:
         annotated: bool,
         annotated_format: str,
         original_pixels: bool,
+        glimpse_boxes: Sequence[Sequence[float]] | None = None,
     ) -> list[Prediction]:
         encoded = [base64.b64encode(b).decode("ascii") for b in blobs]
+        boxes = None if glimpse_boxes is None else [[float(v) for v in b] for b in glimpse_boxes]
         if self.flavour == "tfserving":
             if annotated and annotated_format != "png":
                 raise errors.Unsupported(
                     "TF Serving returns the SavedModel's PNG; JPEG is converted by the gateway"
                 )
             body = {
-                "signature_name": "serving_options",
-                "instances": [_tfserving.signature_inputs(e, num_glimpses, top_k) for e in encoded],
+                "signature_name": "serving_options" if boxes is None else "serving_boxes",
+                "instances": [
+                    _tfserving.signature_inputs(e, num_glimpses, top_k, boxes) for e in encoded
+                ],
             }
             rows = self._json("POST", self._model_path() + ":predict", json=body)["predictions"]
             return [
@@ -266,6 +275,9 @@ class Client:
             "annotated_image_format": annotated_format,
             "original_pixels": original_pixels,
         }
+        if boxes is not None:
+            parameters = {k: v for k, v in parameters.items() if k != "num_glimpses"}
+            parameters["glimpse_boxes"] = boxes
         body = {"instances": instances, "parameters": parameters}
         answer = self._json("POST", self._model_path() + ":predict", json=body)
         return [Prediction.from_gateway(p) for p in answer["predictions"]]

@@ -29,20 +29,32 @@ def _image(encoded: dict[str, Any] | None) -> tuple[bytes | None, str | None]:
 
 
 class Faithfulness(_Result):
-    """Deletion (lower is better) and insertion (higher is better) areas under the curves."""
+    """The map's top cells at the glimpses' area, judged by the full-image classifier: kept
+    with the rest blurred (sufficiency) or blurred themselves (necessity); pixel deletion and
+    insertion curves when asked for (`pixel_curves=True`)."""
 
-    deletion_auc: float
-    insertion_auc: float
-    deletion_curve: list[float] = []
-    insertion_curve: list[float] = []
-    steps: int
+    metric: str = "equal_area_cells"
+    area: float
+    full_probability: float
+    sufficiency_probability: float
+    sufficiency_keeps_prediction: bool
+    necessity_drop: float
+    necessity_changes_prediction: bool
+    pixel_deletion_auc: float | None = None
+    pixel_insertion_auc: float | None = None
+    pixel_deletion_curve: list[float] | None = None
+    pixel_insertion_curve: list[float] | None = None
 
 
 class GlimpseAttribution(_Result):
+    """One glimpse, and the model re-run on it alone and on all the others without it."""
+
     order: int
     box: Box = Field(description="In pixels of the 224x224 view.")
-    contribution: float = Field(description="glimpse logit / T; they add up to the logit.")
-    probability: float
+    probability: float = Field(description="The class's probability from this glimpse alone.")
+    without: float = Field(description="... from all the other glimpses.")
+    drop: float = Field(description="Probability from all glimpses minus `without`.")
+    new_pixels: float
 
 
 class SagNode(_Result):

@@ -42,7 +42,7 @@ class Glimpse(_Result):
     box: Box = Field(description="In pixels of the 224x224 view the model classifies.")
     box_original: Box | None = Field(None, description="The same box in the photo's pixels.")
     centre: Point
-    score: float = Field(description="This glimpse's probability for the predicted class.")
+    new_pixels: float = Field(description="Fraction of its pixels no earlier glimpse covered.")
 
 
 class Preprocessing(_Result):

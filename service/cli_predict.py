@@ -86,7 +86,7 @@ def predict_command(
     table.add_column("class", overflow="fold")
     table.add_column("score", justify="right")
     table.add_column("coverage", justify="right")
-    table.add_column("glimpses (order: ymin,xmin,ymax,xmax score)", no_wrap=True)
+    table.add_column("glimpses (order: ymin,xmin,ymax,xmax new pixels)", no_wrap=True)
     if out is not None:
         table.add_column("annotated", no_wrap=True, min_width=len(str(out)) + 12)
         out.mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,7 @@ def predict_command(
                 f"{p.coverage:.0%}",
                 "\n".join(
                     f"{g.order}: {g.box.ymin:.0f},{g.box.xmin:.0f},{g.box.ymax:.0f},"
-                    f"{g.box.xmax:.0f} {g.score:.3f}"
+                    f"{g.box.xmax:.0f} {g.new_pixels:.0%}"
                     for g in p.glimpses
                 ),
             ]

@@ -11,15 +11,66 @@ from typing import Any, Protocol
 import numpy as np
 
 from service.instances import ImageInput
+from service.schemas import PredictParameters
 
-# Inputs and outputs of the SavedModel's `serving_options` signature (model_export/signatures.py).
+# The SavedModel's signatures the predictors call (model_export/signatures.py): the policy
+# chooses the glimpses, or the caller gives them.
 SIGNATURE = "serving_options"
+BOXES_SIGNATURE = "serving_boxes"
+
+Box = tuple[float, float, float, float]  # ymin, xmin, ymax, xmax in 224-view pixels
 
 
 @dataclass(frozen=True)
 class Options:
     num_glimpses: int
     top_k: int
+    boxes: tuple[Box, ...] | None = None  # the caller's glimpses; num_glimpses == len(boxes)
+
+    @classmethod
+    def of(cls, params: PredictParameters) -> Options:
+        boxes = params.glimpse_boxes
+        given = None if boxes is None else tuple(tuple(b) for b in boxes)
+        return cls(params.num_glimpses, params.top_k, given)  # type: ignore[arg-type]
+
+
+# A warm-up that traces both signatures: the first real request must not pay for either.
+WARMUP_OPTIONS = (Options(6, 5), Options(1, 1, ((80.0, 80.0, 144.0, 144.0),)))
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One signature call for part of a micro-batch: which items, and their input tensors."""
+
+    signature: str
+    items: list[int]
+    inputs: dict[str, np.ndarray | list[bytes]]
+
+
+def model_calls(data: list[bytes], options: list[Options]) -> list[ModelCall]:
+    """Split a micro-batch by signature: policy glimpses in one call, given boxes in another.
+
+    Given boxes are padded to the longest list in the call (the padding is never read: each
+    row's num_glimpses says how many are real)."""
+    calls = []
+    for signature, wanted in ((SIGNATURE, False), (BOXES_SIGNATURE, True)):
+        items = [i for i, o in enumerate(options) if (o.boxes is not None) == wanted]
+        if not items:
+            continue
+        inputs = {
+            "input_image_bytes": [data[i] for i in items],
+            "num_glimpses": np.array([options[i].num_glimpses for i in items], np.int32),
+            "top_k": np.array([options[i].top_k for i in items], np.int32),
+        }
+        if wanted:
+            longest = max(len(options[i].boxes or ()) for i in items)
+            boxes = np.zeros((len(items), longest, 4), np.float32)
+            for row, i in enumerate(items):
+                given = options[i].boxes or ()
+                boxes[row, : len(given)] = given
+            inputs["glimpse_boxes"] = boxes
+        calls.append(ModelCall(signature, items, inputs))
+    return calls
 
 
 @dataclass(frozen=True)
@@ -31,7 +82,6 @@ class ModelOutput:
     class_names: list[str]
     synsets: list[str]
     glimpse_boxes: np.ndarray  # [T, 4] view pixels, visiting order
-    glimpse_scores: np.ndarray  # [T]
     coverage: float
     full_image_class: int
     full_image_score: float
@@ -58,7 +108,6 @@ def split_outputs(outputs: dict[str, np.ndarray], options: list[Options]) -> lis
                 class_names=[_text(v) for v in outputs["class_names"][i, :k]],
                 synsets=[_text(v) for v in outputs["synsets"][i, :k]],
                 glimpse_boxes=outputs["glimpse_boxes"][i, :t].astype(float),
-                glimpse_scores=outputs["glimpse_scores"][i, :t].astype(float),
                 coverage=float(outputs["coverage"][i]),
                 full_image_class=int(outputs["full_image_class"][i]),
                 full_image_score=float(outputs["full_image_score"][i]),
@@ -70,6 +119,17 @@ def split_outputs(outputs: dict[str, np.ndarray], options: list[Options]) -> lis
             )
         )
     return results
+
+
+def assemble(
+    calls: list[ModelCall], outputs: list[dict[str, np.ndarray]], options: list[Options]
+) -> list[ModelOutput]:
+    """Each call's batched outputs -> one ModelOutput per item, in the micro-batch's order."""
+    results: dict[int, ModelOutput] = {}
+    for call, out in zip(calls, outputs, strict=True):
+        split = split_outputs(out, [options[i] for i in call.items])
+        results.update(zip(call.items, split, strict=True))
+    return [results[i] for i in range(len(options))]
 
 
 class Predictor(Protocol):

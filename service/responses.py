@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 
+from service.geometry import new_pixel_fractions
 from service.instances import ImageInput
 from service.predictor import ModelOutput
 from service.schemas import (
@@ -57,9 +58,11 @@ def build_prediction(image: ImageInput, out: ModelOutput, params: PredictParamet
             box=_box(b),
             box_original=to_original(b, out.crop_box) if params.original_pixels else None,
             centre=Point(y=float(b[0] + b[2]) / 2, x=float(b[1] + b[3]) / 2),
-            score=float(s),
+            new_pixels=round(new, 4),
         )
-        for i, (b, s) in enumerate(zip(out.glimpse_boxes, out.glimpse_scores, strict=True))
+        for i, (b, new) in enumerate(
+            zip(out.glimpse_boxes, new_pixel_fractions(out.glimpse_boxes), strict=True)
+        )
     ]
     return Prediction(
         key=image.key,

@@ -6,9 +6,10 @@ object per instance, in order, with the class, the glimpses and the annotated im
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _TINY_PNG = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
@@ -39,15 +40,57 @@ class Instance(BaseModel):
         return data
 
 
+VIEW = 224  # the classifier's view: glimpse boxes are in its pixels
+MAX_GLIMPSES = 16
+
+
+def _view_box(box: list[float]) -> list[float]:
+    ymin, xmin, ymax, xmax = box
+    if not all(math.isfinite(v) for v in box):
+        raise ValueError("coordinates must be finite numbers")
+    if min(box) < 0 or max(box) > VIEW:
+        raise ValueError(f"[ymin, xmin, ymax, xmax] must lie in the {VIEW}x{VIEW} view, 0..{VIEW}")
+    if ymax - ymin < 1 or xmax - xmin < 1:
+        raise ValueError("the box is empty: ymax - ymin and xmax - xmin must be at least 1 pixel")
+    return box
+
+
+ViewBox = Annotated[list[float], Field(min_length=4, max_length=4), AfterValidator(_view_box)]
+
+
 class PredictParameters(BaseModel):
     """Options for the whole request. Unknown names are an error, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
-    num_glimpses: int = Field(6, ge=1, le=16, description="Glimpses the model takes (T).")
+    num_glimpses: int = Field(6, ge=1, le=MAX_GLIMPSES, description="Glimpses the model takes (T).")
     top_k: int = Field(5, ge=1, le=20, description="Classes listed in `top_k`.")
     annotated_image: bool = Field(True, description="Return the photo with the glimpses drawn.")
     annotated_image_format: Literal["png", "jpeg"] = "png"
     original_pixels: bool = Field(True, description="Also give boxes in original-photo pixels.")
+    glimpse_boxes: list[ViewBox] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_GLIMPSES,
+        description=(
+            "Your own glimpses, `[ymin, xmin, ymax, xmax]` in pixels of the 224x224 view: the"
+            " model skips choosing and decides from exactly these pixels (the glimpses in the"
+            " answer are these boxes, in this order). What does the model see from here only?"
+        ),
+        examples=[[[40, 60, 104, 124], [40, 100, 104, 164]]],
+    )
+
+    @model_validator(mode="after")
+    def _boxes_set_the_count(self) -> PredictParameters:
+        if self.glimpse_boxes is None:
+            return self
+        given = len(self.glimpse_boxes)
+        if "num_glimpses" in self.model_fields_set and self.num_glimpses != given:
+            raise ValueError(
+                f"num_glimpses ({self.num_glimpses}) differs from the {given} glimpse_boxes;"
+                " leave it out when giving boxes"
+            )
+        self.num_glimpses = given
+        return self
 
 
 class PredictRequest(BaseModel):
@@ -100,7 +143,9 @@ class Glimpse(BaseModel):
     box: Box = Field(description="In pixels of the 224x224 view the model classifies.")
     box_original: Box | None = Field(None, description="The same box in original-photo pixels.")
     centre: Point = Field(description="Box centre, 224x224 view pixels.")
-    score: float = Field(description="This glimpse's probability for the predicted class.")
+    new_pixels: float = Field(
+        description="Fraction of this glimpse's pixels that no earlier glimpse covered."
+    )
 
 
 class Preprocessing(BaseModel):

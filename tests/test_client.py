@@ -171,11 +171,12 @@ def test_explain_glimpses_and_integrated_gradients(gateway, photo_bytes):
         top = e.top
         assert e.key == "cat" and top.method == "glimpses" and top.explained_model == "glimpses"
         assert [g.order for g in top.glimpses] == [1, 2, 3]
-        assert sum(g.contribution for g in top.glimpses) == pytest.approx(
-            top.example_score, rel=1e-3, abs=1e-3
-        )
+        for g in top.glimpses:
+            assert g.drop == pytest.approx(top.probability - g.without, abs=1e-9)
+            assert 0 <= g.probability <= 1 and 0 <= g.new_pixels <= 1
         assert top.image_format == "jpeg" and top.image.startswith(b"\xff\xd8")
-        assert 0 <= top.faithfulness.deletion_auc <= 1 and e.model_evaluations > 0
+        assert top.faithfulness.metric == "equal_area_cells" and e.model_evaluations > 0
+        assert 0 <= top.faithfulness.sufficiency_probability <= 1
 
         ig = client.explain(
             photo_bytes,
@@ -257,9 +258,18 @@ def test_tfserving_predict_matches_the_gateway(tfserving_rest, gateway, photo_by
         assert [len(p.glimpses) for p in many] == [2, 2, 2]
         assert many[2].top_class.index == tfs.predict(photo_bytes, 2, 1).top_class.index
 
+        # Given boxes go to the serving_boxes signature and come back as the glimpses.
+        boxes = [[10.0, 20.0, 80.0, 90.0], [40.0, 60.0, 100.0, 130.0]]
+        ours = tfs.predict(photo_bytes, top_k=3, glimpse_boxes=boxes)
+        theirs = gw.predict(photo_bytes, top_k=3, glimpse_boxes=boxes)
+        assert [[g.box.ymin, g.box.xmin, g.box.ymax, g.box.xmax] for g in ours.glimpses] == boxes
+        assert [g.new_pixels for g in ours.glimpses] == [g.new_pixels for g in theirs.glimpses]
+        assert [c.score for c in ours.top_k] == pytest.approx([c.score for c in theirs.top_k])
+        assert ours.coverage == pytest.approx(theirs.coverage)
+
         status, metadata = tfs.status(), tfs.metadata()
         assert status.available and metadata.version == 1
-        assert "serving_options" in metadata.signatures
+        assert {"serving_options", "serving_boxes"} <= set(metadata.signatures)
 
 
 def test_tfserving_errors_and_what_it_cannot_do(tfserving_rest, photo_bytes):

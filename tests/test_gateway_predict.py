@@ -38,6 +38,8 @@ def test_prediction_shape(gateway, photo):
     assert len(p["top_k"]) == 3 and p["top_class"] == p["top_k"][0]
     assert set(p["top_class"]) == {"index", "synset", "label", "score"}
     assert [g["order"] for g in p["glimpses"]] == [1, 2, 3, 4]
+    assert set(p["glimpses"][0]) == {"order", "box", "box_original", "centre", "new_pixels"}
+    assert p["glimpses"][0]["new_pixels"] == 1.0
     assert 0 < p["coverage"] <= 1 / 3 + 1e-6
     assert set(p["full_image"]) == {"index", "synset", "label", "score"}
     png = Image.open(io.BytesIO(base64.b64decode(p["annotated_image_bytes"]["b64"])))
@@ -77,6 +79,65 @@ def test_bare_b64_instance_and_options(gateway, photo):
     p = post(gateway, payload).json()["predictions"][0]
     assert "annotated_image_bytes" not in p
     assert "box_original" not in p["glimpses"][0]
+
+
+def test_given_glimpse_boxes_are_the_glimpses(gateway, photo):
+    """The auditor's counterfactual: the model decides from exactly the boxes given, in the
+    order given, and answers in the usual shape."""
+    boxes = [[10.5, 20.0, 80.0, 90.0], [0.0, 150.0, 64.0, 224.0], [50.0, 60.0, 70.0, 80.0]]
+    p = post(gateway, body(photo, glimpse_boxes=boxes, top_k=3)).json()["predictions"][0]
+    assert [[g["box"][k] for k in ("ymin", "xmin", "ymax", "xmax")] for g in p["glimpses"]] == boxes
+    assert [g["order"] for g in p["glimpses"]] == [1, 2, 3]
+    assert p["glimpses"][2]["new_pixels"] == pytest.approx(0.0)  # inside the first box
+    # Coverage counts pixels by centre: rows 10..79 x cols 20..89, plus 64 x 74.
+    assert p["coverage"] == pytest.approx((70 * 70 + 64 * 74) / 224**2)
+    # The same boxes give the same answer; the policy's own boxes give the policy's answer.
+    again = post(gateway, body(photo, glimpse_boxes=boxes, top_k=3)).json()["predictions"][0]
+    assert_same_prediction(again, p)
+    policy = post(gateway, body(photo, top_k=3)).json()["predictions"][0]
+    own = [[g["box"][k] for k in ("ymin", "xmin", "ymax", "xmax")] for g in policy["glimpses"]]
+    given = post(gateway, body(photo, glimpse_boxes=own, top_k=3)).json()["predictions"][0]
+    assert_same_prediction(given, policy)
+
+
+@pytest.mark.parametrize(
+    ("boxes", "extra", "message"),
+    [
+        ([[0, 0, 10, 10], [5, 5, 5, 30]], {}, "glimpse_boxes[1]: Value error, the box is empty"),
+        ([[0, 0, 10, 300]], {}, "glimpse_boxes[0]: Value error, [ymin, xmin, ymax, xmax] must lie"),
+        ([[-2, 0, 10, 10]], {}, "glimpse_boxes[0]: Value error, [ymin, xmin, ymax, xmax] must lie"),
+        ([[0, 0, 10]], {}, "glimpse_boxes[0]: List should have at least 4 items"),
+        ([[0, 0, 10, "x"]], {}, "glimpse_boxes[0][3]: Input should be a valid number"),
+        ([[0, 0, 10, 10]] * 17, {}, "glimpse_boxes: List should have at most 16 items"),
+        ([], {}, "glimpse_boxes: List should have at least 1 item"),
+        ([[0, 0, 10, 10]], {"num_glimpses": 2}, "num_glimpses (2) differs from the 1"),
+    ],
+)
+def test_bad_glimpse_boxes_are_400_naming_the_box(gateway, photo, boxes, extra, message):
+    r = post(gateway, body(photo, glimpse_boxes=boxes, **extra))
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error"]
+
+
+def test_given_and_chosen_glimpses_share_a_batch(gateway, photo):
+    """Concurrent requests with and without boxes land in one micro-batch and still get their
+    own answers (two signatures, one model call each)."""
+    boxes = [[0.0, 0.0, 100.0, 100.0]]
+
+    async def fire():
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=120) as client:
+            calls = [
+                client.post(
+                    PREDICT, json=body(photo, glimpse_boxes=boxes) if i % 2 else body(photo)
+                )
+                for i in range(8)
+            ]
+            return await asyncio.gather(*calls)
+
+    answers = [r.json()["predictions"][0] for r in asyncio.run(fire())]
+    for i, p in enumerate(answers):
+        assert len(p["glimpses"]) == (1 if i % 2 else 6)
+        assert_same_prediction(p, answers[i % 2])
 
 
 def test_jpeg_annotation(gateway, photo):
@@ -252,10 +313,9 @@ def test_status_and_metadata_in_tf_serving_shapes(gateway):
     meta = httpx.get(gateway.url + "/v1/models/saccader/metadata").json()
     assert meta["model_spec"] == {"name": "saccader", "signature_name": "", "version": "1"}
     sigs = meta["metadata"]["signature_def"]["signature_def"]
-    post_hoc = {"view", "logits", "gradients", "guided_gradients", "conv"}
-    assert set(sigs) == {"serving_default", "serving_options", "explain", "classify"} | {
-        f"explain_{name}" for name in post_hoc
-    }
+    post_hoc = {"view", "logits", "gradients", "guided_gradients", "conv", "glimpse_sets"}
+    served = {"serving_default", "serving_options", "serving_boxes", "explain", "classify"}
+    assert set(sigs) == served | {f"explain_{name}" for name in post_hoc}
     assert sigs["serving_default"]["inputs"]["input_image_bytes"]["dtype"] == "DT_STRING"
     assert httpx.get(gateway.url + "/v1/models/other").status_code == 404
     assert httpx.get(gateway.url + "/v1/models/saccader/versions/3/metadata").status_code == 404

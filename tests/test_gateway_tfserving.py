@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import body, encode
+from tests.predictions import assert_same_prediction
 from tests.servers import live_server
 from tests.tfserving_server import TFServingServer
 
@@ -39,10 +40,22 @@ def test_same_answers_as_the_embedded_backend(remote_gateway, gateway, photos, t
     assert remote.status_code == local.status_code == 200
     assert tfserving.calls > calls  # it really went over gRPC
     for r, e in zip(remote.json()["predictions"], local.json()["predictions"], strict=True):
-        assert [c["index"] for c in r["top_k"]] == [c["index"] for c in e["top_k"]]
-        assert [g["box"] for g in r["glimpses"]] == [g["box"] for g in e["glimpses"]]
-        assert r["top_class"]["score"] == pytest.approx(e["top_class"]["score"], abs=1e-5)
-        assert r["annotated_image_bytes"] == e["annotated_image_bytes"]
+        assert_same_prediction(r, e, where="policy glimpses")
+
+
+def test_given_boxes_go_to_tf_serving_too(remote_gateway, gateway, photos, tfserving):
+    """glimpse_boxes reach TF Serving as the serving_boxes signature, in the same micro-batch
+    as requests without them, and answer as the embedded backend does."""
+    boxes = [[0.0, 0.0, 120.0, 90.5], [100.0, 130.0, 224.0, 224.0]]
+    calls = tfserving.calls
+    given = body(*photos[:2], glimpse_boxes=boxes, top_k=3)
+    remote = httpx.post(remote_gateway.url + PREDICT, json=given, timeout=60)
+    local = httpx.post(gateway.url + PREDICT, json=given, timeout=60)
+    assert remote.status_code == local.status_code == 200
+    assert tfserving.calls > calls
+    for r, e in zip(remote.json()["predictions"], local.json()["predictions"], strict=True):
+        assert len(r["glimpses"]) == 2
+        assert_same_prediction(r, e, where="given boxes")
 
 
 def test_status_and_metadata_come_from_tf_serving(remote_gateway, gateway):

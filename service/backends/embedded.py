@@ -23,7 +23,16 @@ from service.backends.savedmodel_meta import (
 )
 from service.errors import BackendError, InvalidInput, ModelNotFound, NotReady
 from service.instances import ImageInput
-from service.predictor import SIGNATURE, ModelOutput, Options, split_outputs
+from service.predictor import (
+    BOXES_SIGNATURE,
+    SIGNATURE,
+    WARMUP_OPTIONS,
+    ModelCall,
+    ModelOutput,
+    Options,
+    assemble,
+    model_calls,
+)
 from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -49,14 +58,15 @@ class EmbeddedPredictor:
         self._batcher = batcher_for(settings, self._run_batch, on_batch)
         self._version: int | None = None
         self._signatures: Any = None
-        self._fn: Any = None
+        self._fn: dict[str, Any] = {}
         self._ready = False
 
     def _load(self, version: int) -> None:
         import tensorflow as tf
 
         path = self._base / str(version)
-        self._fn = tf.saved_model.load(str(path)).signatures[SIGNATURE]
+        loaded = tf.saved_model.load(str(path)).signatures
+        self._fn = {name: loaded[name] for name in (SIGNATURE, BOXES_SIGNATURE)}
         self._signatures = signature_def_map(path)
 
     async def start(self) -> None:
@@ -65,7 +75,9 @@ class EmbeddedPredictor:
         await loop.run_in_executor(self._executor, self._load, version)
         self._version = version
         self._batcher.start()
-        await self._batcher.submit([(warmup_image(), Options(6, 5))])  # a real inference
+        await self._batcher.submit(
+            [(warmup_image(), o) for o in WARMUP_OPTIONS]
+        )  # a real inference
         self._ready = True
         log.info("model %s version %s loaded and warmed up", self.model_name, version)
 
@@ -76,15 +88,16 @@ class EmbeddedPredictor:
         if not self._ready:
             raise NotReady("model is not loaded yet")
 
-    def _call(self, items: list[tuple[ImageInput, Options]]) -> dict[str, np.ndarray]:
+    def _call(self, call: ModelCall) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
-        out = self._fn(
-            input_image_bytes=tf.constant([image.data for image, _ in items]),
-            num_glimpses=tf.constant([o.num_glimpses for _, o in items], tf.int32),
-            top_k=tf.constant([o.top_k for _, o in items], tf.int32),
-        )
+        out = self._fn[call.signature](**{k: tf.constant(v) for k, v in call.inputs.items()})
         return {k: v.numpy() for k, v in out.items()}
+
+    def _run_calls(self, items: list[tuple[ImageInput, Options]]) -> list[ModelOutput]:
+        options = [o for _, o in items]
+        calls = model_calls([image.data for image, _ in items], options)
+        return assemble(calls, [self._call(c) for c in calls], options)
 
     async def _run_batch(
         self, items: list[tuple[ImageInput, Options]]
@@ -93,7 +106,7 @@ class EmbeddedPredictor:
 
         loop = asyncio.get_running_loop()
         try:
-            outputs = await loop.run_in_executor(self._executor, self._call, items)
+            return await loop.run_in_executor(self._executor, self._run_calls, items)
         except tf.errors.InvalidArgumentError as e:
             if len(items) == 1:
                 return [InvalidInput(f"the model rejected the image: {e.message.splitlines()[0]}")]
@@ -105,7 +118,6 @@ class EmbeddedPredictor:
             return results
         except tf.errors.OpError as e:
             raise BackendError(f"model error: {type(e).__name__}") from e
-        return split_outputs(outputs, [o for _, o in items])
 
     async def predict(self, images: list[ImageInput], options: list[Options]) -> list[ModelOutput]:
         return await self._batcher.submit(list(zip(images, options, strict=True)))

@@ -28,7 +28,7 @@ from service.errors import (
     Overloaded,
 )
 from service.instances import ImageInput
-from service.predictor import SIGNATURE, ModelOutput, Options, split_outputs
+from service.predictor import WARMUP_OPTIONS, ModelCall, ModelOutput, Options, assemble, model_calls
 from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class TFServingPredictor:
         ]
         self._version = self._settings.model_version or (max(available) if available else None)
         self._batcher.start()
-        await self._batcher.submit([(warmup_image(), Options(6, 5))])
+        await self._batcher.submit([(warmup_image(), o) for o in WARMUP_OPTIONS])
         self._ready = True
         self._checked_at = time.monotonic()
         log.info(
@@ -116,20 +116,15 @@ class TFServingPredictor:
                 raise domain_error(e) from None
         raise AssertionError("unreachable")
 
-    async def _run_batch(self, items: list[tuple[ImageInput, Options]]) -> list[ModelOutput]:
+    async def _predict(self, call: ModelCall) -> dict[str, np.ndarray]:
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 
-        request = predict_pb2.PredictRequest(model_spec=self._spec(None, SIGNATURE, label=True))
-        request.inputs["input_image_bytes"].CopyFrom(
-            tf.make_tensor_proto([image.data for image, _ in items], dtype=tf.string)
+        request = predict_pb2.PredictRequest(
+            model_spec=self._spec(None, call.signature, label=True)
         )
-        request.inputs["num_glimpses"].CopyFrom(
-            tf.make_tensor_proto([o.num_glimpses for _, o in items], dtype=tf.int32)
-        )
-        request.inputs["top_k"].CopyFrom(
-            tf.make_tensor_proto([o.top_k for _, o in items], dtype=tf.int32)
-        )
+        for name, value in call.inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
         response = await self._call(
             self._predict_stub.Predict, request, self._settings.request_timeout_s
         )
@@ -137,8 +132,12 @@ class TFServingPredictor:
         missing = {"classes", "glimpse_boxes", "annotated_image_bytes"} - set(outputs)
         if missing:
             raise BackendError(f"model server response lacks outputs {sorted(missing)}")
-        outputs = {k: np.asarray(v) for k, v in outputs.items()}
-        return split_outputs(outputs, [o for _, o in items])
+        return {k: np.asarray(v) for k, v in outputs.items()}
+
+    async def _run_batch(self, items: list[tuple[ImageInput, Options]]) -> list[ModelOutput]:
+        options = [o for _, o in items]
+        calls = model_calls([image.data for image, _ in items], options)
+        return assemble(calls, [await self._predict(c) for c in calls], options)
 
     def check_version(self, version: int | None) -> None:
         if version is not None and self._version is not None and version != self._version:

@@ -94,7 +94,7 @@ async def predict_lines(
     """One outcome per line, in order."""
     decoded = await asyncio.to_thread(_decode, lines, max_pixels)
     images = {i: d for i, d in enumerate(decoded) if isinstance(d, ImageInput)}
-    options = Options(params.num_glimpses, params.top_k)
+    options = Options.of(params)
     deadline = time.monotonic() + retry_deadline_s
     delay = 0.2
     while True:

@@ -71,7 +71,7 @@ async def respond(
     metrics.stage.labels("decode").observe(decoded - started)
 
     params = body.parameters
-    options = [Options(params.num_glimpses, params.top_k)] * len(images)
+    options = [Options.of(params)] * len(images)
     try:
         outputs = await asyncio.wait_for(
             state.predictor.predict(images, options), settings.request_timeout_s
