@@ -14,6 +14,7 @@ from PIL import Image
 
 from service.explain.schemas import METHODS as ALL_METHODS
 from tests.conftest import body, encode
+from tests.rerun import as_list, assert_probability, rerun
 from tests.servers import live_server
 
 EXPLAIN = "/v1/models/saccader:explain"
@@ -54,17 +55,23 @@ def test_default_is_glimpses_in_the_legacy_shape(gateway, photo):
     assert LEGACY_KEYS <= set(e) and e["method"] == "glimpses"
     assert e["explained_model"] == "glimpses" and e["output_name"] == "logits"
     assert picture(e["attributions"]["input_image_bytes"]).size == (224, 224)
-    # The prediction is the mean of the glimpse logits: contributions add up exactly.
     glimpses = e["glimpses"]
     assert [g["order"] for g in glimpses] == [1, 2, 3, 4, 5, 6]
-    total = sum(g["contribution"] for g in glimpses)
-    assert total == pytest.approx(e["example_score"], rel=1e-4, abs=1e-6)
-    assert e["baseline_score"] == 0.0 and e["approx_error"] < 1e-3
+    assert glimpses[0]["new_pixels"] == 1.0
+    for g in glimpses:
+        assert 0.0 <= g["probability"] <= 1.0 and 0.0 <= g["without"] <= 1.0
+        assert g["drop"] == pytest.approx(e["probability"] - g["without"], abs=1e-9)
+    # No glimpse seen is zero logits; the glimpses add nothing up (that is SAG's job).
+    assert e["baseline_score"] == 0.0 and "approx_error" not in e
     f = e["faithfulness"]
-    assert 0.0 <= f["deletion_auc"] <= 1.0 and 0.0 <= f["insertion_auc"] <= 1.0
-    assert len(f["deletion_curve"]) == len(f["insertion_curve"]) == f["steps"] + 1
-    # Deletion ends with everything grey and insertion starts there: the same image.
-    assert f["deletion_curve"][-1] == pytest.approx(f["insertion_curve"][0], abs=1e-5)
+    assert f["metric"] == "equal_area_cells" and f["blur_sigma"] == 16.0
+    assert f["area"] == pytest.approx(112 * 144 / 224**2)  # the six glimpses' own area
+    assert 0.0 <= f["sufficiency_probability"] <= 1.0
+    assert -1.0 <= f["necessity_drop"] <= f["full_probability"] <= 1.0
+    assert {
+        type(f[k]) for k in ("sufficiency_keeps_prediction", "necessity_changes_prediction")
+    } == {bool}
+    assert "pixel_deletion_auc" not in f  # pixel curves only when asked for
     assert e["visualization"]["color_map"] == "viridis"
     assert set(e["_explanation"]["timing_ms"]) == {"attribution", "faithfulness", "visualization"}
 
@@ -96,6 +103,34 @@ def test_every_method_on_every_url_form(gateway, photo, method):
     if method in ("integrated_gradients", "blur_ig", "xrai"):
         assert e["approx_error"] is not None and e["approx_error"] >= 0.0
     assert e["_explanation"]["model_evaluations"] > 0
+
+
+def test_every_glimpse_number_is_the_model_rerun_on_those_glimpses(gateway, photo):
+    """Each glimpse's probability is what :predict gives from that box alone, and `without`
+    what it gives from all the others: anyone can check them from outside."""
+    e = only(post(gateway, body(photo, num_glimpses=4, faithfulness=False)))
+    k, boxes = e["label_index"], [as_list(g["box"]) for g in e["glimpses"]]
+    for i, g in enumerate(e["glimpses"]):
+        assert_probability(rerun(gateway, photo, [boxes[i]]), k, g["probability"])
+        others = boxes[:i] + boxes[i + 1 :]
+        assert_probability(rerun(gateway, photo, others), k, g["without"])
+    assert_probability(rerun(gateway, photo, boxes), k, e["probability"])
+
+
+def test_pixel_curves_on_request(gateway, photo):
+    e = only(post(gateway, body(photo, pixel_curves=True, faithfulness_steps=4)))
+    f = e["faithfulness"]
+    assert 0.0 <= f["pixel_deletion_auc"] <= 1.0 and 0.0 <= f["pixel_insertion_auc"] <= 1.0
+    assert len(f["pixel_deletion_curve"]) == len(f["pixel_insertion_curve"]) == f["steps"] + 1
+    # Deletion ends with everything grey and insertion starts there: the same image.
+    assert f["pixel_deletion_curve"][-1] == pytest.approx(f["pixel_insertion_curve"][0], abs=1e-5)
+
+
+def test_faithfulness_area_is_the_glimpses_own_unless_set(gateway, photo):
+    e = only(post(gateway, body(photo, method="grad_cam", num_glimpses=2)))
+    assert e["faithfulness"]["area"] == pytest.approx(2 * 64 * 64 / 224**2, abs=0.01)
+    e = only(post(gateway, body(photo, method="grad_cam", faithfulness_area=0.5)))
+    assert e["faithfulness"]["area"] == pytest.approx(0.5, abs=0.01)
 
 
 def test_smoothgrad_modifies_any_gradient_method(gateway, photo):
@@ -171,6 +206,12 @@ def test_sag_graph(gateway, photo):
         assert set(child["glimpses"]) == set(parent["glimpses"]) - {edge["removed"]}
         drop = parent["relative_confidence"] - child["relative_confidence"]
         assert edge["drop"] == pytest.approx(max(drop, 0.0), abs=1e-9)
+    # Every node's confidence is the model re-run on exactly its glimpses.
+    boxes = [as_list(x["box"]) for x in e["glimpses"]]
+    assert g["full_confidence"] == pytest.approx(e["probability"], abs=1e-4)
+    for n in g["nodes"][:5]:
+        chosen = [boxes[i - 1] for i in n["glimpses"]]
+        assert_probability(rerun(gateway, photo, chosen), e["label_index"], n["confidence"])
 
 
 def test_visualisation_settings_change_the_picture(gateway, photo):

@@ -33,17 +33,33 @@ def test_guided_backbone_shares_weights_and_forward(tiny_model):
     np.testing.assert_allclose(guided(x), backbone(x), atol=1e-6)
 
 
-def _brute_force_minimal(logits: np.ndarray, k: int, threshold: float) -> set[frozenset[int]]:
-    steps = len(logits)
+class LogitModel:
+    """A stand-in for the model: a set's confidence is the softmax of its glimpses' mean
+    logits. It counts calls and rows, to check that the search batches its model runs."""
 
-    def conf(s) -> float:
-        return float(softmax(logits[list(s)].mean(0))[k]) if s else 0.0
+    def __init__(self, logits: np.ndarray, k: int):
+        self.logits, self.k = logits, k
+        self.calls = self.rows = 0
 
-    bar = threshold * conf(range(steps))
+    def __call__(self, sets: np.ndarray) -> np.ndarray:
+        assert sets.dtype == bool and sets.any(axis=1).all()
+        self.calls += 1
+        self.rows += len(sets)
+        mean = sets.astype(float) @ self.logits / sets.sum(1, keepdims=True)
+        return softmax(mean)[:, self.k]
+
+    def conf(self, subset) -> float:
+        return float(self(np.isin(np.arange(len(self.logits)), list(subset))[None])[0])
+
+
+def _brute_force_minimal(model: LogitModel, threshold: float) -> set[frozenset[int]]:
+    steps = len(model.logits)
+    bar = threshold * model.conf(range(steps))
     found = set()
     for size in range(1, steps + 1):
         for s in combinations(range(steps), size):
-            if conf(s) >= bar and all(conf(set(s) - {g}) < bar for g in s):
+            smaller = (set(s) - {g} for g in s)
+            if model.conf(s) >= bar and all(not r or model.conf(r) < bar for r in smaller):
                 found.add(frozenset(s))
     return found
 
@@ -52,10 +68,13 @@ def _brute_force_minimal(logits: np.ndarray, k: int, threshold: float) -> set[fr
 def test_exact_sag_search_finds_every_minimal_sufficient_set(seed):
     rng = np.random.default_rng(seed)
     logits = rng.normal(0, 3, (7, 20))
-    k = int(np.argmax(logits.mean(0)))
-    graph = sag.build(logits, k, 0.9, max_roots=3, beam_width=5, expand_threshold=0.4)
+    model = LogitModel(logits, int(np.argmax(logits.mean(0))))
+    scores = sag.SetScores(model, 7)
+    graph = sag.build(scores, 0.9, max_roots=3, beam_width=5, expand_threshold=0.4)
     assert graph.search == "exact"
-    assert set(graph.minimal) == _brute_force_minimal(logits, k, 0.9)
+    # Every subset ran once, in two batched runs (the full set first, then the rest).
+    assert (model.calls, model.rows) == (2, 2**7 - 1)
+    assert set(graph.minimal) == _brute_force_minimal(LogitModel(logits, model.k), 0.9)
     for a, b in combinations(graph.roots, 2):
         assert len(a & b) <= 1  # the paper's diversity rule
     confidence = dict(graph.nodes)
@@ -67,21 +86,43 @@ def test_exact_sag_search_finds_every_minimal_sufficient_set(seed):
         )
 
 
-def test_beam_search_above_twelve_glimpses_returns_minimal_sets():
+def test_beam_search_above_eight_glimpses_returns_minimal_sets():
     rng = np.random.default_rng(5)
-    logits = rng.normal(0, 3, (14, 30))
-    k = int(np.argmax(logits.mean(0)))
-    graph = sag.build(logits, k, 0.9, max_roots=3, beam_width=4, expand_threshold=0.4)
+    logits = rng.normal(0, 3, (12, 30))
+    model = LogitModel(logits, int(np.argmax(logits.mean(0))))
+    graph = sag.build(
+        sag.SetScores(model, 12), 0.9, max_roots=3, beam_width=4, expand_threshold=0.4
+    )
     assert graph.search == "beam" and graph.minimal
+    assert model.rows < 2**12 - 1 and model.calls < model.rows  # batched, not exhaustive
     bar = 0.9 * graph.full_confidence
+    check = LogitModel(logits, model.k)
     for found in graph.minimal:
-        mask = np.isin(np.arange(14), list(found))[None]
-        assert sag.subset_confidence(logits, mask, k)[0] >= bar
-        for g in found:
-            rest = found - {g}
-            if rest:
-                smaller = np.isin(np.arange(14), list(rest))[None]
-                assert sag.subset_confidence(logits, smaller, k)[0] < bar
+        assert check.conf(found) >= bar
+        assert all(check.conf(found - {g}) < bar for g in found if len(found) > 1)
+
+
+def test_set_scores_never_run_a_set_twice():
+    model = LogitModel(np.random.default_rng(1).normal(0, 1, (3, 5)), 2)
+    scores = sag.SetScores(model, 3)
+    a, b = frozenset([0]), frozenset([1, 2])
+    first = scores.confidences([a, b, a])
+    assert first[0] == first[2] and (model.calls, model.rows) == (1, 2)
+    assert scores.conf(b) == first[1] and model.calls == 1
+    with pytest.raises(ValueError, match="empty set"):
+        scores.conf(frozenset())
+
+
+def test_equal_area_cells_follow_the_map():
+    ranking = np.zeros((224, 224))
+    ranking[:32, :64] = 1.0  # 4 x 8 cells of 8 px
+    mask = faithfulness.top_cells(ranking, 32 * 64 / 224**2)
+    np.testing.assert_array_equal(mask, ranking > 0)
+    # A map that ranks single pixels is judged by its cells' means, not its scattered pixels.
+    speckle = np.zeros((224, 224))
+    speckle[::8, ::8] = 5.0
+    speckle[96:104, 96:104] = 1.0
+    assert faithfulness.top_cells(speckle, 64 / 224**2)[96:104, 96:104].all()
 
 
 def test_pixel_order_follows_the_map_and_breaks_ties_the_same_way():

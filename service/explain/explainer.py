@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service import geometry
 from service.backends.savedmodel_meta import versions
 from service.errors import BackendTimeout, InvalidInput, ModelNotFound, NotReady, Overloaded
 from service.explain import faithfulness, methods, sag, visualise
@@ -150,13 +151,9 @@ class Explainer:
         start = time.perf_counter()
         evaluations = budget.evaluations
         att = methods.attribute(model, image.data, params, budget)
+        graph = att.extras.get("graph")
         attributed = time.perf_counter()
-        faith = None
-        if params.faithfulness:
-            scored = faithfulness.scores(
-                model, att.view, att.ranking, att.class_index, params.faithfulness_steps, budget
-            )
-            faith = Faithfulness(**scored)
+        faith = self._faithfulness(model, image.data, att, params, budget)
         scored_at = time.perf_counter()
         config = visualise.resolve(params.visualization, params.method)
         picture = visualise.render(att.view, att.map, config)
@@ -174,7 +171,7 @@ class Explainer:
             method=params.method + ("+smoothgrad" if params.smoothgrad else ""),
             faithfulness=faith,
             glimpses=self._glimpses(att) if att.explained_model == "glimpses" else None,
-            sag=self._sag(att, params, config) if params.method == "sag" else None,
+            sag=self._sag(graph, att, params, config) if graph else None,
             attribution_map=(
                 AttributionMap(shape=att.map.shape, values=att.map.astype(np.float32).tolist())
                 if params.attribution_map
@@ -195,29 +192,57 @@ class Explainer:
         )
 
     @staticmethod
+    def _faithfulness(
+        model: ExplainModel,
+        image: bytes,
+        att: methods.Attribution,
+        params: ExplainParameters,
+        budget: Budget,
+    ) -> Faithfulness | None:
+        """The equal-area metric at the glimpses' own area (unless the caller set one): for a
+        post-hoc method that costs one more model call, to know where the glimpses fall."""
+        if not params.faithfulness:
+            return None
+        area = params.faithfulness_area
+        if area is None:
+            boxes = att.extras.get("boxes")
+            if boxes is None:
+                boxes = model.glimpses(image, params.num_glimpses, budget)["glimpse_boxes"]
+            area = geometry.coverage(boxes)
+        view, ranking, k = att.view, att.ranking, att.class_index
+        scores = faithfulness.equal_area(model, view, ranking, k, area, budget)
+        if params.pixel_curves:
+            scores |= faithfulness.pixel_curves(
+                model, view, ranking, k, params.faithfulness_steps, budget
+            )
+        return Faithfulness(blur_sigma=faithfulness.BLUR_SIGMA, **scores)
+
+    @staticmethod
     def _glimpses(att: methods.Attribution) -> list[GlimpseAttribution]:
         x = att.extras
+        full = att.probability
+        news = geometry.new_pixel_fractions(x["boxes"])
         return [
             GlimpseAttribution(
-                order=i + 1, box=_box(b), contribution=float(c), probability=float(p)
+                order=i + 1,
+                box=_box(b),
+                probability=float(alone),
+                without=float(without),
+                drop=full - float(without),
+                new_pixels=round(new, 4),
             )
-            for i, (b, c, p) in enumerate(
-                zip(x["boxes"], x["contributions"], x["glimpse_probabilities"], strict=True)
+            for i, (b, alone, without, new) in enumerate(
+                zip(x["boxes"], x["alone"], x["without"], news, strict=True)
             )
         ]
 
     @staticmethod
     def _sag(
-        att: methods.Attribution, params: ExplainParameters, config: VisualizationConfig
+        graph: sag.Graph,
+        att: methods.Attribution,
+        params: ExplainParameters,
+        config: VisualizationConfig,
     ) -> StructuredAttentionGraph:
-        graph = sag.build(
-            att.extras["glimpse_logits"],
-            att.class_index,
-            params.sag_threshold,
-            params.sag_max_roots,
-            params.sag_beam_width,
-            params.sag_expand_threshold,
-        )
         picture = sag.render(graph, att.view, att.extras["boxes"])
         data = visualise.encode(np.asarray(picture), config.output_format)
 

@@ -29,8 +29,10 @@ import numpy as np
 import saliency.core as saliency
 from saliency.core.blur_ig import gaussian_blur
 
+from service.explain import sag
 from service.explain.model import VIEW_SIZE, Budget, ExplainModel
 from service.explain.schemas import ExplainParameters
+from service.geometry import box_mask
 
 BATCH = 25  # interpolation steps per gradient call: IG-50 is two calls
 FILL = {"black": 0.0, "white": 255.0, "grey": 127.0}  # 127 normalises to the model's zero
@@ -70,40 +72,76 @@ def completeness_gap(total: float, example: float, baseline: float) -> float:
     return float(abs(total - delta) / max(abs(delta), 1e-6))
 
 
+def glimpse_ranking(
+    boxes: np.ndarray, evidence: np.ndarray, order: list[int] | None = None
+) -> np.ndarray:
+    """[224, 224]: glimpse pixels first, by the glimpses' `order` (default: visiting order; a
+    pixel in several glimpses takes the earliest rank), then every other pixel by the where
+    path's evidence map (the predicted class's per-location probability): the model's own
+    ranking of what it did not look at."""
+    cell = VIEW_SIZE // evidence.shape[0]
+    rest = np.repeat(np.repeat(evidence.astype(np.float64), cell, 0), cell, 1)
+    span = rest.max() - rest.min()
+    ranking = 0.999 * (rest - rest.min()) / (span if span > 0 else 1.0)  # in [0, 1)
+    order = list(range(len(boxes))) if order is None else order
+    for rank in range(len(order), 0, -1):  # the first-ranked glimpse is written last and wins
+        ranking[box_mask(boxes[order[rank - 1]])] = 2.0 + len(order) - rank
+    return ranking
+
+
+def graph_ranking(att: Attribution, graph: sag.Graph) -> np.ndarray:
+    """The attention graph's map: glimpses by how many minimal sufficient sets hold them (the
+    ones the decision cannot do without first), ties by visiting order; then the evidence."""
+    boxes = att.extras["boxes"]
+    counts = [sum(g in m for m in graph.minimal) for g in range(len(boxes))]
+    order = sorted(range(len(boxes)), key=lambda g: (-counts[g], g))
+    return glimpse_ranking(boxes, att.extras["evidence"], order)
+
+
 def glimpse_attribution(
     model: ExplainModel, image: bytes, params: ExplainParameters, budget: Budget
 ) -> Attribution:
-    """The intrinsic explanation: the prediction is the mean of the glimpse logits, so glimpse t
-    contributes exactly logit_t[k] / T and the contributions sum to the logit (baseline 0, no
-    approximation). Each glimpse's share is spread evenly over its box."""
+    """The intrinsic explanation: where the model looked, in order, and what each glimpse is
+    worth when the model is re-run on it alone and on all the others without it (2T glimpse
+    sets in one batched run). Every number is the model's own answer for exactly those pixels:
+    `:predict` with the same `glimpse_boxes` gives it too."""
     r = model.glimpses(image, params.num_glimpses, budget)
-    glimpse_logits = r["glimpse_logits"].astype(np.float64)
     boxes = r["glimpse_boxes"]
     logits = r["logits"].astype(np.float64)
     k = params.label_index if params.label_index is not None else int(np.argmax(logits))
-    steps = len(glimpse_logits)
-    contributions = glimpse_logits[:, k] / steps
-    heat = np.zeros((VIEW_SIZE, VIEW_SIZE))
-    for (y0, x0, y1, x1), c in zip(boxes.astype(int), contributions, strict=True):
-        heat[y0:y1, x0:x1] += c / max((y1 - y0) * (x1 - x0), 1)
-    example = float(logits[k])
-    own = softmax(glimpse_logits)[:, k]
+
+    def evaluate(sets: np.ndarray) -> np.ndarray:
+        return softmax(model.glimpse_sets(image, boxes, sets, budget).astype(np.float64))[:, k]
+
+    steps = len(boxes)
+    scores = sag.SetScores(evaluate, steps)
+    if params.method == "sag" and steps <= sag.EXACT_MAX_GLIMPSES:
+        scores.confidences(scores.all_subsets())  # the graph needs them all: one batched run
+    everything = frozenset(range(steps))
+    alone = np.array(scores.confidences(frozenset([g]) for g in range(steps)))
+    # Without the only glimpse the model sees nothing: zero logits, a uniform guess.
+    without = (
+        np.array(scores.confidences(everything - {g} for g in range(steps)))
+        if steps > 1
+        else np.full(1, 1.0 / logits.shape[-1])
+    )
     return Attribution(
         method=params.method,
         view=r["view"],
-        map=heat,
-        signed=True,
+        map=glimpse_ranking(boxes, r["evidence"]),
+        signed=False,
         class_index=k,
         probability=float(softmax(logits)[k]),
-        example_score=example,
-        baseline_score=0.0,
-        approx_error=completeness_gap(float(contributions.sum()), example, 0.0),
+        example_score=float(logits[k]),
+        baseline_score=0.0,  # no glimpse seen: the seen-average of nothing is zero logits
+        approx_error=None,
         explained_model="glimpses",
         extras={
-            "glimpse_logits": glimpse_logits,
             "boxes": boxes,
-            "contributions": contributions,
-            "glimpse_probabilities": own,
+            "evidence": r["evidence"],
+            "alone": alone,
+            "without": without,
+            "set_scores": scores,
         },
     )
 
@@ -329,9 +367,22 @@ _POST_HOC: dict[str, Callable[[_Context], Attribution]] = {
 def attribute(
     model: ExplainModel, image: bytes, params: ExplainParameters, budget: Budget
 ) -> Attribution:
-    """Run the chosen method on one image (sag starts from the glimpse attribution)."""
-    if params.method in ("glimpses", "sag"):
+    """Run the chosen method on one image. `sag` is the glimpse attribution plus its structured
+    attention graph (extras["graph"]), whose map ranks the glimpses by the graph."""
+    if params.method == "glimpses":
         return glimpse_attribution(model, image, params, budget)
+    if params.method == "sag":
+        att = glimpse_attribution(model, image, params, budget)
+        graph = sag.build(
+            att.extras["set_scores"],
+            params.sag_threshold,
+            params.sag_max_roots,
+            params.sag_beam_width,
+            params.sag_expand_threshold,
+        )
+        att.extras["graph"] = graph
+        att.map = graph_ranking(att, graph)
+        return att
     view = model.view(image)["view"]
     logits = model.logits(view[None], budget)[0]
     k = params.label_index if params.label_index is not None else int(np.argmax(logits))
@@ -349,9 +400,17 @@ def is_signed(params: ExplainParameters) -> bool:
 
 def estimated_evaluations(params: ExplainParameters) -> int:
     """Model rows a method will run per image, before it starts: the request limit uses it."""
+    t = params.num_glimpses
+    glimpse_sets = 1 + (2 * t if t > 1 else 1)  # the prediction, then each glimpse alone/without
+    if params.method == "sag":
+        search = (
+            sag.exact_evaluations(t)
+            if t <= sag.EXACT_MAX_GLIMPSES
+            else params.sag_beam_width * t * t  # successors of each beam level
+        )
+        return glimpse_sets + search + _faithfulness_runs(params, glimpses_known=True)
     per = {
-        "glimpses": 1,
-        "sag": 1,
+        "glimpses": glimpse_sets,
         "vanilla_gradients": 1,
         "guided_backprop": 1,
         "smoothgrad": 1,
@@ -368,5 +427,15 @@ def estimated_evaluations(params: ExplainParameters) -> int:
     else:
         n = per[params.method]
     samples = params.smoothgrad_samples if params.smoothed else 1
-    faithfulness = 2 * (params.faithfulness_steps + 1) if params.faithfulness else 0
-    return n * samples + faithfulness + 3
+    known = params.method == "glimpses"
+    return n * samples + _faithfulness_runs(params, glimpses_known=known) + 3
+
+
+def _faithfulness_runs(params: ExplainParameters, glimpses_known: bool) -> int:
+    """Equal-area sufficiency and necessity (3 rows), the glimpses' area when a post-hoc
+    method does not know it (1), and the pixel curves when asked for."""
+    if not params.faithfulness:
+        return 0
+    area = 0 if glimpses_known or params.faithfulness_area is not None else 1
+    curves = 2 * (params.faithfulness_steps + 1) if params.pixel_curves else 0
+    return 3 + area + curves

@@ -21,6 +21,7 @@ from service.errors import BackendTimeout, NotReady
 VIEW_SIZE = 224
 SIGNATURES = (
     "explain",
+    "explain_glimpse_sets",
     "explain_view",
     "explain_logits",
     "explain_gradients",
@@ -28,6 +29,7 @@ SIGNATURES = (
     "explain_conv",
 )
 _LOGITS_CHUNK = 32  # rows per explain_logits call: bounded memory, still batched
+_SETS_CHUNK = 64  # glimpse sets per explain_glimpse_sets call (the signature's own limit)
 
 
 @dataclass
@@ -81,7 +83,8 @@ class ExplainModel:
 
         data = warmup_image().data
         view = self.view(data)["view"]
-        self.glimpses(data, 2)
+        boxes = self.glimpses(data, 2)["glimpse_boxes"]
+        self.glimpse_sets(data, boxes, np.array([[True, False], [True, True]]))
         self.logits(view[None])
         self.gradients(view[None], 0, guided=False)
         self.gradients(view[None], 0, guided=True)
@@ -105,6 +108,26 @@ class ExplainModel:
             num_glimpses=self._tf.constant([num_glimpses], self._tf.int32),
         )
         return {k: v[0] for k, v in self._np(out).items()}
+
+    def glimpse_sets(
+        self, image: bytes, boxes: np.ndarray, sets: np.ndarray, budget: Budget | None = None
+    ) -> np.ndarray:
+        """The model's logits [S, 1000] from each set of glimpses alone: sets [S, T] bool over
+        boxes [T, 4] (view pixels). The same function as :predict with `glimpse_boxes`."""
+        parts = []
+        data = self._tf.constant([image])
+        glimpse_boxes = self._tf.constant(np.asarray(boxes, np.float32)[None])
+        for i in range(0, len(sets), _SETS_CHUNK):
+            chunk = np.asarray(sets[i : i + _SETS_CHUNK], bool)
+            if budget:
+                budget.charge(len(chunk))
+            out = self._fn["explain_glimpse_sets"](
+                input_image_bytes=data,
+                glimpse_boxes=glimpse_boxes,
+                glimpse_sets=self._tf.constant(chunk),
+            )
+            parts.append(out["logits"].numpy())
+        return np.concatenate(parts)
 
     def logits(self, pixels: np.ndarray, budget: Budget | None = None) -> np.ndarray:
         """[N, 224, 224, 3] view pixels -> full-image logits [N, 1000], in bounded chunks."""

@@ -99,12 +99,27 @@ class ExplainParameters(BaseModel):
         0.9, gt=0.0, le=1.0, description="Sufficient: keeps this fraction of full confidence."
     )
     sag_max_roots: int = Field(3, ge=1, le=10, description="Diverse minimal sets shown.")
-    sag_beam_width: int = Field(5, ge=1, le=20, description="Beam search above 12 glimpses.")
+    sag_beam_width: int = Field(5, ge=1, le=20, description="Beam search above 8 glimpses.")
     sag_expand_threshold: float = Field(
         0.4, ge=0.0, le=1.0, description="Expand a node only above this relative confidence."
     )
-    faithfulness: bool = Field(True, description="Deletion and insertion scores.")
-    faithfulness_steps: int = Field(16, ge=2, le=64)
+    faithfulness: bool = Field(
+        True,
+        description=(
+            "Sufficiency and necessity of the map's top cells at the glimpses' area, judged by"
+            " the full-image classifier (3 model runs)."
+        ),
+    )
+    faithfulness_area: float | None = Field(
+        None,
+        ge=0.01,
+        le=1.0,
+        description="Fraction of the view the top cells cover; default: the glimpses' coverage.",
+    )
+    pixel_curves: bool = Field(
+        False, description="Also the pixel deletion/insertion curves (2 x (steps + 1) runs)."
+    )
+    faithfulness_steps: int = Field(16, ge=2, le=64, description="Points of the pixel curves.")
     attribution_map: bool = Field(False, description="Also return the raw 224x224 map.")
     visualization: VisualizationConfig = Field(default_factory=VisualizationConfig)
 
@@ -160,28 +175,59 @@ class ImageBytes(BaseModel):
 
 
 class Faithfulness(BaseModel):
-    """Full-image classifier confidence in the explained class as the top-ranked pixels are
-    removed (deletion: lower is better) or added to a blank view (insertion: higher is better)."""
+    """How faithful the map is, judged by the full-image classifier at equal area: its
+    top-ranked 8x8 cells covering `area` of the view are kept with the rest blurred
+    (sufficiency) or blurred themselves (necessity). See docs/explain.md."""
 
-    deletion_auc: float
-    insertion_auc: float
-    deletion_curve: list[float] = Field(description="Probability at fraction i / steps removed.")
-    insertion_curve: list[float]
-    steps: int
-    fill: str = Field("grey (pixel value 127: the model's zero input)")
+    metric: Literal["equal_area_cells"] = "equal_area_cells"
+    area: float = Field(description="Fraction of the view in the top cells.")
+    blur_sigma: float = Field(description="Gaussian blur of the removed part, view pixels.")
+    full_probability: float = Field(description="Class probability on the whole view.")
+    full_class: int = Field(description="The full-image classifier's top-1 on the whole view.")
+    sufficiency_probability: float = Field(description="... with only the top cells sharp.")
+    sufficiency_class: int = Field(description="Its top-1 with only the top cells sharp.")
+    sufficiency_keeps_prediction: bool = Field(
+        description="The full-image top-1 class survives with only the top cells sharp."
+    )
+    necessity_drop: float = Field(description="Class probability lost with the cells blurred.")
+    necessity_class: int = Field(description="Its top-1 with the top cells blurred.")
+    necessity_changes_prediction: bool = Field(
+        description="The full-image top-1 class changes with the top cells blurred."
+    )
+    pixel_deletion_auc: float | None = Field(
+        None, description="Pixel deletion (RISE): greyed top pixels; lower is better."
+    )
+    pixel_insertion_auc: float | None = Field(
+        None, description="Pixel insertion (RISE): top pixels on grey; higher is better."
+    )
+    pixel_deletion_curve: list[float] | None = None
+    pixel_insertion_curve: list[float] | None = None
+    steps: int | None = Field(None, description="Points of the pixel curves, minus one.")
 
 
 class GlimpseAttribution(BaseModel):
+    """One glimpse and what the model says when re-run on it alone and without it."""
+
     order: int = Field(description="1 for the first glimpse taken.")
     box: Box = Field(description="In pixels of the 224x224 view.")
-    contribution: float = Field(description="glimpse logit / T: the glimpses' sum is the logit.")
-    probability: float = Field(description="This glimpse's own probability for the class.")
+    probability: float = Field(
+        description="The class's probability from this glimpse's pixels alone (as :predict"
+        " with glimpse_boxes=[box] gives it)."
+    )
+    without: float = Field(
+        description="The class's probability from all the other glimpses, without this one."
+    )
+    drop: float = Field(description="Probability from all glimpses minus `without`.")
+    new_pixels: float = Field(description="Fraction of its pixels no earlier glimpse covered.")
 
 
 class SagNode(BaseModel):
     id: int
     glimpses: list[int] = Field(description="Orders of the glimpses kept.")
-    confidence: float = Field(description="Probability of the class from these glimpses alone.")
+    confidence: float = Field(
+        description="Probability of the class from these glimpses alone: the model re-run on"
+        " exactly their pixels (:predict with glimpse_boxes gives the same)."
+    )
     relative_confidence: float = Field(description="confidence / full confidence.")
     minimal_sufficient: bool = Field(description="Sufficient, and no glimpse can be dropped.")
 
