@@ -7,6 +7,8 @@ downloaded; the tests skip only when it is missing. Screenshots land in tests/ar
 from __future__ import annotations
 
 import io
+import json
+import math
 import os
 from pathlib import Path
 
@@ -79,10 +81,62 @@ def wait_done(page: Page) -> None:
     expect(page.locator("#result")).to_have_attribute("data-state", "done", timeout=TIMEOUT_MS)
 
 
-def predict_api(url: str, data: bytes) -> httpx.Response:
+def predict_api(url: str, data: bytes, **parameters) -> httpx.Response:
     """What the page asks for, sent straight to the API."""
-    payload = body(data, num_glimpses=6, top_k=5, annotated_image=False)
+    parameters = {"num_glimpses": 6, "top_k": 5, "annotated_image": False, **parameters}
+    if "glimpse_boxes" in parameters:
+        del parameters["num_glimpses"]  # the boxes set the count
+    payload = body(data, **parameters)
     return httpx.post(f"{url}/v1/models/saccader:predict", json=payload, timeout=120)
+
+
+def pct(x: float) -> str:
+    """A probability as the page writes it."""
+    return f"{100 * x:.1f}%"
+
+
+def whole_pct(x: float) -> str:
+    """A fraction as the page writes it in whole percent (JavaScript's Math.round)."""
+    return f"{math.floor(100 * x + 0.5)}%"
+
+
+def view_boxes(prediction: dict) -> list[list[float]]:
+    """A prediction's glimpses as `glimpse_boxes`: [ymin, xmin, ymax, xmax] in view pixels."""
+    return [[g["box"][k] for k in ("ymin", "xmin", "ymax", "xmax")] for g in prediction["glimpses"]]
+
+
+def to_view(y: float, x: float, crop: dict) -> tuple[float, float]:
+    """A point in photo pixels -> view pixels, clipped to the crop like the page clips a box."""
+    side_y, side_x = crop["ymax"] - crop["ymin"], crop["xmax"] - crop["xmin"]
+    y = min(max(y, crop["ymin"]), crop["ymax"])
+    x = min(max(x, crop["xmin"]), crop["xmax"])
+    return (y - crop["ymin"]) * 224 / side_y, (x - crop["xmin"]) * 224 / side_x
+
+
+def drag(page: Page, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Drag with the mouse between two points given as (y, x) in the photo's pixels."""
+    page.locator("#photo-view").scroll_into_view_if_needed()  # a click below may scroll it away
+    box = page.locator("#overlay").bounding_box()
+    width, height = overlay_size(page)
+
+    def screen(point):
+        y, x = point
+        return box["x"] + x * box["width"] / width, box["y"] + y * box["height"] / height
+
+    page.mouse.move(*screen(start))
+    page.mouse.down()
+    page.mouse.move(*screen(end), steps=4)
+    page.mouse.up()
+
+
+def ask_own(page: Page) -> list[list[float]]:
+    """Click "Ask the model" in "Try your own glimpses"; the boxes the page sent, once shown."""
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith(":predict")) as req:
+        page.get_by_role("button", name="Ask the model").click()
+    parameters = req.value.post_data_json["parameters"]
+    assert "num_glimpses" not in parameters  # the boxes set the count
+    expect(page.locator("#own")).to_have_attribute("data-state", "done", timeout=TIMEOUT_MS)
+    return parameters["glimpse_boxes"]
 
 
 @pytest.mark.slow
@@ -113,7 +167,15 @@ def test_real_photo_shows_the_api_class_and_every_glimpse(
         assert float(rect.get_attribute("x")) == pytest.approx(first["xmin"])
         assert float(rect.get_attribute("width")) == pytest.approx(first["xmax"] - first["xmin"])
         assert page.locator("#coverage").inner_text() == f"{100 * expected['coverage']:.1f}%"
+        expect(page.locator("#glimpse-list li").first).to_contain_text(
+            f"{whole_pct(expected['glimpses'][0]['new_pixels'])} new pixels"
+        )
+        expect(page.locator("#result")).to_have_attribute("data-worth", "done", timeout=TIMEOUT_MS)
         screenshot(page, f"demo-{photo.stem}")
+
+        # The model asked about its own glimpses decides from exactly those pixels: same answer.
+        ask_own(page)
+        expect(page.locator("#own-class")).to_have_text(expected["top_class"]["label"])
 
         # Another method beside the glimpses, or the message saying it is not there.
         page.get_by_role("button", name="Grad-CAM").click()
@@ -252,3 +314,183 @@ def test_photo_over_the_body_limit_is_shrunk_upright_in_the_browser(page, tiny_g
     width, height = overlay_size(page)
     assert width < 1200 and width / height == pytest.approx(1200 / 1600, rel=0.01)
     assert shown_aspect(page) == pytest.approx(width / height, rel=0.02)
+
+
+def open_with_photo(page: Page, url: str, data: bytes) -> None:
+    open_demo(page, url)
+    upload(page, "cat.png", data, "image/png")
+    wait_done(page)
+    expect(page.locator("#own")).to_be_visible()
+
+
+def test_own_box_drawn_on_the_photo_is_what_the_model_is_asked_about(
+    page, tiny_gateway, photo_bytes
+):
+    """Drag a box (partly outside the crop) on the photo, ask the model: the page sends the
+    model's glimpses and the new box in view pixels, and shows the API's answer for them."""
+    expected = predict_api(tiny_gateway.url, photo_bytes).json()["predictions"][0]
+    crop = expected["preprocessing"]["crop_box"]
+    open_with_photo(page, tiny_gateway.url, photo_bytes)
+    expect(page.locator("#own-list li")).to_have_count(6)
+    expect(page.get_by_role("button", name="Ask the model")).to_be_enabled()
+
+    start, end = (60.0, crop["xmin"] - 50), (200.0, 200.0)  # (y, x) photo pixels
+    drag(page, start, end)
+    expect(page.locator("#own-list li")).to_have_count(7)
+    expect(page.locator("#overlay .own-box")).to_have_count(7)
+    expect(page.locator("#overlay .own-box").last).to_be_visible()
+    expect(page.locator("#own-list li").last).to_contain_text("Your box")
+
+    sent = ask_own(page)
+    assert sent[:6] == view_boxes(expected)  # the model's own glimpses, as they came
+    ymin, xmin = to_view(*start, crop)
+    ymax, xmax = to_view(*end, crop)
+    assert xmin == 0  # clipped to the crop
+    assert sent[6] == pytest.approx([ymin, xmin, ymax, xmax], abs=1.0)
+
+    answer = predict_api(tiny_gateway.url, photo_bytes, glimpse_boxes=sent).json()
+    top = answer["predictions"][0]["top_class"]
+    expect(page.locator("#own-count")).to_have_text("From these 7 boxes alone:")
+    expect(page.locator("#own-class")).to_have_text(top["label"])
+    expect(page.locator("#own-score")).to_have_text(pct(top["score"]))
+    expect(page.locator("#own-top-k li")).to_have_count(5)
+    expect(page.locator("#own-error")).to_be_hidden()
+    screenshot(page, "demo-own-glimpses")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(page, "demo-own-glimpses-phone")
+
+    # A new photo starts again from its own glimpses.
+    upload(page, "again.png", photo_bytes, "image/png")
+    wait_done(page)
+    expect(page.locator("#own-list li")).to_have_count(6)
+    expect(page.locator("#own-answer")).to_be_hidden()
+    expect(page.locator("#overlay .own-box")).to_have_count(6)
+    expect(page.locator("#overlay .own-box").first).to_be_hidden()  # the model's, drawn already
+
+
+def test_glimpse_removed_with_the_keyboard_then_asked_again(page, tiny_gateway, photo_bytes):
+    expected = predict_api(tiny_gateway.url, photo_bytes).json()["predictions"][0]
+    model_boxes = view_boxes(expected)
+    open_with_photo(page, tiny_gateway.url, photo_bytes)
+
+    ask = page.get_by_role("button", name="Ask the model")
+    ask.focus()
+    with page.expect_request(lambda r: r.url.endswith(":predict")) as first:
+        page.keyboard.press("Enter")
+    assert first.value.post_data_json["parameters"]["glimpse_boxes"] == model_boxes
+    expect(page.locator("#own")).to_have_attribute("data-state", "done", timeout=TIMEOUT_MS)
+    expect(page.locator("#own-count")).to_have_text("From these 6 boxes alone:")
+
+    page.get_by_role("button", name="Remove glimpse 2").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#own-list li")).to_have_count(5)
+    expect(page.locator("#own-stale")).to_be_visible()  # the answer shown is for 6 boxes
+    # The keyboard stays in the list: on what is now glimpse 2 (the model's third).
+    assert page.evaluate("document.activeElement.textContent") == "Remove glimpse 2"
+    expect(page.locator("#own-list li").nth(1)).to_contain_text("The model's glimpse 3")
+
+    ask.focus()
+    with page.expect_request(lambda r: r.url.endswith(":predict")) as second:
+        page.keyboard.press("Enter")
+    sent = second.value.post_data_json["parameters"]["glimpse_boxes"]
+    assert sent == model_boxes[:1] + model_boxes[2:]
+    expect(page.locator("#own")).to_have_attribute("data-state", "done", timeout=TIMEOUT_MS)
+    answer = predict_api(tiny_gateway.url, photo_bytes, glimpse_boxes=sent).json()
+    expect(page.locator("#own-count")).to_have_text("From these 5 boxes alone:")
+    expect(page.locator("#own-class")).to_have_text(answer["predictions"][0]["top_class"]["label"])
+    expect(page.locator("#own-stale")).to_be_hidden()
+    screenshot(page, "demo-own-glimpse-removed")
+
+
+def test_each_glimpse_shows_what_it_is_worth_alone_and_without(page, tiny_gateway, photo_bytes):
+    """The list and the photo's labels show the :explain `glimpses` answer, as percentages."""
+    open_demo(page, tiny_gateway.url)
+    with page.expect_request(lambda r: r.url.endswith(":explain")) as req:
+        upload(page, "cat.png", photo_bytes, "image/png")
+    parameters = req.value.post_data_json["parameters"]
+    assert parameters["method"] == "glimpses" and parameters["faithfulness"] is False
+    expect(page.locator("#result")).to_have_attribute("data-worth", "done", timeout=TIMEOUT_MS)
+
+    explained = httpx.post(
+        tiny_gateway.url + "/v1/models/saccader:explain",
+        json={**body(photo_bytes), "parameters": parameters},
+        timeout=120,
+    )
+    assert explained.status_code == 200, explained.text
+    glimpses = explained.json()["explanations"][0]["attributions_by_label"][0]["glimpses"]
+    assert len(glimpses) == 6
+    for g in glimpses:
+        item = page.locator(f'#glimpse-list li[data-order="{g["order"]}"]')
+        expect(item.locator(".worth")).to_have_text(
+            f"alone {pct(g['probability'])}, without it {pct(g['without'])}"
+        )
+        expect(item.locator(".where")).to_contain_text(f"{whole_pct(g['new_pixels'])} new pixels")
+        label = page.locator(f'#overlay .label[data-order="{g["order"]}"]')
+        assert label.text_content() == f"{g['order']} {pct(g['probability'])}"
+    assert "score" not in page.locator("#glimpse-list").inner_text()
+    screenshot(page, "demo-glimpse-worth")
+
+
+def test_failed_worth_is_a_note_and_the_page_still_works(page, tiny_gateway, photo_bytes):
+    page.route(
+        "**/*:explain",
+        lambda route: route.fulfill(
+            status=503, content_type="application/json", body='{"error": "explainer is busy"}'
+        ),
+    )
+    open_with_photo(page, tiny_gateway.url, photo_bytes)
+    expect(page.locator("#result")).to_have_attribute("data-worth", "error", timeout=TIMEOUT_MS)
+    expect(page.locator("#worth-note")).to_contain_text("explainer is busy (HTTP 503)")
+    expect(page.locator("#error")).to_be_hidden()
+    expect(page.locator("#glimpse-list li")).to_have_count(6)
+    expect(page.locator("#glimpse-list .worth")).to_have_count(0)
+    ask_own(page)  # the rest of the page carries on
+
+
+def test_more_than_16_boxes_is_prevented_and_a_refusal_is_shown(page, tiny_gateway, photo_bytes):
+    expected = predict_api(tiny_gateway.url, photo_bytes).json()["predictions"][0]
+    crop = expected["preprocessing"]["crop_box"]
+    open_with_photo(page, tiny_gateway.url, photo_bytes)
+    status = page.locator("#own-status")
+
+    # 6 of the model's, then 10 drawn: 16, the most. A 17th is refused, and the page says so.
+    for i in range(11):
+        y = crop["ymin"] + 10 + 20 * (i % 2)
+        x = crop["xmin"] + 10 + 20 * i
+        drag(page, (y, x), (y + 15, x + 15))
+    expect(page.locator("#own-list li")).to_have_count(16)
+    expect(page.locator("#overlay .own-box")).to_have_count(16)
+    expect(page.locator("#overlay .own-draft")).to_have_count(0)
+    expect(status).to_contain_text("16 boxes is the most")
+
+    # Smaller than a view pixel (a click), or outside the crop: ignored, with a hint.
+    page.get_by_role("button", name="Remove glimpse 16").click()
+    drag(page, (100.0, 200.0), (100.0, 200.0))
+    drag(page, (5.0, 5.0), (10.0, 60.0))
+    expect(page.locator("#own-list li")).to_have_count(15)
+    expect(status).to_contain_text("Drag across the photo")
+
+    page.get_by_role("button", name="Clear").click()
+    expect(page.locator("#own-list li")).to_have_count(0)
+    expect(page.get_by_role("button", name="Ask the model")).to_be_disabled()
+    expect(page.locator("#own-empty")).to_be_visible()
+    screenshot(page, "demo-own-cleared")
+
+    # What the gateway refuses is shown with its status and message, like the page's errors.
+    boxes = [[10, 10, 40, 40]] * 17
+    message = predict_api(tiny_gateway.url, photo_bytes, glimpse_boxes=boxes).json()["error"]
+
+    def seventeen(route) -> None:
+        sent = route.request.post_data_json
+        sent["parameters"]["glimpse_boxes"] = boxes
+        route.continue_(post_data=json.dumps(sent))
+
+    page.route("**/*:predict", seventeen)
+    drag(page, (100.0, 150.0), (150.0, 200.0))
+    page.get_by_role("button", name="Ask the model").click()
+    expect(page.locator("#own-error")).to_have_text(f"{message} (HTTP 400)", timeout=TIMEOUT_MS)
+    expect(page.locator("#own")).to_have_attribute("data-state", "error")
+    expect(page.locator("#own-answer")).to_be_hidden()
+    screenshot(page, "demo-own-refused")

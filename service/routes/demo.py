@@ -29,6 +29,7 @@ ASSETS = {
     "photo.js": "text/javascript; charset=utf-8",
     "glimpses.js": "text/javascript; charset=utf-8",
     "explain.js": "text/javascript; charset=utf-8",
+    "own.js": "text/javascript; charset=utf-8",
 }
 
 # img-src: `blob:` shows the user's own photo without uploading it anywhere; `data:` shows the

@@ -51,7 +51,10 @@ function post(url, body, token) {
   return request(url, { method: "POST", headers, body: JSON.stringify(body) });
 }
 
-/** One photo through :predict; resolves to its prediction (service/schemas.py Prediction). */
+/**
+ * One photo through :predict; resolves to its prediction (service/schemas.py Prediction).
+ * With `parameters.glimpse_boxes` (view pixels) the model decides from exactly those boxes.
+ */
 export async function predict(model, b64, parameters, token) {
   const body = {
     instances: [{ input_image_bytes: { b64 }, key: "demo" }],
@@ -62,9 +65,12 @@ export async function predict(model, b64, parameters, token) {
   return data.predictions[0];
 }
 
-/** One photo through :explain with a method; resolves to its explanation (explanations[0]). */
-export async function explain(model, b64, method, token) {
-  const body = { instances: [{ input_image_bytes: { b64 } }], parameters: { method } };
+/**
+ * One photo through :explain with a method (and any other `parameters`); resolves to its
+ * explanation (explanations[0]).
+ */
+export async function explain(model, b64, method, token, parameters = {}) {
+  const body = { instances: [{ input_image_bytes: { b64 } }], parameters: { ...parameters, method } };
   const data = await post(path(model, "explain"), body, token);
   if (!Array.isArray(data.explanations) || data.explanations.length === 0) {
     throw new ApiError(200, "The explain API answered without explanations");

@@ -1,8 +1,9 @@
 // The demo page: pick or drop a photo, classify it, draw the glimpses, show errors as they come.
 
-import { ApiError, loadConfig, predict } from "./api.js";
+import { ApiError, explain, loadConfig, predict } from "./api.js";
 import { setUpExplain } from "./explain.js";
-import { drawGlimpses, percent } from "./glimpses.js";
+import { drawGlimpses, percent, showWorth } from "./glimpses.js";
+import { setUpOwnGlimpses } from "./own.js";
 import { preparePhoto } from "./photo.js";
 
 const $ = (id) => document.getElementById(id);
@@ -14,6 +15,7 @@ const ui = {
   result: $("result"), topClass: $("top-class"), topScore: $("top-score"),
   coverage: $("coverage"), fullImage: $("full-image"), converted: $("converted"),
   view: $("photo-view"), overlay: $("overlay"), glimpses: $("glimpse-list"), topKList: $("top-k-list"),
+  worthNote: $("worth-note"),
 };
 
 // Fallbacks until /demo/config.json answers: the gateway's defaults.
@@ -42,8 +44,8 @@ function clamp(input) {
   return fixed;
 }
 
-function showTopK(prediction) {
-  ui.topKList.replaceChildren(...prediction.top_k.map((c) => {
+function showTopK(list, classes) {
+  list.replaceChildren(...classes.map((c) => {
     const item = document.createElement("li");
     const meter = document.createElement("meter");
     Object.assign(meter, { min: 0, max: 1, value: c.score });
@@ -51,6 +53,45 @@ function showTopK(prediction) {
     item.append(`${c.label} ${percent(c.score)} `, meter);
     return item;
   }));
+}
+
+const describe = (err) => (err instanceof ApiError ? err.describe() : err.message);
+
+/**
+ * What each glimpse is worth on its own: :explain with method `glimpses` re-runs the model on
+ * each glimpse alone and on all the others without it. Asked as soon as the prediction is in,
+ * shown once the glimpses are drawn; a failure is a note, not an error: the prediction stands.
+ */
+function askWorth(prediction) {
+  const parameters = {
+    faithfulness: false,
+    num_glimpses: prediction.glimpses.length,
+    label_index: prediction.top_class.index,
+  };
+  return explain(config.model, photo.b64, "glimpses", token(), parameters).then((explanation) => {
+    const entry = explanation.attributions_by_label?.[0];
+    if (!entry || !Array.isArray(entry.glimpses)) {
+      throw new Error("the explain API answered without glimpses");
+    }
+    return entry;
+  });
+}
+
+async function showWorthWhenDrawn(worth, current) {
+  ui.result.dataset.worth = "waiting";
+  ui.worthNote.textContent = "Working out what each glimpse is worth on its own…";
+  try {
+    const entry = await worth;
+    if (!current()) return;
+    showWorth(ui.overlay, ui.glimpses, entry.glimpses);
+    ui.worthNote.textContent = "Alone: the class's probability from that glimpse's pixels only. " +
+      "Without it: from all the other glimpses. The photo's labels give the first.";
+    ui.result.dataset.worth = "done";
+  } catch (err) {
+    if (!current()) return;
+    ui.worthNote.textContent = `Could not work out what each glimpse is worth on its own: ${describe(err)}`;
+    ui.result.dataset.worth = "error";
+  }
 }
 
 async function show(prediction, current) {
@@ -66,7 +107,10 @@ async function show(prediction, current) {
   }
   ui.converted.textContent = notes.join(" ");
   ui.converted.hidden = notes.length === 0;
-  showTopK(prediction);
+  showTopK(ui.topKList, prediction.top_k);
+  own.reset();
+  const worth = askWorth(prediction);
+  worth.catch(() => {}); // handled once the glimpses are drawn; never an unhandled rejection
   ui.result.dataset.state = "drawing";
   ui.result.hidden = false;
   ui.view.alt = `Your photo, with the ${prediction.glimpses.length} glimpses the model took outlined`;
@@ -74,6 +118,8 @@ async function show(prediction, current) {
   if (!current()) return;
   ui.result.dataset.state = "done";
   ui.status.textContent = `${top.label}, ${percent(top.score)}, from ${drawn} glimpses.`;
+  own.start(prediction, current);
+  showWorthWhenDrawn(worth, current); // not awaited: the form is free again meanwhile
 }
 
 async function classify() {
@@ -96,7 +142,7 @@ async function classify() {
     if (!current()) return;
     ui.status.textContent = "";
     ui.result.dataset.state = "error";
-    const message = err instanceof ApiError ? err.describe() : `Unexpected error: ${err.message}`;
+    const message = err instanceof ApiError ? describe(err) : `Unexpected error: ${err.message}`;
     showError(message);
     if (err instanceof ApiError && err.status === 401) askForToken(true);
   } finally {
@@ -109,9 +155,12 @@ async function choose(file) {
   run += 1; // whatever is still drawing belongs to the previous photo
   if (photo) URL.revokeObjectURL(photo.url);
   explainPanel.reset();
+  own.reset();
   ui.result.hidden = true;
   ui.overlay.replaceChildren();
   ui.glimpses.replaceChildren();
+  ui.worthNote.textContent = "";
+  delete ui.result.dataset.worth;
   photo = null;
   try {
     photo = { ...(await preparePhoto(file, config.max_payload_bytes)), name: file.name };
@@ -130,6 +179,19 @@ const explainPanel = setUpExplain({
   status: $("explain-status"),
   error: $("explain-error"),
   context: () => (photo ? { model: config.model, b64: photo.b64, token: token() } : null),
+});
+
+const own = setUpOwnGlimpses({
+  ui: {
+    section: $("own"), title: $("own-title"), list: $("own-list"), empty: $("own-empty"),
+    ask: $("own-ask"), clear: $("own-clear"), restore: $("own-restore"),
+    status: $("own-status"), error: $("own-error"), answer: $("own-answer"), stale: $("own-stale"),
+    count: $("own-count"), topClass: $("own-class"), topScore: $("own-score"), topK: $("own-top-k"),
+  },
+  overlay: ui.overlay,
+  context: () => (photo ? { model: config.model, b64: photo.b64, token: token() } : null),
+  renderTopK: showTopK,
+  onUnauthorized: () => askForToken(true),
 });
 
 ui.file.addEventListener("change", () => choose(ui.file.files[0]));
@@ -155,6 +217,6 @@ loadConfig().then((loaded) => {
   if (config.auth_required) askForToken(false);
   document.body.dataset.ready = "true";
 }).catch((err) => {
-  showError(`Could not read the demo's settings: ${err instanceof ApiError ? err.describe() : err.message}`);
+  showError(`Could not read the demo's settings: ${describe(err)}`);
   document.body.dataset.ready = "true";
 });
