@@ -26,7 +26,7 @@ def annotate(view: tf.Tensor, boxes: tf.Tensor, valid: tf.Tensor, seen: tf.Tenso
     """view [B,224,224,3] 0..255, boxes [B,T,4] view px, seen [B,224,224] bool -> PNG bytes [B]."""
     steps = tf.shape(boxes)[1]
     image = view / 255.0
-    image = tf.where(seen[..., None], image, image * _DIM)
+    image *= (_DIM + (1.0 - _DIM) * tf.cast(seen, tf.float32))[..., None]  # unseen: dimmed
     # Invalid glimpses are moved outside the image, where nothing is drawn.
     norm = tf.where(valid[..., None], boxes / VIEW_SIZE, -2.0)
     inner = norm + tf.constant([1.0, 1.0, -1.0, -1.0]) / VIEW_SIZE  # second line: 2 px frames

@@ -210,7 +210,7 @@ class Explainer:
                 boxes = model.glimpses(image, params.num_glimpses, budget)["glimpse_boxes"]
             area = geometry.coverage(boxes)
         view, ranking, k = att.view, att.ranking, att.class_index
-        scores = faithfulness.equal_area(model, view, ranking, k, area, budget)
+        scores = faithfulness.equal_area(model, view, ranking, k, area, budget, att.full_logits)
         if params.pixel_curves:
             scores |= faithfulness.pixel_curves(
                 model, view, ranking, k, params.faithfulness_steps, budget

@@ -64,12 +64,18 @@ def equal_area(
     class_index: int,
     fraction: float,
     budget: Budget,
+    full_logits: np.ndarray | None = None,
 ) -> dict[str, object]:
-    """Sufficiency and necessity of the top cells covering `fraction` of the view (3 runs)."""
+    """Sufficiency and necessity of the top cells covering `fraction` of the view: 2 runs, or 3
+    when the full-image logits of the view are not given."""
     keep = top_cells(ranking, fraction)[..., None]
     blur = blurred(view)
-    images = np.stack([view, np.where(keep, view, blur), np.where(keep, blur, view)])
+    images = np.stack([np.where(keep, view, blur), np.where(keep, blur, view)])
+    if full_logits is None:
+        images = np.concatenate([view[None], images])
     logits = model.logits(images, budget).astype(np.float64)
+    if full_logits is not None:
+        logits = np.concatenate([np.asarray(full_logits, np.float64)[None], logits])
     probs = softmax(logits)[:, class_index]
     predicted = np.argmax(logits, axis=1)
     return {

@@ -53,6 +53,7 @@ class Attribution:
     baseline_score: float
     approx_error: float | None
     explained_model: str  # "glimpses" or "full_image"
+    full_logits: np.ndarray | None = None  # the full-image classifier on the view, if known
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -114,10 +115,11 @@ def glimpse_attribution(
         return softmax(model.glimpse_sets(image, boxes, sets, budget).astype(np.float64))[:, k]
 
     steps = len(boxes)
-    scores = sag.SetScores(evaluate, steps)
+    everything = frozenset(range(steps))
+    # All glimpses together is the prediction this call just made: not run again.
+    scores = sag.SetScores(evaluate, steps, {everything: float(softmax(logits)[k])})
     if params.method == "sag" and steps <= sag.EXACT_MAX_GLIMPSES:
         scores.confidences(scores.all_subsets())  # the graph needs them all: one batched run
-    everything = frozenset(range(steps))
     alone = np.array(scores.confidences(frozenset([g]) for g in range(steps)))
     # Without the only glimpse the model sees nothing: zero logits, a uniform guess.
     without = (
@@ -136,6 +138,7 @@ def glimpse_attribution(
         baseline_score=0.0,  # no glimpse seen: the seen-average of nothing is zero logits
         approx_error=None,
         explained_model="glimpses",
+        full_logits=r["full_logits"],
         extras={
             "boxes": boxes,
             "evidence": r["evidence"],
@@ -215,6 +218,7 @@ class _Context:
             baseline_score=baseline,
             approx_error=error,
             explained_model="full_image",
+            full_logits=self.logits,
             extras=kw,
         )
 
@@ -432,10 +436,11 @@ def estimated_evaluations(params: ExplainParameters) -> int:
 
 
 def _faithfulness_runs(params: ExplainParameters, glimpses_known: bool) -> int:
-    """Equal-area sufficiency and necessity (3 rows), the glimpses' area when a post-hoc
-    method does not know it (1), and the pixel curves when asked for."""
+    """Equal-area sufficiency and necessity (2 rows: the full view's logits are known), the
+    glimpses' area when a post-hoc method does not know it (1), and the pixel curves when
+    asked for."""
     if not params.faithfulness:
         return 0
     area = 0 if glimpses_known or params.faithfulness_area is not None else 1
     curves = 2 * (params.faithfulness_steps + 1) if params.pixel_curves else 0
-    return 3 + area + curves
+    return 2 + area + curves

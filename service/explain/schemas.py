@@ -107,7 +107,7 @@ class ExplainParameters(BaseModel):
         True,
         description=(
             "Sufficiency and necessity of the map's top cells at the glimpses' area, judged by"
-            " the full-image classifier (3 model runs)."
+            " the full-image classifier (2 model runs)."
         ),
     )
     faithfulness_area: float | None = Field(
