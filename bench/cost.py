@@ -4,22 +4,72 @@
 
 Both go through the exported SavedModel from JPEG bytes to final outputs, with the same in-graph
 decoding and preprocessing: `classify` (full image -> top-5) against `serving_default` (6
-glimpses, top-5, glimpse boxes and scores, annotated PNG). Calls alternate between the two so
-that the machine's drift hits both alike; medians per call, in one run. Writes cost.json and
-cost.md under --out.
+glimpses, top-5, glimpse boxes, annotated PNG). Calls alternate between the two so that the
+machine's drift hits both alike; medians per call, in one run.
+
+Then the explanations through the API, as a client waits for them: a gateway (embedded backend)
+on 127.0.0.1 answers `:explain` for --explain-photos photos one at a time, method `glimpses`
+(each glimpse re-run alone and without it: 12 glimpse sets) and `sag` (all 63 subsets of the
+6 glimpses, one batched run, and the graph's picture), with the default faithfulness score.
+Writes cost.json and cost.md under --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import statistics
 import time
 from pathlib import Path
 
+import httpx
+import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
 from bench.common import environment, load_model, load_photos, markdown_table, write_report
+from bench.load import free_port, start_gateway
+
+EXPLAINED = ("glimpses", "sag")
+
+
+def explain_latency(model_dir: Path, images: list[bytes]) -> dict[str, dict[str, float]]:
+    """Seconds per :explain answer over HTTP, per method, methods alternating per photo."""
+    port = free_port()
+    server = start_gateway(model_dir, port, queue_limit=64)
+    url = f"http://127.0.0.1:{port}/v1/models/saccader:explain"
+    seconds: dict[str, list[float]] = {m: [] for m in EXPLAINED}
+    try:
+        with httpx.Client(timeout=120) as client:
+
+            def ask(image: bytes, method: str) -> float:
+                body = {
+                    "instances": [{"input_image_bytes": {"b64": base64.b64encode(image).decode()}}],
+                    "parameters": {"method": method},
+                }
+                start = time.perf_counter()
+                r = client.post(url, json=body)
+                took = time.perf_counter() - start
+                r.raise_for_status()
+                return took
+
+            for method in EXPLAINED:  # the first :explain loads the model copy: not timed
+                ask(images[0], method)
+            for i, image in enumerate(tqdm(images, desc=":explain", leave=False)):
+                for method in EXPLAINED[i % 2 :] + EXPLAINED[: i % 2]:
+                    seconds[method].append(ask(image, method))
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    return {
+        m: {
+            "median_s": statistics.median(t),
+            "p90_s": float(np.percentile(t, 90)),
+            "max_s": max(t),
+            "requests": len(t),
+        }
+        for m, t in seconds.items()
+    }
 
 
 def main() -> None:
@@ -29,6 +79,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--repeats", type=int, default=40, help="timed calls per batch size and path")
+    ap.add_argument("--explain-photos", type=int, default=24, help="photos sent to :explain")
     args = ap.parse_args()
 
     images, _, _ = load_photos(args.images, limit=64)
@@ -70,6 +121,7 @@ def main() -> None:
         ]
         for b, r in results.items()
     ]
+    explain = explain_latency(args.model_dir, images[: args.explain_photos])
     md = "\n".join(
         [
             f"# Cost of an explanation ({args.repeats} alternating calls per row, medians)",
@@ -77,9 +129,21 @@ def main() -> None:
             markdown_table(
                 ["batch", "plain ms/image", "explained (T=6) ms/image", "explained / plain"], rows
             ),
+            "",
+            f"`:explain` over HTTP, T=6, one request at a time ({args.explain_photos} photos,"
+            " seconds from sending the request to the whole answer):",
+            "",
+            markdown_table(
+                ["method", "median s", "p90 s", "max s"],
+                [
+                    [m, f"{r['median_s']:.2f}", f"{r['p90_s']:.2f}", f"{r['max_s']:.2f}"]
+                    for m, r in explain.items()
+                ],
+            ),
         ]
     )
-    write_report(args.out, "cost", {"environment": environment(), "batches": results}, md)
+    data = {"environment": environment(), "batches": results, "explain_http": explain}
+    write_report(args.out, "cost", data, md)
 
 
 if __name__ == "__main__":
