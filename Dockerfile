@@ -17,6 +17,8 @@ RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY model_export ./model_export
 COPY service ./service
+# The CLI's remote commands (glimpse predict, glimpse batch status/list/cancel) use the client.
+COPY glimpse_client ./glimpse_client
 # Versions are pinned in pyproject.toml; the project itself is what is installed here.
 # hadolint ignore=DL3013
 RUN /opt/venv/bin/pip install . && /opt/venv/bin/pip uninstall --yes pip

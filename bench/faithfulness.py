@@ -41,6 +41,7 @@ from service import geometry
 from service.explain import faithfulness, methods
 from service.explain.model import Budget, ExplainModel
 from service.explain.schemas import ExplainParameters
+from service.savedmodel import LoadedModels
 
 METHODS = [
     "glimpses",
@@ -109,7 +110,7 @@ def _pic_init(model_path: str) -> None:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    _WORKER["model"] = ExplainModel(Path(model_path))
+    _WORKER["model"] = ExplainModel(Path(model_path), LoadedModels())
     _WORKER["pic"] = _cached_pic()
 
 
@@ -194,7 +195,7 @@ def main() -> None:
 
     images, labels, names = load_photos(args.images, limit=args.limit)
     model_path = args.model_dir / "saccader" / "1"
-    model = ExplainModel(model_path)
+    model = ExplainModel(model_path, LoadedModels())
     params = {m: ExplainParameters(method=m) for m in METHODS}
     explain_photo(model, images[0], params, METHODS)  # trace every signature once
 

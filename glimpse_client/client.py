@@ -8,7 +8,7 @@ import io
 import os
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -351,11 +351,11 @@ class Client:
                 },
             },
         }
-        return Job.model_validate(self._json("POST", self._jobs(), json=body))
+        return Job.from_body(self._json("POST", self._jobs(), json=body))
 
     def get_job(self, job_id: str) -> Job:
         self._gateway_only("batch jobs")
-        return Job.model_validate(self._json("GET", f"{self._jobs()}/{job_id}"))
+        return Job.from_body(self._json("GET", f"{self._jobs()}/{job_id}"))
 
     def list_jobs(self, page_size: int = 100) -> list[Job]:
         """Every job on the gateway, newest first (all pages)."""
@@ -364,7 +364,7 @@ class Client:
         params: dict[str, Any] = {"pageSize": page_size}
         while True:
             page = self._json("GET", self._jobs(), params=params)
-            jobs += [Job.model_validate(j) for j in page.get("jobs", [])]
+            jobs += [Job.from_body(j) for j in page.get("jobs", [])]
             if not page.get("nextPageToken"):
                 return jobs
             params["pageToken"] = page["nextPageToken"]
@@ -376,17 +376,26 @@ class Client:
         self._json("POST", f"{self._jobs()}/{job_id}:cancel")
         return self.get_job(job_id)
 
-    def wait_job(self, job_id: str, timeout: float = 3600.0, poll_interval: float = 1.0) -> Job:
+    def wait_job(
+        self,
+        job_id: str,
+        timeout: float | None = 3600.0,
+        poll_interval: float = 1.0,
+        on_poll: Callable[[Job], None] | None = None,
+    ) -> Job:
         """Poll until the job has ended (SUCCEEDED, FAILED, CANCELLED) and return it; raise
-        JobTimeout after `timeout` seconds (the job keeps running). A FAILED job is returned,
-        not raised: its `error_message` says why."""
-        deadline = time.monotonic() + timeout
+        JobTimeout after `timeout` seconds (None: wait as long as it takes; the job keeps
+        running either way). A FAILED job is returned, not raised: its `error_message` says
+        why. `on_poll` sees the job after each poll that found it still going (for progress)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.get_job(job_id)
             if job.done:
                 return job
-            if time.monotonic() + poll_interval > deadline:
+            if deadline is not None and time.monotonic() + poll_interval > deadline:
                 raise errors.JobTimeout(f"job {job_id} still {job.state} after {timeout:g} s")
+            if on_poll is not None:
+                on_poll(job)
             time.sleep(poll_interval)
 
     # -- model status -------------------------------------------------------------------------

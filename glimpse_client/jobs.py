@@ -1,14 +1,15 @@
 """The AI Platform `projects.jobs` resource as the gateway returns it (docs/batch.md).
 
 On the wire fields are camelCase and counts are int64-as-string, Google's REST convention;
-here they are snake_case attributes and counts are ints.
+here they are snake_case attributes and counts are ints. `Job.body` keeps the answer as it came,
+for tools that show users the API's own JSON (`glimpse batch status`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 from pydantic.alias_generators import to_camel
 
 ENDED = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
@@ -43,6 +44,26 @@ class Job(_Api):
     labels: dict[str, str] = {}
     prediction_input: dict[str, Any] = {}
     prediction_output: JobOutput | None = None
+    _body: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Job:
+        """The job from the gateway's JSON answer, which it keeps as `body`."""
+        job = cls.model_validate(body)
+        job._body = body
+        return job
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The JSON the gateway answered (camelCase, counts as strings, fields this client does
+        not know included); empty for a Job not made by `from_body`."""
+        return self._body
+
+    def __eq__(self, other: object) -> bool:
+        """Equal fields make equal jobs: `body` records an answer, it is not part of the job."""
+        if not isinstance(other, Job):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
 
     @property
     def done(self) -> bool:

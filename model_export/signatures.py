@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from model_export import annotate as annotate_lib
 from model_export import explain_signatures, preprocessing
-from model_export.config import VIEW_SIZE, SaccaderConfig
+from model_export.config import RESIZE_SHORTER, VIEW_SIZE, SaccaderConfig
 from model_export.labels import write_labels
 from model_export.saccader import Saccader, seen_pixels
 
@@ -262,8 +262,16 @@ MODEL_INFO = "model_info.json"
 
 
 def model_info(cfg: SaccaderConfig) -> dict:
-    """What the export is, for the service and for tools: every setting, and the view."""
-    return {"view_size": VIEW_SIZE, "config": dataclasses.asdict(cfg)}
+    """What the export is, for the service and for tools: the view, how a photo becomes it,
+    and every setting (the gateway validates requests against `max_glimpses` and `max_top_k`)."""
+    return {
+        "view_size": VIEW_SIZE,
+        "preprocessing": (
+            f"shorter side resized to {RESIZE_SHORTER} (bicubic), central {VIEW_SIZE}x{VIEW_SIZE}"
+            " crop"
+        ),
+        "config": dataclasses.asdict(cfg),
+    }
 
 
 def read_model_info(saved_model_dir: Path) -> dict | None:

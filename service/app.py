@@ -18,11 +18,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service import errors
 from service.backends import make_predictor
 from service.batch.job_manager import JobManager
+from service.explain.explainer import Explainer
 from service.instances import explain_validation
 from service.metrics import Metrics
 from service.middleware import GatewayMiddleware
 from service.predictor import Predictor
 from service.routes import demo, explain, health, jobs, models, predict
+from service.savedmodel import LoadedModels
 from service.settings import GatewaySettings
 from service.state import GatewayState
 
@@ -70,22 +72,26 @@ def _openapi_as_answered(app: FastAPI) -> None:
 
 
 def create_app(settings: GatewaySettings, predictor: Predictor | None = None) -> FastAPI:
+    """The gateway for `settings`; `predictor` replaces the configured backend (tests)."""
     metrics = Metrics()
-    predictor = predictor or make_predictor(settings, metrics.observe_batch)
-    state = GatewayState(settings, predictor, metrics, JobManager(settings, predictor))
+    loaded = LoadedModels()  # the embedded backend and the explainer share one loaded copy
+    predictor = predictor or make_predictor(settings, metrics.observe_batch, loaded)
+    state = GatewayState(settings, predictor, Explainer(settings, loaded), metrics)
+    manager = JobManager(settings, predictor) if settings.jobs_enabled else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loading = asyncio.create_task(state.load(), name="model-load")
-        if settings.jobs_enabled:
-            await state.jobs.start()
+        if manager is not None:
+            await manager.start()
         yield
         state.shutting_down = True
         if not loading.done():
             loading.cancel()
-        if settings.jobs_enabled:
-            await state.jobs.close(settings.shutdown_grace_s)
-        await state.predictor.close()
+        if manager is not None:
+            await manager.close(settings.shutdown_grace_s)
+        await state.close()
+        loaded.clear()
 
     app = FastAPI(
         title="Glimpse",
@@ -98,6 +104,7 @@ def create_app(settings: GatewaySettings, predictor: Predictor | None = None) ->
         lifespan=lifespan,
     )
     app.state.gateway = state
+    app.state.jobs = manager
 
     @app.exception_handler(errors.GlimpseError)
     async def domain_error(_: Request, exc: errors.GlimpseError):
@@ -121,7 +128,7 @@ def create_app(settings: GatewaySettings, predictor: Predictor | None = None) ->
     app.include_router(explain.router)
     app.include_router(models.router)
     app.include_router(health.router)
-    if settings.jobs_enabled:
+    if manager is not None:
         app.include_router(jobs.router)
     app.include_router(demo.router)
     _openapi_as_answered(app)

@@ -41,7 +41,8 @@ def explain_validation(errors: list[dict]) -> str:
                 continue
             loc += f"[{item}]" if isinstance(item, int) else (f".{item}" if loc else str(item))
         msg = e["msg"]
-        if e.get("type") == "json_invalid":
+        if e.get("type") == "json_invalid":  # its loc is a character offset, not a field
+            loc = ""
             msg = f"JSON Parse error: {e.get('ctx', {}).get('error', msg)}"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts) or "invalid request body"

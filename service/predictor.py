@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from service.instances import ImageInput
+from service.savedmodel import ModelInfo
 from service.schemas import PredictParameters
 
 # The SavedModel's signatures the predictors call (model_export/signatures.py): the policy
@@ -144,6 +145,15 @@ class Predictor(Protocol):
         """Finish what was accepted, then release resources."""
 
     def is_ready(self) -> bool: ...
+
+    def served_version(self, version: int | None) -> int | None:
+        """The version that answers a request for `version` (None: the default; None back:
+        whichever the model server picks); ModelNotFound for one not served, NotReady before
+        loading. Admission (service/serving.py) asks this before any work starts."""
+
+    def model_info(self) -> ModelInfo | None:
+        """What the served model says about itself (its limits); None if the gateway cannot
+        know, and then the model checks its own limits."""
 
     async def check(self) -> None:
         """Raise BackendUnavailable if the model cannot serve right now (readiness)."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import io
 
-from service.geometry import new_pixel_fractions
+from service.geometry import VIEW_SIZE, new_pixel_fractions
 from service.instances import ImageInput
 from service.predictor import ModelOutput
+from service.savedmodel import ModelInfo
 from service.schemas import (
     B64,
     Box,
@@ -18,8 +19,6 @@ from service.schemas import (
     PredictParameters,
     Preprocessing,
 )
-
-VIEW_SIZE = 224
 
 
 def _box(values) -> Box:
@@ -45,7 +44,11 @@ def _annotated(png: bytes, fmt: str) -> B64:
     return B64(b64=base64.b64encode(png).decode("ascii"))
 
 
-def build_prediction(image: ImageInput, out: ModelOutput, params: PredictParameters) -> Prediction:
+def build_prediction(
+    image: ImageInput, out: ModelOutput, params: PredictParameters, info: ModelInfo | None = None
+) -> Prediction:
+    """`info` (the model's own description) names the preprocessing; without it (TF Serving
+    with no local copy) the schema's description of the exported model stands."""
     top_k = [
         ClassScore(index=int(c), synset=syn, label=name, score=float(s))
         for c, s, name, syn in zip(
@@ -86,5 +89,6 @@ def build_prediction(image: ImageInput, out: ModelOutput, params: PredictParamet
             original_size=out.image_size,
             crop_box=_box(out.crop_box),
             converted_from=image.converted_from,
+            **({"method": info.preprocessing} if info and info.preprocessing else {}),
         ),
     )

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from service.geometry import VIEW_SIZE
+
 _TINY_PNG = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
 )
@@ -40,16 +42,14 @@ class Instance(BaseModel):
         return data
 
 
-VIEW = 224  # the classifier's view: glimpse boxes are in its pixels
-MAX_GLIMPSES = 16
-
-
 def _view_box(box: list[float]) -> list[float]:
     ymin, xmin, ymax, xmax = box
     if not all(math.isfinite(v) for v in box):
         raise ValueError("coordinates must be finite numbers")
-    if min(box) < 0 or max(box) > VIEW:
-        raise ValueError(f"[ymin, xmin, ymax, xmax] must lie in the {VIEW}x{VIEW} view, 0..{VIEW}")
+    if min(box) < 0 or max(box) > VIEW_SIZE:
+        raise ValueError(
+            f"[ymin, xmin, ymax, xmax] must lie in the {VIEW_SIZE}x{VIEW_SIZE} view, 0..{VIEW_SIZE}"
+        )
     if ymax - ymin < 1 or xmax - xmin < 1:
         raise ValueError("the box is empty: ymax - ymin and xmax - xmin must be at least 1 pixel")
     return box
@@ -62,15 +62,20 @@ class PredictParameters(BaseModel):
     """Options for the whole request. Unknown names are an error, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
-    num_glimpses: int = Field(6, ge=1, le=MAX_GLIMPSES, description="Glimpses the model takes (T).")
-    top_k: int = Field(5, ge=1, le=20, description="Classes listed in `top_k`.")
+    # The upper limits are the served model's own (its model_info asset: 16 and 20 for the
+    # exported model), checked at admission, so they are not re-typed here.
+    num_glimpses: int = Field(
+        6, ge=1, description="Glimpses the model takes (T), up to the model's `max_glimpses`."
+    )
+    top_k: int = Field(
+        5, ge=1, description="Classes listed in `top_k`, up to the model's `max_top_k`."
+    )
     annotated_image: bool = Field(True, description="Return the photo with the glimpses drawn.")
     annotated_image_format: Literal["png", "jpeg"] = "png"
     original_pixels: bool = Field(True, description="Also give boxes in original-photo pixels.")
     glimpse_boxes: list[ViewBox] | None = Field(
         None,
         min_length=1,
-        max_length=MAX_GLIMPSES,
         description=(
             "Your own glimpses, `[ymin, xmin, ymax, xmax]` in pixels of the 224x224 view: the"
             " model skips choosing and decides from exactly these pixels (the glimpses in the"
@@ -153,7 +158,7 @@ class Preprocessing(BaseModel):
 
     original_size: tuple[int, int] = Field(description="(height, width) of the decoded photo.")
     crop_box: Box = Field(description="The region kept, in original pixels.")
-    view_size: int = 224
+    view_size: int = VIEW_SIZE
     method: str = "shorter side resized to 256 (bicubic), central 224x224 crop"
     converted_from: str | None = Field(
         None, description="Set when the gateway re-encoded the image (e.g. CMYK JPEG, WebP)."

@@ -37,6 +37,12 @@ class GatewaySettings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0.0)
     shutdown_grace_s: float = Field(20.0, ge=0.0)
 
+    # Explanations (:explain) cost up to seconds each and run on one thread of their own;
+    # batch jobs are the place for many. Beyond max_pending requests queued or running: 429.
+    explain_max_instances: int = Field(8, ge=1, le=1000)
+    explain_max_evaluations: int = Field(2000, ge=1)  # model rows: ~30 s of Lite0 on 2 cores
+    explain_max_pending: int = Field(4, ge=1)
+
     # Batch prediction (glimpse batch, the jobs API, the Beam pipeline).
     batch_max_line_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # longer lines are errors
     # How long one storage call or one batch of predictions keeps being retried (with

@@ -1,12 +1,14 @@
-"""What the routes share: settings, the predictor, metrics, and the load/ready lifecycle."""
+"""What the routes share: settings, the predictor, the explainer, metrics, and the load/ready
+lifecycle. Batch jobs are not here: their manager is built and closed by the app factory and
+reaches only the jobs routes."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
-from service.batch.job_manager import JobManager
 from service.errors import redact_paths
+from service.explain.explainer import Explainer
 from service.metrics import Metrics
 from service.predictor import Predictor
 from service.settings import GatewaySettings
@@ -18,8 +20,8 @@ log = logging.getLogger(__name__)
 class GatewayState:
     settings: GatewaySettings
     predictor: Predictor
+    explainer: Explainer
     metrics: Metrics
-    jobs: JobManager
     started: bool = False
     load_error: str | None = None
     shutting_down: bool = False
@@ -32,3 +34,7 @@ class GatewayState:
             # The probes answer without a token: the reason, but no file-system paths.
             self.load_error = redact_paths(f"{type(e).__name__}: {e}".splitlines()[0])
             log.exception("model failed to load")
+
+    async def close(self) -> None:
+        await self.predictor.close()
+        self.explainer.close()

@@ -63,3 +63,5 @@ def test_submit_status_list_cancel_against_a_gateway(tmp_path, gateway_settings)
         assert refused.returncode == 1 and "already SUCCEEDED" in refused.stderr
         unknown = glimpse("status", "nope", *url)
         assert unknown.returncode == 1 and "404" in unknown.stderr
+    unreachable = glimpse("status", "cli_job", "--url", gw.url)  # the gateway has stopped
+    assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr

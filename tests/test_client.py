@@ -208,6 +208,7 @@ def test_batch_job_helpers(gateway_settings, tmp_path):
         out = job.prediction_output
         assert (out.prediction_count, out.error_count, out.line_count) == (3, 1, 4)
         assert out.errors_by_kind == {"invalid_image": 1}
+        assert job.body["predictionOutput"]["predictionCount"] == "3"  # the wire JSON, as sent
         assert (tmp_path / "out" / "prediction.summary.json").exists()
         assert client.get_job("client_job") == job
 
@@ -224,7 +225,9 @@ def test_batch_job_helpers(gateway_settings, tmp_path):
         with pytest.raises(JobTimeout, match="long_job"):
             client.wait_job("long_job", timeout=0.3, poll_interval=0.1)
         assert client.cancel_job("long_job").state in ("CANCELLING", "CANCELLED")
-        assert client.wait_job("long_job", timeout=120, poll_interval=0.1).state == "CANCELLED"
+        polled: list = []
+        ended = client.wait_job("long_job", timeout=120, poll_interval=0.1, on_poll=polled.append)
+        assert ended.state == "CANCELLED" and not any(j.done for j in polled)
 
         listed = client.list_jobs(page_size=1)  # one job per page: follows nextPageToken
         assert [j.job_id for j in listed] == ["long_job", "client_job"]

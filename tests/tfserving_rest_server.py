@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from service.backends.savedmodel_meta import metadata_body, signature_def_map, status_body
+from service.savedmodel import metadata_body, signature_def_map, status_body
 
 
 class BadRequest(Exception):

@@ -23,7 +23,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from service.backends.savedmodel_meta import signature_def_map
+from service.savedmodel import signature_def_map
 
 
 class _Servable:

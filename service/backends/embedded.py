@@ -7,20 +7,14 @@ awaits, so health checks and metrics stay responsive while a batch runs.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from service.backends.batching import batcher_for
-from service.backends.savedmodel_meta import (
-    metadata_body,
-    resolve_version,
-    signature_def_map,
-    status_body,
-)
+from service.backends.batching import BatchStats, batcher_for
 from service.errors import BackendError, InvalidInput, ModelNotFound, NotReady
 from service.instances import ImageInput
 from service.predictor import (
@@ -33,39 +27,43 @@ from service.predictor import (
     assemble,
     model_calls,
 )
+from service.savedmodel import (
+    LoadedModels,
+    ModelInfo,
+    metadata_body,
+    resolve_version,
+    signature_def_map,
+    status_body,
+    warmup_image,
+)
 from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
 
-def warmup_image() -> ImageInput:
-    """A synthetic 320x240 photo-like gradient: exercises decode, resize and the whole graph."""
-    from PIL import Image
-
-    y, x = np.mgrid[0:240, 0:320]
-    rgb = np.stack([x * 255 // 319, y * 255 // 239, (x + y) * 255 // 558], -1).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
-    return ImageInput("warmup", buf.getvalue(), (240, 320), None)
-
-
 class EmbeddedPredictor:
-    def __init__(self, settings: GatewaySettings, on_batch=None):
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        models: LoadedModels | None = None,
+    ):
         self.model_name = settings.model_name
         self._settings = settings
+        self._models = models or LoadedModels()
         self._base = settings.model_dir / settings.model_name
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tf-model")
         self._batcher = batcher_for(settings, self._run_batch, on_batch)
         self._version: int | None = None
+        self._info: ModelInfo | None = None
         self._signatures: Any = None
         self._fn: dict[str, Any] = {}
         self._ready = False
 
     def _load(self, version: int) -> None:
-        import tensorflow as tf
-
         path = self._base / str(version)
-        loaded = tf.saved_model.load(str(path)).signatures
+        self._info = ModelInfo.read(path)
+        loaded = self._models.load(path).signatures
         self._fn = {name: loaded[name] for name in (SIGNATURE, BOXES_SIGNATURE)}
         self._signatures = signature_def_map(path)
 
@@ -122,21 +120,23 @@ class EmbeddedPredictor:
     async def predict(self, images: list[ImageInput], options: list[Options]) -> list[ModelOutput]:
         return await self._batcher.submit(list(zip(images, options, strict=True)))
 
-    def check_version(self, version: int | None) -> None:
-        self._served(version)
-
-    def _served(self, version: int | None) -> int:
+    def served_version(self, version: int | None) -> int:
         if self._version is None:
             raise NotReady("model is not loaded yet")
         if version is not None and version != self._version:
             raise ModelNotFound(f"Could not find version {version} of model {self.model_name}")
         return self._version
 
+    def model_info(self) -> ModelInfo:
+        if self._info is None:
+            raise NotReady("model is not loaded yet")
+        return self._info
+
     async def status(self, version: int | None) -> dict[str, Any]:
-        return status_body(self.model_name, [self._served(version)])
+        return status_body(self.model_name, [self.served_version(version)])
 
     async def metadata(self, version: int | None) -> dict[str, Any]:
-        v = self._served(version)
+        v = self.served_version(version)
         return metadata_body(self.model_name, v, self._signatures)
 
     async def close(self) -> None:

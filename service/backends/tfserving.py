@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import numpy as np
 
-from service.backends.batching import batcher_for
-from service.backends.embedded import warmup_image
-from service.backends.savedmodel_meta import message_to_dict
+from service.backends.batching import BatchStats, batcher_for
 from service.errors import (
     BackendError,
     BackendTimeout,
@@ -29,9 +28,12 @@ from service.errors import (
 )
 from service.instances import ImageInput
 from service.predictor import WARMUP_OPTIONS, ModelCall, ModelOutput, Options, assemble, model_calls
+from service.savedmodel import LoadedModels, ModelInfo, message_to_dict, warmup_image
 from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
+
+WARMUP_TIMEOUT_S = 120.0
 
 _ERRORS = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidInput,
@@ -50,9 +52,15 @@ def domain_error(e: grpc.aio.AioRpcError):
 
 
 class TFServingPredictor:
-    def __init__(self, settings: GatewaySettings, on_batch=None):
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        models: LoadedModels | None = None,  # unused: TF Serving holds the model
+    ):
         self.model_name = settings.model_name
         self._settings = settings
+        self._info: ModelInfo | None = None
         self._channel: grpc.aio.Channel | None = None
         self._predict_stub = None
         self._model_stub = None
@@ -80,6 +88,7 @@ class TFServingPredictor:
             if v.get("state") == "AVAILABLE"
         ]
         self._version = self._settings.model_version or (max(available) if available else None)
+        self._info = self._local_info()
         self._batcher.start()
         await self._batcher.submit([(warmup_image(), o) for o in WARMUP_OPTIONS])
         self._ready = True
@@ -125,9 +134,10 @@ class TFServingPredictor:
         )
         for name, value in call.inputs.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-        response = await self._call(
-            self._predict_stub.Predict, request, self._settings.request_timeout_s
-        )
+        # The warm-up may wait for TF Serving's first run of each signature (and a busy
+        # machine): it gets its own deadline, so a short request deadline cannot fail start-up.
+        timeout = self._settings.request_timeout_s if self._ready else WARMUP_TIMEOUT_S
+        response = await self._call(self._predict_stub.Predict, request, timeout)
         outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
         missing = {"classes", "glimpse_boxes", "annotated_image_bytes"} - set(outputs)
         if missing:
@@ -139,9 +149,26 @@ class TFServingPredictor:
         calls = model_calls([image.data for image, _ in items], options)
         return assemble(calls, [await self._predict(c) for c in calls], options)
 
-    def check_version(self, version: int | None) -> None:
+    def served_version(self, version: int | None) -> int | None:
         if version is not None and self._version is not None and version != self._version:
             raise ModelNotFound(f"Could not find version {version} of model {self.model_name}")
+        return version if version is not None else self._version
+
+    def _local_info(self) -> ModelInfo | None:
+        """TF Serving does not serve assets, so the model's limits are read from the gateway's
+        local copy of the same export (it has one for explanations). Without it the gateway
+        does not check them and TF Serving's model refuses what is over its limits."""
+        base = self._settings.model_dir / self.model_name
+        try:
+            if self._version is None:
+                raise NotReady("TF Serving reports no version")
+            return ModelInfo.read(base / str(self._version))
+        except NotReady as e:
+            log.warning("%s: the model's limits are checked by TF Serving only", e.message)
+            return None
+
+    def model_info(self) -> ModelInfo | None:
+        return self._info
 
     async def predict(self, images: list[ImageInput], options: list[Options]) -> list[ModelOutput]:
         return await self._batcher.submit(list(zip(images, options, strict=True)))

@@ -11,10 +11,15 @@ import asyncio
 import json
 import signal
 import sys
-import time
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:  # glimpse_client is imported when a command talks to a gateway
+    from glimpse_client import Client, Job
+    from service.batch.spec import JobSpec
 
 batch_app = typer.Typer(
     help="Batch prediction from Cloud Storage or local JSON lines, gcloud-style.",
@@ -178,58 +183,51 @@ def submit(
     raise typer.Exit(EXIT.get(report.state.value, 1))
 
 
-# -- the gateway's jobs API -----------------------------------------------------------------
+# -- the gateway's jobs API, through glimpse_client ----------------------------------------
 
 
-def _client(url: str, token: str | None):
-    import httpx
+@contextmanager
+def _gateway(url: str, project: str, token: str | None) -> Iterator[Client]:
+    """A client for the gateway's jobs API; an error answer is printed and exits 1."""
+    from glimpse_client import Client, GlimpseError
 
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30)
-
-
-def _check(response) -> dict:
-    if response.status_code >= 400:
-        try:
-            message = response.json().get("error", response.text)
-        except ValueError:
-            message = response.text
-        _console().print(f"[red]error {response.status_code}:[/red] {message}")
-        raise typer.Exit(1)
-    return response.json()
+    try:
+        with Client(url, token, project=project, flavour="gateway", timeout=30) as client:
+            yield client
+    except GlimpseError as e:
+        status = f" {e.status}" if e.status is not None else ""
+        _console().print(f"[red]error{status}:[/red] {e.message}")
+        raise typer.Exit(1) from None
 
 
-def _follow(client, project: str, job_id: str) -> dict:
-    while True:
-        job = _check(client.get(f"/v1/projects/{project}/jobs/{job_id}"))
-        if job["state"] in EXIT:
-            return job
-        out = job.get("predictionOutput") or {}
-        _console().print(
-            f"{job['state']}: {out.get('lineCount', 0)} lines, "
-            f"{out.get('errorCount', 0)} errors", end="\r"
-        )  # fmt: skip
-        time.sleep(1.0)
+def _follow(client: Client, job_id: str) -> Job:
+    """Wait for the job to end, showing its progress on one line of stderr."""
+
+    def show(job: Job) -> None:
+        out = job.prediction_output
+        lines, errors = (out.line_count, out.error_count) if out else (0, 0)
+        _console().print(f"{job.state}: {lines} lines, {errors} errors", end="\r")
+
+    return client.wait_job(job_id, timeout=None, poll_interval=1.0, on_poll=show)
 
 
-def _submit_remote(url: str, project: str, token: str | None, spec, wait: bool) -> None:
-    body = {
-        "jobId": spec.job_id,
-        "predictionInput": {
-            "dataFormat": "JSON",
-            "inputPaths": spec.input_paths,
-            "outputPath": spec.output_path,
-            "batchSize": spec.batch_size,
-            "maxWorkerCount": spec.max_worker_count,
-            "parameters": spec.parameters.model_dump(),
-        },
-    }
-    with _client(url, token) as client:
-        job = _check(client.post(f"/v1/projects/{project}/jobs", json=body))
+def _submit_remote(url: str, project: str, token: str | None, spec: JobSpec, wait: bool) -> None:
+    params = spec.parameters
+    with _gateway(url, project, token) as client:
+        job = client.submit_job(
+            spec.input_paths,
+            spec.output_path,
+            spec.job_id,
+            num_glimpses=params.num_glimpses,
+            top_k=params.top_k,
+            annotated_image=params.annotated_image,
+            batch_size=spec.batch_size,
+            max_worker_count=spec.max_worker_count,
+        )
         if wait:
-            job = _follow(client, project, spec.job_id)
-    typer.echo(json.dumps(job, indent=1))
-    raise typer.Exit(EXIT.get(job["state"], 0) if wait else 0)
+            job = _follow(client, spec.job_id)
+    typer.echo(json.dumps(job.body, indent=1))
+    raise typer.Exit(EXIT.get(job.state, 0) if wait else 0)
 
 
 Url = Annotated[str, typer.Option(help="The gateway, e.g. http://127.0.0.1:8080.")]
@@ -248,12 +246,10 @@ def status(
     wait: Annotated[bool, typer.Option(help="Follow the job to its end.")] = False,
 ) -> None:
     """Show a job; the exit status follows its state once it has ended."""
-    with _client(url, token) as client:
-        job = _follow(client, project, job_id) if wait else _check(
-            client.get(f"/v1/projects/{project}/jobs/{job_id}")
-        )  # fmt: skip
-    typer.echo(json.dumps(job, indent=1))
-    raise typer.Exit(EXIT.get(job["state"], 0))
+    with _gateway(url, project, token) as client:
+        job = _follow(client, job_id) if wait else client.get_job(job_id)
+    typer.echo(json.dumps(job.body, indent=1))
+    raise typer.Exit(EXIT.get(job.state, 0))
 
 
 @batch_app.command("list", epilog="Example:\n\n  glimpse batch list --url http://127.0.0.1:8080")
@@ -261,14 +257,12 @@ def list_jobs(
     url: Url = "http://127.0.0.1:8080", project: Project = "local", token: Token = None
 ) -> None:
     """Jobs on a gateway, newest first."""
-    with _client(url, token) as client:
-        jobs = _check(client.get(f"/v1/projects/{project}/jobs")).get("jobs", [])
+    with _gateway(url, project, token) as client:
+        jobs = client.list_jobs()
     for job in jobs:
-        out = job.get("predictionOutput") or {}
-        typer.echo(
-            f"{job['jobId']}\t{job['state']}\t{out.get('predictionCount', 0)} predictions\t"
-            f"{out.get('errorCount', 0)} errors"
-        )
+        out = job.prediction_output
+        predictions, errors = (out.prediction_count, out.error_count) if out else (0, 0)
+        typer.echo(f"{job.job_id}\t{job.state}\t{predictions} predictions\t{errors} errors")
 
 
 @batch_app.command(
@@ -278,8 +272,8 @@ def cancel(
     job_id: str, url: Url = "http://127.0.0.1:8080", project: Project = "local", token: Token = None
 ) -> None:
     """Cancel a queued or running job; its output path is left as it was."""
-    with _client(url, token) as client:
-        _check(client.post(f"/v1/projects/{project}/jobs/{job_id}:cancel"))
+    with _gateway(url, project, token) as client:
+        client.cancel_job(job_id)
     typer.echo(f"cancel requested for {job_id}")
 
 

@@ -35,25 +35,47 @@ def shard_name(kind: str, index: int, count: int) -> str:
 
 @dataclass
 class StagedShard:
-    """One worker's staged results and errors (either may be empty)."""
+    """One shard's staged results and errors (either may be empty)."""
 
     results: str
     errors: str
     has_errors: bool
 
 
+def _staged_names(index: int) -> tuple[str, str]:
+    return f"results-{index}", f"errors-{index}"
+
+
 def stage_shard(
-    storage: Storage, staging: str, worker: int, results: Path, errors: Path
+    storage: Storage, staging: str, index: int, results: Path, errors: Path
 ) -> StagedShard:
+    """Upload one shard's local files under `staging`; an empty errors file is not uploaded."""
+    results_name, errors_name = _staged_names(index)
     staged = StagedShard(
-        join(staging, f"results-{worker}"),
-        join(staging, f"errors-{worker}"),
-        errors.stat().st_size > 0,
+        join(staging, results_name), join(staging, errors_name), errors.stat().st_size > 0
     )
     storage.upload(results, staged.results)
     if staged.has_errors:
         storage.upload(errors, staged.errors)
     return staged
+
+
+def find_staged(storage: Storage, staging: str, count: int) -> list[StagedShard]:
+    """The shards staged under `staging` with indexes below `count`, in index order.
+
+    For a driver whose workers staged the shards and could not hand them back (Beam): a shard
+    that got no lines was never staged and is left out, as the plain runner leaves it out."""
+    names = set(storage.list_names(staging))
+    found = []
+    for k in range(count):
+        results_name, errors_name = _staged_names(k)
+        if results_name in names:
+            found.append(
+                StagedShard(
+                    join(staging, results_name), join(staging, errors_name), errors_name in names
+                )
+            )
+    return found
 
 
 def commit(storage: Storage, output_path: str, shards: list[StagedShard], summary: bytes) -> int:

@@ -3,15 +3,16 @@
     Create(files) -> Reshuffle -> read lines -> BatchElements -> predict (predict.py, the
     function the plain runner uses) -> key by shard -> GroupByKey -> stage shard files
 
-Then, on the driver, the staged shards are committed exactly as the plain runner commits them
-(output.py): whole or not at all. DirectRunner by default; on Dataflow pass the usual Beam
-flags (docs/batch.md). Workers get the model from `--model-dir` (use gs:// on Dataflow).
+Inputs are read (inputs.py) and shards written (shard.py) by the plain runner's own code, and
+the driver ends the job exactly as the plain runner does (finish.py): shards committed whole, or
+not at all. DirectRunner by default; on Dataflow pass the usual Beam flags (docs/batch.md).
+Workers get the model from `--model-dir` (use gs:// on Dataflow).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import tempfile
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -22,24 +23,23 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from service.backends import make_predictor
+from service.batch.finish import remove_staging, stopped, succeed
+from service.batch.inputs import expand_inputs, read_lines
 from service.batch.lines import Failure, LineRef, Outcome, RawLine
 from service.batch.model_source import settings_for_model_dir
-from service.batch.output import StagedShard, commit, staging_prefix
+from service.batch.output import find_staged, staging_prefix
 from service.batch.predict import predict_lines
-from service.batch.runner import expand_inputs
+from service.batch.shard import ShardWriter
 from service.batch.spec import JobReport, JobSpec, JobState
-from service.batch.storage import Storage, iter_lines, join
-from service.errors import InvalidInput
+from service.batch.storage import Storage
 from service.settings import GatewaySettings
 
-log = logging.getLogger(__name__)
 NAMESPACE = "glimpse_batch"
 
 
 def _read_file(path: str, deadline_s: float, max_line_bytes: int) -> Iterator[RawLine]:
-    with Storage(deadline_s).open_read(path) as stream:
-        for number, raw in enumerate(iter_lines(stream, max_line_bytes), start=1):
-            yield LineRef(path, number), raw
+    """On a worker: a Storage of its own (clients do not pickle), then the file's lines."""
+    yield from read_lines(Storage(deadline_s), path, max_line_bytes)
 
 
 def _shard_of(ref: LineRef, shards: int) -> int:
@@ -50,24 +50,13 @@ def _write_shard(
     item: tuple[int, Iterable[Outcome]], staging: str, deadline_s: float
 ) -> Iterator[str]:
     """Stage one shard, lines in input order; yields the staged paths (for logging)."""
-    import tempfile
-
     index, outcomes = item
-    ordered = sorted(outcomes, key=lambda o: o.ref)
-    storage = Storage(deadline_s)
-    with tempfile.TemporaryDirectory() as tmp:
-        results, errors = Path(tmp) / "results", Path(tmp) / "errors"
-        with results.open("w", encoding="utf-8") as r, errors.open("w", encoding="utf-8") as e:
-            for o in ordered:
-                if isinstance(o, Failure):
-                    e.write(o.to_json() + "\n")
-                else:
-                    r.write(o.json + "\n")
-        storage.upload(results, join(staging, f"results-{index}"))
-        yield join(staging, f"results-{index}")
-        if errors.stat().st_size:
-            storage.upload(errors, join(staging, f"errors-{index}"))
-            yield join(staging, f"errors-{index}")
+    with tempfile.TemporaryDirectory() as tmp, ShardWriter(Path(tmp), index) as shard:
+        shard.write(sorted(outcomes, key=lambda o: o.ref))
+        staged = shard.stage(Storage(deadline_s), staging, index)
+    yield staged.results
+    if staged.has_errors:
+        yield staged.errors
 
 
 class PredictDoFn(beam.DoFn):
@@ -155,39 +144,15 @@ def run_beam(
             for k, v in sorted(counters.items())
             if k.startswith("errors_") and v
         }
-        if not report.balanced:
-            raise RuntimeError(f"line accounting broke: {report}")
-        staged_names = set(storage.list_names(staging))
-        staged = [
-            StagedShard(
-                join(staging, f"results-{k}"),
-                join(staging, f"errors-{k}"),
-                f"errors-{k}" in staged_names,
-            )  # fmt: skip
-            for k in range(shards)
-            if f"results-{k}" in staged_names
-        ]
-        seconds = time.perf_counter() - started
-        report = report.model_copy(
-            update={
-                "state": JobState.SUCCEEDED,
-                "shards": max(1, len(staged)),
-                "seconds": round(seconds, 3),
-                "instances_per_s": round(report.lines / seconds, 2),
-            }
+        report = succeed(
+            storage,
+            spec.output_path,
+            report,
+            started,
+            lambda: find_staged(storage, staging, shards),
         )
-        commit(storage, spec.output_path, staged, report.model_dump_json(indent=1).encode())
-    except InvalidInput as e:
-        report = report.model_copy(update={"state": JobState.FAILED, "error_message": e.message})
     except Exception as e:  # noqa: BLE001 - the report says why; nothing was committed
-        log.exception("beam batch job %s failed", spec.job_id)
-        message = f"{type(e).__name__}: {str(e)[:1000]}"
-        report = report.model_copy(update={"state": JobState.FAILED, "error_message": message})
+        report = stopped(report, started, e)
     finally:
-        try:
-            storage.delete_tree(staging)
-        except Exception:  # noqa: BLE001
-            log.warning("could not remove staging files under %s", staging, exc_info=True)
-    if report.state != JobState.SUCCEEDED:
-        report.seconds = round(time.perf_counter() - started, 3)
+        remove_staging(storage, staging)
     return report

@@ -2,50 +2,34 @@
 
 A reader streams the input files line by line (bounded memory whatever their size) and deals
 batches round-robin to `max_worker_count` workers; each worker predicts its batches and writes
-its own shard to local spool files. Several workers keep the model busy while others decode
-and encode. At the end the shards are staged and committed (output.py); on failure or
-cancellation nothing is committed and the previous output stays as it was.
+its own shard (shard.py). Several workers keep the model busy while others decode and encode.
+The job ends as every job ends (finish.py): shards staged and committed whole, or, on failure
+or cancellation, nothing committed and the previous output left as it was.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
-from service.batch.lines import Failure, LineRef, RawLine
-from service.batch.output import StagedShard, commit, stage_shard, staging_prefix
+from service.batch.finish import JobCancelled, remove_staging, stopped, succeed
+from service.batch.inputs import expand_inputs, read_lines
+from service.batch.lines import RawLine
+from service.batch.output import StagedShard, staging_prefix
 from service.batch.predict import predict_lines
+from service.batch.shard import ShardWriter
 from service.batch.spec import JobReport, JobSpec, JobState, Progress
-from service.batch.storage import FileInfo, Storage, iter_lines
-from service.errors import InvalidInput
+from service.batch.storage import FileInfo, Storage
 from service.predictor import Predictor
 from service.settings import GatewaySettings
 
-log = logging.getLogger(__name__)
-
 ProgressFn = Callable[[Progress], None]
-
-
-class JobCancelled(Exception):
-    pass
-
-
-def expand_inputs(storage: Storage, patterns: list[str]) -> list[FileInfo]:
-    """Every pattern must match something: a typo should fail the job, not yield 0 lines."""
-    seen: dict[str, FileInfo] = {}
-    for pattern in patterns:
-        found = storage.expand(pattern)
-        if not found:
-            raise InvalidInput(f"no input files match {pattern}")
-        for f in found:
-            seen.setdefault(f.path, f)
-    return list(seen.values())
 
 
 def read_batches(
@@ -55,30 +39,15 @@ def read_batches(
     batch: list[RawLine] = []
     size = 0
     for info in files:
-        with storage.open_read(info.path) as stream:
-            for number, raw in enumerate(iter_lines(stream, max_line_bytes), start=1):
-                batch.append((LineRef(info.path, number), raw))
+        with closing(read_lines(storage, info.path, max_line_bytes)) as lines:  # closed with us
+            for ref, raw in lines:
+                batch.append((ref, raw))
                 size += (raw if isinstance(raw, int) else len(raw)) + 1
                 if len(batch) == batch_size:
                     yield batch, size
                     batch, size = [], 0
     if batch:
         yield batch, size
-
-
-class _Shard:
-    """One worker's spool files and counts."""
-
-    def __init__(self, folder: Path, index: int):
-        self.results_path = folder / f"results-{index}.jsonl"
-        self.errors_path = folder / f"errors-{index}.jsonl"
-        self.results = self.results_path.open("w", encoding="utf-8")
-        self.errors = self.errors_path.open("w", encoding="utf-8")
-        self.lines = 0
-
-    def close(self) -> None:
-        self.results.close()
-        self.errors.close()
 
 
 async def run_job(
@@ -95,10 +64,9 @@ async def run_job(
     started = time.perf_counter()
     report = JobReport(job_id=spec.job_id, state=JobState.RUNNING, output_path=spec.output_path)
     progress = Progress()
-    kinds: Counter[str] = Counter()
     staging: str | None = None
     with tempfile.TemporaryDirectory(prefix="glimpse-batch-") as spool:
-        shards = [_Shard(Path(spool), k) for k in range(spec.max_worker_count)]
+        shards = [ShardWriter(Path(spool), k) for k in range(spec.max_worker_count)]
         try:
             files = await asyncio.to_thread(expand_inputs, storage, spec.input_paths)
             report.input_files = [f.path for f in files]
@@ -120,7 +88,7 @@ async def run_job(
                     for q in queues:
                         await q.put(None)
 
-            async def work(shard: _Shard, queue: asyncio.Queue) -> None:
+            async def work(shard: ShardWriter, queue: asyncio.Queue) -> None:
                 while (item := await queue.get()) is not None:
                     if cancel.is_set():
                         continue  # drain so the reader never blocks
@@ -133,15 +101,9 @@ async def run_job(
                         settings.predict_retry_deadline_s,
                         settings.max_batch_size,
                     )
-                    for outcome in outcomes:
-                        if isinstance(outcome, Failure):
-                            shard.errors.write(outcome.to_json() + "\n")
-                            kinds[outcome.kind] += 1
-                            progress.errors += 1
-                        else:
-                            shard.results.write(outcome.json + "\n")
-                            progress.predictions += 1
-                    shard.lines += len(lines)
+                    predictions, errors = shard.write(outcomes)
+                    progress.predictions += predictions
+                    progress.errors += errors
                     progress.lines += len(lines)
                     progress.bytes_read += size
                     if on_progress:
@@ -160,57 +122,24 @@ async def run_job(
             if cancel.is_set():
                 raise JobCancelled
 
+            kinds = sum((s.errors_by_kind for s in shards), Counter[str]())
             report.lines, report.predictions = progress.lines, progress.predictions
             report.errors, report.errors_by_kind = progress.errors, dict(sorted(kinds.items()))
-            if not report.balanced:  # a bug, never a silent loss
-                raise RuntimeError(f"line accounting broke: {report}")
-            active = [s for s in shards if s.lines]
             staging = staging_prefix(spec.output_path, spec.job_id)
+            in_use = [s for s in shards if s.lines]  # as many shards as got lines
 
-            def stage_and_commit() -> int:
-                staged: list[StagedShard] = [
-                    stage_shard(storage, staging, k, s.results_path, s.errors_path)
-                    for k, s in enumerate(active)
-                ]
-                if cancel.is_set():
+            def stage() -> list[StagedShard]:
+                staged = [s.stage(storage, staging, k) for k, s in enumerate(in_use)]
+                if cancel.is_set():  # the last moment a cancel can keep the old output
                     raise JobCancelled
-                done = _finished(report, started, JobState.SUCCEEDED, len(staged) or 1)
-                return commit(
-                    storage, spec.output_path, staged, done.model_dump_json(indent=1).encode()
-                )
+                return staged
 
-            report.shards = await asyncio.to_thread(stage_and_commit)
-            report = _finished(report, started, JobState.SUCCEEDED, report.shards)
-        except JobCancelled:
-            report = _finished(report, started, JobState.CANCELLED)
-            report.error_message = "cancelled before the output was committed"
-        except InvalidInput as e:
-            report = _finished(report, started, JobState.FAILED)
-            report.error_message = e.message
+            report = await asyncio.to_thread(
+                succeed, storage, spec.output_path, report, started, stage
+            )
         except Exception as e:  # noqa: BLE001 - the report says why; nothing was committed
-            log.exception("batch job %s failed", spec.job_id)
-            report = _finished(report, started, JobState.FAILED)
-            report.error_message = f"{type(e).__name__}: {str(e)[:1000]}"
+            report = stopped(report, started, e)
         finally:
             if staging:
-                await asyncio.to_thread(_cleanup, storage, staging)
+                await asyncio.to_thread(remove_staging, storage, staging)
     return report
-
-
-def _finished(report: JobReport, started: float, state: JobState, shards: int = 0) -> JobReport:
-    seconds = time.perf_counter() - started
-    return report.model_copy(
-        update={
-            "state": state,
-            "shards": shards,
-            "seconds": round(seconds, 3),
-            "instances_per_s": round(report.lines / seconds, 2) if seconds > 0 else 0.0,
-        }
-    )
-
-
-def _cleanup(storage: Storage, staging: str) -> None:
-    try:
-        storage.delete_tree(staging)
-    except Exception:  # noqa: BLE001 - leftovers under _temporary/ are harmless
-        log.warning("could not remove staging files under %s", staging, exc_info=True)

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from service import geometry
-from service.backends.savedmodel_meta import versions
 from service.errors import BackendTimeout, InvalidInput, ModelNotFound, NotReady, Overloaded
 from service.explain import faithfulness, methods, sag, visualise
 from service.explain.model import Budget, ExplainModel
@@ -39,14 +38,12 @@ from service.explain.schemas import (
     VisualizationConfig,
 )
 from service.instances import ImageInput
+from service.savedmodel import LoadedModels, ModelInfo, versions
 from service.schemas import Box
 from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
-MAX_INSTANCES = 8  # explanations cost up to seconds each; batch jobs are the place for more
-MAX_EVALUATIONS = 2000  # model rows per request: about 30 s of Lite0 on 2 cores at worst
-MAX_PENDING = 4  # requests queued or running; beyond it 429
 INPUT_NAME = "input_image_bytes"
 
 
@@ -61,16 +58,27 @@ def _box(values: np.ndarray) -> Box:
 
 
 class Explainer:
-    def __init__(self, settings: GatewaySettings):
+    """Explanations for one gateway: owned by its state, built in the app factory, closed in
+    its lifespan. Answers admission's questions (`is_ready`, `served_version`, `model_info`)
+    for its local copy of the model, like a Predictor does for predictions."""
+
+    def __init__(self, settings: GatewaySettings, models: LoadedModels):
         self._settings = settings
+        self._models = models
         self._base = Path(settings.model_dir) / settings.model_name
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="explain")
         self._model: ExplainModel | None = None
         self._load_lock = threading.Lock()
         self._pending = 0
 
-    def local_version(self) -> int:
-        """The version of the local copy: the configured one, else the highest on disk."""
+    def is_ready(self) -> bool:
+        """Always: the local copy loads on the first request (not billed to its deadline);
+        a missing copy is refused by `served_version`, naming it."""
+        return True
+
+    def served_version(self, version: int | None) -> int:
+        """The local copy's version: the configured one, else the highest on disk. Another
+        version in the URL is a 404 naming the one explanations use."""
         found = versions(self._base)
         wanted = self._settings.model_version
         if not found or (wanted is not None and wanted not in found):
@@ -79,36 +87,43 @@ class Explainer:
                 f"{'' if wanted is None else f' version {wanted}'} under {self._base}:"
                 " explanations need the SavedModel in the gateway (GLIMPSE_MODEL_DIR)"
             )
-        return wanted if wanted is not None else found[0]
-
-    def _loaded(self) -> ExplainModel:
-        with self._load_lock:
-            if self._model is None:
-                path = self._base / str(self.local_version())
-                started = time.perf_counter()
-                model = ExplainModel(path)
-                model.warm_up()  # first calls optimise each graph (about a second each)
-                self._model = model
-                log.info("explain model %s loaded in %.1f s", path, time.perf_counter() - started)
-            return self._model
-
-    def check(self, images: int, params: ExplainParameters, version: int | None) -> None:
-        """Everything that can be refused before any work starts."""
-        local = self.local_version()
+        local = wanted if wanted is not None else found[0]
         if version is not None and version != local:
             raise ModelNotFound(
                 f"Could not find version {version} of model {self._settings.model_name}"
                 f" (explanations are served from version {local})"
             )
-        if images > MAX_INSTANCES:
+        return local
+
+    def model_info(self) -> ModelInfo:
+        return ModelInfo.read(self._base / str(self.served_version(None)))
+
+    def _loaded(self) -> ExplainModel:
+        with self._load_lock:
+            if self._model is None:
+                path = self._base / str(self.served_version(None))
+                started = time.perf_counter()
+                model = ExplainModel(path, self._models)
+                model.warm_up()  # first calls optimise each graph (about a second each)
+                self._model = model
+                log.info("explain model %s loaded in %.1f s", path, time.perf_counter() - started)
+            return self._model
+
+    def check(self, images: int, params: ExplainParameters) -> None:
+        """What only explanations refuse, before any work starts: their own instance limit,
+        the cost in model evaluations, and visualisation settings that fit the method."""
+        limits = self._settings
+        if images > limits.explain_max_instances:
             raise InvalidInput(
-                f"{images} instances is over the explain limit of {MAX_INSTANCES} per request"
+                f"{images} instances is over the explain limit of"
+                f" {limits.explain_max_instances} per request"
             )
         cost = images * methods.estimated_evaluations(params)
-        if cost > MAX_EVALUATIONS:
+        if cost > limits.explain_max_evaluations:
             raise InvalidInput(
                 f"this request needs about {cost} model evaluations (instances x steps x"
-                f" samples); the limit is {MAX_EVALUATIONS}: lower steps or smoothgrad_samples"
+                f" samples); the limit is {limits.explain_max_evaluations}: lower steps or"
+                " smoothgrad_samples"
             )
         config = visualise.resolve(params.visualization, params.method)
         visualise.check_polarity(config, methods.is_signed(params), params.method)
@@ -116,7 +131,7 @@ class Explainer:
     async def explain(
         self, images: list[ImageInput], params: ExplainParameters
     ) -> list[Explanation]:
-        if self._pending >= MAX_PENDING:
+        if self._pending >= self._settings.explain_max_pending:
             raise Overloaded(f"{self._pending} explanations are queued or running; retry later")
         loop = asyncio.get_running_loop()
         timeout = self._settings.request_timeout_s

@@ -30,9 +30,10 @@ import saliency.core as saliency
 from saliency.core.blur_ig import gaussian_blur
 
 from service.explain import sag
-from service.explain.model import VIEW_SIZE, Budget, ExplainModel
+from service.explain.model import Budget, ExplainModel
+from service.explain.registry import REGISTRY, SPECS
 from service.explain.schemas import ExplainParameters
-from service.geometry import box_mask
+from service.geometry import VIEW_SIZE, box_mask
 
 BATCH = 25  # interpolation steps per gradient call: IG-50 is two calls
 FILL = {"black": 0.0, "white": 255.0, "grey": 127.0}  # 127 normalises to the model's zero
@@ -137,7 +138,7 @@ def glimpse_attribution(
         example_score=float(logits[k]),
         baseline_score=0.0,  # no glimpse seen: the seen-average of nothing is zero logits
         approx_error=None,
-        explained_model="glimpses",
+        explained_model=SPECS[params.method].explained_model,
         full_logits=r["full_logits"],
         extras={
             "boxes": boxes,
@@ -205,7 +206,9 @@ class _Context:
     def score(self, pixels: np.ndarray) -> float:
         return float(self.model.logits(pixels[None], self.budget)[0, self.k])
 
-    def result(self, mask: np.ndarray, signed: bool, baseline: float, error: float | None, **kw):
+    def result(self, mask: np.ndarray, baseline: float, error: float | None, **kw) -> Attribution:
+        spec = SPECS[self.params.method]
+        signed = spec.is_signed(self.params)
         channels = mask if mask.ndim == 2 else (mask.sum(-1) if signed else np.abs(mask).sum(-1))
         return Attribution(
             method=self.params.method,
@@ -217,7 +220,7 @@ class _Context:
             example_score=float(self.logits[self.k]),
             baseline_score=baseline,
             approx_error=error,
-            explained_model="full_image",
+            explained_model=spec.explained_model,
             full_logits=self.logits,
             extras=kw,
         )
@@ -230,15 +233,22 @@ class _Context:
 def _gradients(c: _Context, guided: bool) -> Attribution:
     call = _call_model(c.model, c.budget, guided)
     mask = _mask(saliency.GradientSaliency(), c.view, call, c.k, c.params)
-    return c.result(mask, signed=False, baseline=c.grey_score(), error=None)
+    return c.result(mask, baseline=c.grey_score(), error=None)
+
+
+def _vanilla_gradients(c: _Context) -> Attribution:
+    return _gradients(c, guided=False)
+
+
+def _guided_backprop(c: _Context) -> Attribution:
+    return _gradients(c, guided=True)
 
 
 def _path_integral(c: _Context, mask: np.ndarray, baseline: float) -> Attribution:
     """IG and Blur IG: signed maps whose sum should equal score - baseline score."""
-    smoothed_magnitude = c.params.smoothed and c.params.smoothgrad_magnitude
     # Completeness holds for the plain path integral only, not for averaged squares.
     error = None if c.params.smoothed else completeness_gap(mask.sum(), c.logits[c.k], baseline)
-    return c.result(mask, signed=not smoothed_magnitude, baseline=baseline, error=error)
+    return c.result(mask, baseline=baseline, error=error)
 
 
 def _integrated_gradients(c: _Context) -> Attribution:
@@ -296,7 +306,6 @@ def _xrai(c: _Context) -> Attribution:
     ]
     return c.result(
         out.attribution_mask,
-        signed=True,
         baseline=float(np.mean(scores)),
         error=float(np.mean(gaps)),
     )
@@ -307,7 +316,7 @@ def _grad_cam(c: _Context) -> Attribution:
     mask = saliency.GradCam().GetMask(
         c.view, call, {_CLASS: c.k}, should_resize=True, three_dims=False
     )
-    return c.result(mask, signed=False, baseline=c.grey_score(), error=None)
+    return c.result(mask, baseline=c.grey_score(), error=None)
 
 
 def _occlusion(c: _Context) -> Attribution:
@@ -351,20 +360,13 @@ def _occlusion(c: _Context) -> Attribution:
         for col in range(cols - window + 1):
             cover[r : r + window, col : col + window] += 1.0
     mean_drop = drops / np.maximum(cover, 1.0)
-    return c.result(
-        paint(mean_drop), signed=True, baseline=c.score(blank), error=None, regions=regions.size
-    )
+    return c.result(paint(mean_drop), baseline=c.score(blank), error=None, regions=regions.size)
 
 
+# The registry names each post-hoc method's function (it cannot import this module); resolved
+# here at import, so a row naming a missing function fails at start-up, not on a request.
 _POST_HOC: dict[str, Callable[[_Context], Attribution]] = {
-    "vanilla_gradients": lambda c: _gradients(c, guided=False),
-    "smoothgrad": lambda c: _gradients(c, guided=False),
-    "guided_backprop": lambda c: _gradients(c, guided=True),
-    "integrated_gradients": _integrated_gradients,
-    "blur_ig": _blur_ig,
-    "xrai": _xrai,
-    "grad_cam": _grad_cam,
-    "occlusion": _occlusion,
+    spec.name: globals()[spec.compute] for spec in REGISTRY if spec.compute is not None
 }
 
 
@@ -373,66 +375,36 @@ def attribute(
 ) -> Attribution:
     """Run the chosen method on one image. `sag` is the glimpse attribution plus its structured
     attention graph (extras["graph"]), whose map ranks the glimpses by the graph."""
-    if params.method == "glimpses":
-        return glimpse_attribution(model, image, params, budget)
-    if params.method == "sag":
+    compute = _POST_HOC.get(params.method)
+    if compute is None:
         att = glimpse_attribution(model, image, params, budget)
-        graph = sag.build(
-            att.extras["set_scores"],
-            params.sag_threshold,
-            params.sag_max_roots,
-            params.sag_beam_width,
-            params.sag_expand_threshold,
-        )
-        att.extras["graph"] = graph
-        att.map = graph_ranking(att, graph)
+        if params.method == "sag":
+            graph = sag.build(
+                att.extras["set_scores"],
+                params.sag_threshold,
+                params.sag_max_roots,
+                params.sag_beam_width,
+                params.sag_expand_threshold,
+            )
+            att.extras["graph"] = graph
+            att.map = graph_ranking(att, graph)
         return att
     view = model.view(image)["view"]
     logits = model.logits(view[None], budget)[0]
     k = params.label_index if params.label_index is not None else int(np.argmax(logits))
-    return _POST_HOC[params.method](_Context(model, view, logits, k, params, budget))
+    return compute(_Context(model, view, logits, k, params, budget))
 
 
 def is_signed(params: ExplainParameters) -> bool:
     """Whether the method's map has a negative side (evidence against the class)."""
-    if params.method in ("vanilla_gradients", "guided_backprop", "smoothgrad", "grad_cam"):
-        return False
-    if params.method in ("integrated_gradients", "blur_ig"):
-        return not (params.smoothed and params.smoothgrad_magnitude)
-    return True
+    return SPECS[params.method].is_signed(params)
 
 
 def estimated_evaluations(params: ExplainParameters) -> int:
     """Model rows a method will run per image, before it starts: the request limit uses it."""
-    t = params.num_glimpses
-    glimpse_sets = 1 + (2 * t if t > 1 else 1)  # the prediction, then each glimpse alone/without
-    if params.method == "sag":
-        search = (
-            sag.exact_evaluations(t)
-            if t <= sag.EXACT_MAX_GLIMPSES
-            else params.sag_beam_width * t * t  # successors of each beam level
-        )
-        return glimpse_sets + search + _faithfulness_runs(params, glimpses_known=True)
-    per = {
-        "glimpses": glimpse_sets,
-        "vanilla_gradients": 1,
-        "guided_backprop": 1,
-        "smoothgrad": 1,
-        "integrated_gradients": params.integration_steps,
-        "blur_ig": params.integration_steps,
-        "xrai": 2 * params.integration_steps,
-        "grad_cam": 1,
-    }
-    if params.method == "occlusion":
-        if params.occlusion_regions == "superpixels":
-            n = params.occlusion_superpixels
-        else:
-            n = (params.occlusion_grid - params.occlusion_window + 1) ** 2
-    else:
-        n = per[params.method]
-    samples = params.smoothgrad_samples if params.smoothed else 1
-    known = params.method == "glimpses"
-    return n * samples + _faithfulness_runs(params, glimpses_known=known) + 3
+    spec = SPECS[params.method]
+    known = spec.explained_model == "glimpses"  # the glimpses' area comes with the map
+    return spec.cost(params) + _faithfulness_runs(params, glimpses_known=known)
 
 
 def _faithfulness_runs(params: ExplainParameters, glimpses_known: bool) -> int:

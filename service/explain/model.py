@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from service.errors import BackendTimeout, NotReady
+from service.savedmodel import LoadedModels, warmup_image
 
-VIEW_SIZE = 224
 SIGNATURES = (
     "explain",
     "explain_glimpse_sets",
@@ -61,12 +61,12 @@ class Labels:
 class ExplainModel:
     """One loaded SavedModel version; thread-compatible (the explainer uses one thread)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, models: LoadedModels):
         import tensorflow as tf
 
         self._tf = tf
         self.path = path
-        loaded = tf.saved_model.load(str(path))
+        loaded = models.load(path)  # with the embedded backend: the predictor's own copy
         missing = [s for s in SIGNATURES if s not in loaded.signatures]
         if missing:
             raise NotReady(
@@ -79,8 +79,6 @@ class ExplainModel:
 
     def warm_up(self) -> None:
         """Trace every signature once (seconds each) so that no request pays for it."""
-        from service.backends.embedded import warmup_image
-
         data = warmup_image().data
         view = self.view(data)["view"]
         boxes = self.glimpses(data, 2)["glimpse_boxes"]

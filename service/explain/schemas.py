@@ -12,24 +12,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.explain.registry import DEFAULT_STEPS, NAMES, SMOOTHABLE
 from service.schemas import _TINY_PNG, Box, PredictRequest
 
-Method = Literal[
-    "glimpses",
-    "vanilla_gradients",
-    "guided_backprop",
-    "integrated_gradients",
-    "blur_ig",
-    "smoothgrad",
-    "grad_cam",
-    "xrai",
-    "occlusion",
-    "sag",
-]
-METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
-# SmoothGrad averages noisy copies of a gradient; it means nothing for the others.
-SMOOTHABLE = {"vanilla_gradients", "guided_backprop", "integrated_gradients", "blur_ig"}
-DEFAULT_STEPS = {"integrated_gradients": 50, "xrai": 100, "blur_ig": 100}
+# Built from the registry, so a new row is a new enum value; the registry's order is the API's.
+Method = Literal[NAMES]  # type: ignore[valid-type]
+METHODS: tuple[str, ...] = NAMES
 
 MAX_STEPS = 300
 MAX_SAMPLES = 100
@@ -75,7 +63,9 @@ class ExplainParameters(BaseModel):
     label_index: int | None = Field(
         None, ge=0, le=999, description="Class to explain; default: the explained model's top."
     )
-    num_glimpses: int = Field(6, ge=1, le=16, description="Glimpses (glimpses and sag).")
+    num_glimpses: int = Field(
+        6, ge=1, description="Glimpses (glimpses and sag), up to the model's `max_glimpses`."
+    )
     steps: int | None = Field(
         None,
         ge=1,

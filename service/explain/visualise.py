@@ -18,10 +18,8 @@ from scipy.ndimage import binary_dilation, gaussian_filter
 from skimage.segmentation import find_boundaries
 
 from service.errors import InvalidInput
+from service.explain.registry import REGION_METHODS
 from service.explain.schemas import VisualizationConfig
-
-# Methods whose maps are regions rather than pixels: drawn like Vertex draws XRAI.
-REGION_METHODS = {"xrai", "grad_cam", "occlusion", "glimpses", "sag"}
 
 _VIRIDIS = np.array(  # matplotlib's viridis at 11 evenly spaced points, interpolated below
     [
@@ -48,7 +46,7 @@ _SHADE = 0.35  # opacity inside outlines
 
 def resolve(config: VisualizationConfig, method: str) -> VisualizationConfig:
     """Fill the unset fields with the method's defaults (documented in docs/explain.md)."""
-    region = method in REGION_METHODS
+    region = method in REGION_METHODS  # drawn like Vertex draws XRAI
     return config.model_copy(
         update={
             "clip_below_percentile": (

@@ -1,4 +1,5 @@
-"""Dependencies shared by the routers: the gateway state, auth, content type, model lookup."""
+"""Dependencies shared by the routers: the gateway state, the jobs manager, auth, content type,
+and the URL forms of the model verbs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from service.errors import ModelNotFound, NotReady, Unauthorized, UnsupportedMediaType
+from service.batch.job_manager import JobManager
+from service.errors import Unauthorized, UnsupportedMediaType
 from service.state import GatewayState
 
 
@@ -18,6 +20,15 @@ def get_state(request: Request) -> GatewayState:
 
 
 StateDep = Annotated[GatewayState, Depends(get_state)]
+
+
+def get_jobs(request: Request) -> JobManager:
+    """The batch jobs manager: the app factory builds it (when jobs are enabled) beside the
+    gateway state, which knows nothing of batch."""
+    return request.app.state.jobs
+
+
+JobsDep = Annotated[JobManager, Depends(get_jobs)]
 
 
 def require_token(request: Request, state: StateDep) -> None:
@@ -112,26 +123,3 @@ def add_model_verb_routes(
             name=path,
             openapi_extra=path_parameters(path),
         )
-
-
-_VERSION = re.compile(r"^v?(\d{1,18})$")
-
-
-def parse_version(text: str | None) -> int | None:
-    """TF Serving versions are numbers; AI Platform's are names, accepted here as `v<N>`."""
-    if text is None:
-        return None
-    match = _VERSION.match(text)
-    if not match:
-        raise ModelNotFound(f"Could not find version {text}")
-    return int(match.group(1))
-
-
-def served_model(state: GatewayState, model: str, version: str | None) -> int | None:
-    """Check the model name and version against what is served; return the version asked."""
-    if model != state.settings.model_name:
-        raise ModelNotFound(f"Servable not found for request: Latest({model})")
-    wanted = parse_version(version)
-    if state.load_error:
-        raise NotReady(f"model failed to load: {state.load_error}")
-    return wanted

@@ -6,22 +6,11 @@ own copy of the SavedModel, whatever backend serves predictions (docs/explain.md
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Request, Response
 
-from service.errors import InvalidInput, NotReady
-from service.explain.explainer import Explainer
+from service import serving
 from service.explain.schemas import ExplainRequest, ExplainResponse
-from service.instances import decode_instances
-from service.routes.deps import (
-    StateDep,
-    add_model_verb_routes,
-    error_responses,
-    parse_version,
-    require_token,
-    served_model,
-)
-from service.state import GatewayState
+from service.routes.deps import StateDep, add_model_verb_routes, error_responses, require_token
 
 router = APIRouter(tags=["explain"], dependencies=[Depends(require_token)])
 
@@ -39,28 +28,13 @@ _ERRORS = error_responses(
 )
 
 
-def explainer_for(app: FastAPI, state: GatewayState) -> Explainer:
-    """One Explainer per app, made on first use: apps that never explain load nothing."""
-    explainer = getattr(app.state, "explainer", None)
-    if explainer is None:
-        explainer = app.state.explainer = Explainer(state.settings)
-    return explainer
-
-
 async def explain(request: Request, body: ExplainRequest, state: StateDep) -> Response:
     path = request.path_params
-    served_model(state, path["model"], path.get("version"))
-    limit = state.settings.max_instances  # the operator's limit holds here too, before decoding
-    if len(body.instances) > limit:
-        raise InvalidInput(f"{len(body.instances)} instances is over the limit of {limit}")
-    if state.shutting_down:
-        raise NotReady("the service is shutting down")
-    explainer = explainer_for(request.app, state)
-    explainer.check(len(body.instances), body.parameters, parse_version(path.get("version")))
-    images = await run_in_threadpool(
-        decode_instances, body.instances, state.settings.max_image_pixels
+    params = body.parameters
+    serving.admit_explanation(
+        state, path["model"], path.get("version"), len(body.instances), params
     )
-    explanations = await explainer.explain(images, body.parameters)
+    explanations = await serving.explain(state, body.instances, params)
     content = ExplainResponse(explanations=explanations).model_dump_json(exclude_none=True)
     return Response(content, media_type="application/json")
 

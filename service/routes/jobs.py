@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from service.batch.job_resource import CreateJob, Job, JobList
-from service.routes.deps import StateDep, require_json, require_token
+from service.routes.deps import JobsDep, require_json, require_token
 from service.schemas import ErrorBody
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_token)])
@@ -36,8 +36,8 @@ _BODY_ERRORS = {
     dependencies=[Depends(require_json)],
     summary="Create a batch prediction job (runs in the background)",
 )
-async def create_job(project: str, body: CreateJob, state: StateDep) -> Job:
-    return state.jobs.create(body)
+async def create_job(project: str, body: CreateJob, jobs: JobsDep) -> Job:
+    return jobs.create(body)
 
 
 @router.get(
@@ -48,8 +48,8 @@ async def create_job(project: str, body: CreateJob, state: StateDep) -> Job:
     responses=_ERRORS,
     summary="A job's state and counts",
 )
-async def get_job(project: str, job: str, state: StateDep) -> Job:
-    return state.jobs.get(job)
+async def get_job(project: str, job: str, jobs: JobsDep) -> Job:
+    return jobs.get(job)
 
 
 @router.get(
@@ -62,11 +62,11 @@ async def get_job(project: str, job: str, state: StateDep) -> Job:
 )
 async def list_jobs(
     project: str,
-    state: StateDep,
+    jobs: JobsDep,
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000)] = 100,
     page_token: Annotated[str | None, Query(alias="pageToken", max_length=32)] = None,
 ) -> JobList:
-    return state.jobs.list(page_size, page_token)
+    return jobs.list(page_size, page_token)
 
 
 @router.post(
@@ -74,6 +74,6 @@ async def list_jobs(
     responses=_ERRORS,
     summary="Cancel a queued or running job (its output is left as it was)",
 )
-async def cancel_job(project: str, job: str, state: StateDep) -> dict:
-    state.jobs.cancel(job)
+async def cancel_job(project: str, job: str, jobs: JobsDep) -> dict:
+    jobs.cancel(job)
     return {}

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from service.errors import NotReady
-from service.routes.deps import StateDep, path_parameters, require_token, served_model
+from service import serving
+from service.routes.deps import StateDep, path_parameters, require_token
 from service.schemas import ErrorBody
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_token)])
@@ -18,23 +18,22 @@ _ERRORS = {
 }
 
 
-def _loaded(state) -> None:
-    if not state.predictor.is_ready():
-        raise NotReady("model is loading; retry shortly")
+def _admitted(request: Request, state) -> int | None:
+    """The version asked for, after admission; None (the default) stays None, so that TF
+    Serving answers for every version it serves, as it would itself."""
+    path = request.path_params
+    serving.admit(state, path["model"], path.get("version"))
+    return serving.parse_version(path.get("version"))
 
 
 async def model_status(request: Request, state: StateDep) -> dict[str, Any]:
     """TF Serving's GetModelStatus body."""
-    wanted = served_model(state, request.path_params["model"], request.path_params.get("version"))
-    _loaded(state)
-    return await state.predictor.status(wanted)
+    return await state.predictor.status(_admitted(request, state))
 
 
 async def model_metadata(request: Request, state: StateDep) -> dict[str, Any]:
     """TF Serving's GetModelMetadata body: the signatures."""
-    wanted = served_model(state, request.path_params["model"], request.path_params.get("version"))
-    _loaded(state)
-    return await state.predictor.metadata(wanted)
+    return await state.predictor.metadata(_admitted(request, state))
 
 
 for _prefix in ("/v1/models/{model}", "/v1/models/{model}/versions/{version}"):

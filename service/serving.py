@@ -1,0 +1,234 @@
+"""The one way through the gateway: admission, then decode -> predict -> build.
+
+Online routes and batch jobs both come here, so "may this request run now?" and "how does a
+photo become a prediction?" are each answered in one place. Routes are adapters around these
+functions; nothing below them knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from service.errors import BackendTimeout, InvalidInput, ModelNotFound, NotReady
+from service.instances import ImageInput, decode_instances
+from service.predictor import ModelOutput, Options, Predictor
+from service.responses import build_prediction
+from service.savedmodel import ModelInfo
+from service.schemas import Instance, Prediction, PredictParameters
+
+if TYPE_CHECKING:  # batch jobs use the prediction functions without a gateway
+    from service.explain.schemas import ExplainParameters, Explanation
+    from service.state import GatewayState
+
+_VERSION = re.compile(r"^v?(\d{1,18})$")
+
+
+def parse_version(text: str | None) -> int | None:
+    """TF Serving versions are numbers; AI Platform's are names, accepted here as `v<N>`."""
+    if text is None:
+        return None
+    match = _VERSION.match(text)
+    if not match:
+        raise ModelNotFound(f"Could not find version {text}")
+    return int(match.group(1))
+
+
+class Served(Protocol):
+    """Whoever will do the admitted work: the predictor, or the explainer's model copy."""
+
+    def is_ready(self) -> bool: ...
+
+    def served_version(self, version: int | None) -> int | None:
+        """The version that answers a request for `version` (None: the default; None back:
+        whichever the model server picks), or ModelNotFound / NotReady naming why none does."""
+
+    def model_info(self) -> ModelInfo | None:
+        """What the served model says about itself (limits, view); None when the gateway
+        cannot know (TF Serving without a local copy: the model checks its own limits)."""
+
+
+def admit(
+    state: GatewayState,
+    model: str,
+    version: str | None,
+    *,
+    served: Served | None = None,
+    instances: int | None = None,
+    num_glimpses: int | None = None,
+    top_k: int | None = None,
+    boxes_given: bool = False,
+) -> int | None:
+    """Everything that can refuse a request before any work starts, in one order for every
+    route: name, version form, load error, instance limit, shutdown, readiness, version served,
+    and the parameters against the model's own limits. Returns the version that will answer.
+
+    `instances` is given for work (predict, explain); without it the request only reads the
+    model's status, which stays answerable while shutting down.
+    """
+    settings = state.settings
+    served = served or state.predictor
+    if model != settings.model_name:
+        raise ModelNotFound(f"Servable not found for request: Latest({model})")
+    wanted = parse_version(version)
+    if state.load_error:
+        raise NotReady(f"model failed to load: {state.load_error}")
+    if instances is not None:
+        if instances > settings.max_instances:
+            raise InvalidInput(
+                f"{instances} instances is over the limit of {settings.max_instances}"
+            )
+        if state.shutting_down:
+            raise NotReady("the service is shutting down")
+    if not served.is_ready():
+        raise NotReady("model is loading; retry shortly")
+    answering = served.served_version(wanted)
+    check_limits(served.model_info(), num_glimpses, top_k, boxes_given)
+    return answering
+
+
+def check_limits(
+    info: ModelInfo | None, num_glimpses: int | None, top_k: int | None, boxes_given: bool = False
+) -> None:
+    """The request's parameters against the model's own limits (its model_info asset), named
+    as the schema would name them."""
+    if info is None:
+        return
+    if num_glimpses is not None and num_glimpses > info.max_glimpses:
+        if boxes_given:
+            raise InvalidInput(
+                f"parameters.glimpse_boxes: List should have at most {info.max_glimpses} items,"
+                f" not {num_glimpses} (the model's max_glimpses)"
+            )
+        raise InvalidInput(
+            f"parameters.num_glimpses: Input should be less than or equal to {info.max_glimpses}"
+            " (the model's max_glimpses)"
+        )
+    if top_k is not None and top_k > info.max_top_k:
+        raise InvalidInput(
+            f"parameters.top_k: Input should be less than or equal to {info.max_top_k}"
+            " (the model's max_top_k)"
+        )
+
+
+def admit_prediction(
+    state: GatewayState, model: str, version: str | None, images: int, params: PredictParameters
+) -> int | None:
+    """Admission for :predict (given boxes set num_glimpses, and are named when too many)."""
+    return admit(
+        state,
+        model,
+        version,
+        instances=images,
+        num_glimpses=params.num_glimpses,
+        top_k=params.top_k,
+        boxes_given=params.glimpse_boxes is not None,
+    )
+
+
+def admit_explanation(
+    state: GatewayState, model: str, version: str | None, images: int, params: ExplainParameters
+) -> int | None:
+    """Admission for :explain: the same questions asked of the explainer's local copy, then
+    what only explanations refuse (their own instance limit, cost, visualisation)."""
+    answering = admit(
+        state,
+        model,
+        version,
+        served=state.explainer,
+        instances=images,
+        num_glimpses=params.num_glimpses,
+    )
+    state.explainer.check(images, params)
+    return answering
+
+
+_INLINE_B64 = 200_000  # ~150 KB image: at most tens of ms even if it must be converted
+
+
+async def _off_loop(inline: bool, fn, *args):
+    """CPU work goes to a worker thread unless it is one small item, whose sub-millisecond
+    validation or encoding costs less than the thread hop (a p50 cost at concurrency 1)."""
+    if inline:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
+
+
+async def predict(
+    state: GatewayState, instances: Sequence[Instance], params: PredictParameters
+) -> list[Prediction]:
+    """decode -> predict -> build for one online request, all or none: one bad image fails
+    the request, naming it (the backend isolates it, so batch-mates from other requests are
+    unharmed)."""
+    settings, metrics = state.settings, state.metrics
+    started = time.perf_counter()
+    small = len(instances) == 1 and len(instances[0].input_image_bytes.b64) < _INLINE_B64
+    images = await _off_loop(small, decode_instances, instances, settings.max_image_pixels)
+    decoded = time.perf_counter()
+    metrics.stage.labels("decode").observe(decoded - started)
+    options = [Options.of(params)] * len(images)
+    timeout = settings.request_timeout_s
+    try:
+        outputs = await asyncio.wait_for(state.predictor.predict(images, options), timeout)
+    except TimeoutError:
+        raise BackendTimeout(f"no answer from the model within {timeout:g} s") from None
+    answered = time.perf_counter()
+    info = state.predictor.model_info()
+    predictions = await _off_loop(len(images) == 1, build, images, outputs, params, info)
+    metrics.stage.labels("encode").observe(time.perf_counter() - answered)
+    metrics.instances.inc(len(images))
+    return predictions
+
+
+async def predict_each(
+    predictor: Predictor,
+    images: dict[int, ImageInput],
+    params: PredictParameters,
+    max_in_flight: int,
+) -> dict[int, ModelOutput | InvalidInput]:
+    """Images -> the model's output or its refusal for each: the batch path, where one line
+    the model rejects becomes that line's error record and the others go on.
+
+    One submission per image lets the micro-batcher merge them into model batches; at most
+    `max_in_flight` (one model batch) per caller, so a large job never fills the queue that
+    online requests also wait in. Other errors (overload, timeouts) are raised for the caller
+    to retry.
+    """
+    options = Options.of(params)
+    out: dict[int, ModelOutput | InvalidInput] = {}
+    items = list(images.items())
+    for start in range(0, len(items), max_in_flight):
+        part = items[start : start + max_in_flight]
+        results = await asyncio.gather(
+            *(predictor.predict([image], [options]) for _, image in part),
+            return_exceptions=True,
+        )
+        for (index, _), result in zip(part, results, strict=True):
+            if isinstance(result, InvalidInput):
+                out[index] = result
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                out[index] = result[0]
+    return out
+
+
+def build(
+    images: Sequence[ImageInput],
+    outputs: Sequence[ModelOutput],
+    params: PredictParameters,
+    info: ModelInfo | None,
+) -> list[Prediction]:
+    """Model outputs -> the prediction objects clients see (online and batch alike)."""
+    return [build_prediction(i, o, params, info) for i, o in zip(images, outputs, strict=True)]
+
+
+async def explain(
+    state: GatewayState, instances: Sequence[Instance], params: ExplainParameters
+) -> list[Explanation]:
+    """decode -> explain for one :explain request, on the explainer's own thread and copy."""
+    images = await asyncio.to_thread(decode_instances, instances, state.settings.max_image_pixels)
+    return await state.explainer.explain(images, params)

@@ -1,0 +1,355 @@
+"""The fast tier: every route through the app factory with a fake Predictor (no TensorFlow).
+
+Each status the API can answer, and its exact JSON body, as a client sees it. The same routes
+against the real model and real servers are tested end to end in test_gateway_*.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.errors import BackendError, BackendUnavailable, InvalidInput, Overloaded
+from service.settings import GatewaySettings
+from tests.conftest import body, encode
+from tests.fake_predictor import INFO, PNG_1X1, FakePredictor
+
+PREDICT = "/v1/models/saccader:predict"
+EXPLAIN = "/v1/models/saccader:explain"
+
+
+@pytest.fixture(scope="module")
+def jpeg() -> bytes:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return encode(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), "JPEG")
+
+
+def settings(tmp_path, **overrides) -> GatewaySettings:
+    """Settings for the fake: an empty model directory, so explanations have no local copy."""
+    return GatewaySettings(
+        **{"model_dir": tmp_path, "log_format": "text", "jobs_enabled": False, **overrides}
+    )
+
+
+def started(client: TestClient) -> TestClient:
+    deadline = time.monotonic() + 10
+    while client.get("/healthz/startup").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/healthz/startup").json()
+        time.sleep(0.005)
+    return client
+
+
+@pytest.fixture
+def fake() -> FakePredictor:
+    return FakePredictor()
+
+
+@pytest.fixture
+def client(tmp_path, fake):
+    with TestClient(create_app(settings(tmp_path), fake)) as c:
+        yield started(c)
+
+
+def test_predict_answers_from_the_predictor(client, fake, jpeg):
+    r = client.post(PREDICT, json=body(jpeg, num_glimpses=2, top_k=2))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"
+    (p,) = r.json()["predictions"]
+    assert p["top_class"] == {"index": 0, "synset": "n00000000", "label": "class 0", "score": 0.5}
+    assert [c["index"] for c in p["top_k"]] == [0, 1]
+    assert p["glimpses"] == [
+        {
+            "order": 1,
+            "box": {"ymin": 0.0, "xmin": 0.0, "ymax": 64.0, "xmax": 64.0},
+            "box_original": {"ymin": 3.0, "xmin": 11.0, "ymax": 15.0, "xmax": 23.0},
+            "centre": {"y": 32.0, "x": 32.0},
+            "new_pixels": 1.0,
+        },
+        {
+            "order": 2,
+            "box": {"ymin": 16.0, "xmin": 16.0, "ymax": 80.0, "xmax": 80.0},
+            "box_original": {"ymin": 6.0, "xmin": 14.0, "ymax": 18.0, "xmax": 26.0},
+            "centre": {"y": 48.0, "x": 48.0},
+            "new_pixels": 0.4375,
+        },
+    ]
+    assert p["annotated_image_bytes"] == {"b64": base64.b64encode(PNG_1X1).decode()}
+    assert p["preprocessing"]["original_size"] == [48, 64]
+    (images, options) = fake.calls[-1]
+    assert [o.num_glimpses for o in options] == [2] and images[0].original_size == (48, 64)
+
+
+def test_given_boxes_reach_the_predictor_as_given(client, fake, jpeg):
+    boxes = [[10.0, 20.0, 74.0, 84.0], [0.0, 0.0, 32.0, 32.0]]
+    r = client.post(PREDICT, json=body(jpeg, glimpse_boxes=boxes))
+    assert r.status_code == 200, r.text
+    options = fake.calls[-1][1][0]
+    assert options.boxes == tuple(tuple(b) for b in boxes) and options.num_glimpses == 2
+    assert [g["order"] for g in r.json()["predictions"][0]["glimpses"]] == [1, 2]
+
+
+def error(r, status: int) -> str:
+    assert r.status_code == status, r.text
+    assert list(r.json()) == ["error"], r.text
+    return r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        (
+            "/v1/models/nope:predict",
+            404,
+            "Servable not found for request: Latest(nope)",
+        ),
+        ("/v1/models/saccader/versions/x:predict", 404, "Could not find version x"),
+        (
+            "/v1/models/saccader/versions/2:predict",
+            404,
+            "Could not find version 2 of model saccader",
+        ),
+        (
+            "/v1/projects/p/models/saccader/versions/v2:predict",
+            404,
+            "Could not find version 2 of model saccader",
+        ),
+    ],
+)
+def test_unknown_model_or_version_is_404(client, jpeg, path, status, message):
+    assert error(client.post(path, json=body(jpeg)), status) == message
+
+
+def test_known_version_forms_are_served(client, jpeg):
+    for path in (
+        "/v1/models/saccader/versions/1:predict",
+        "/v1/projects/p/models/saccader:predict",
+        "/v1/projects/p/models/saccader/versions/v1:predict",
+    ):
+        assert client.post(path, json=body(jpeg)).status_code == 200, path
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        (
+            {"num_glimpses": 17},
+            "parameters.num_glimpses: Input should be less than or equal to 16 (the model's"
+            " max_glimpses)",
+        ),
+        (
+            {"top_k": 21},
+            "parameters.top_k: Input should be less than or equal to 20 (the model's max_top_k)",
+        ),
+        (
+            {"glimpse_boxes": [[0, 0, 10, 10]] * 17},
+            "parameters.glimpse_boxes: List should have at most 16 items, not 17 (the model's"
+            " max_glimpses)",
+        ),
+        (
+            {"num_glimpses": 0},
+            "parameters.num_glimpses: Input should be greater than or equal to 1",
+        ),
+        ({"glimpses": 3}, "parameters.glimpses: Extra inputs are not permitted"),
+    ],
+)
+def test_parameters_are_checked_against_the_models_own_limits(client, jpeg, parameters, message):
+    assert error(client.post(PREDICT, json=body(jpeg, **parameters)), 400) == message
+
+
+def test_the_limits_are_the_models_not_the_gateways(tmp_path, jpeg):
+    small = FakePredictor(info=INFO.__class__(**{**INFO.__dict__, "max_glimpses": 4}))
+    with TestClient(create_app(settings(tmp_path), small)) as c:
+        started(c)
+        message = error(c.post(PREDICT, json=body(jpeg, num_glimpses=5)), 400)
+        assert "less than or equal to 4" in message
+        assert c.post(PREDICT, json=body(jpeg, num_glimpses=4)).status_code == 200
+    unknown = FakePredictor(info=None)  # TF Serving without a local copy: the model checks
+    with TestClient(create_app(settings(tmp_path), unknown)) as c:
+        started(c)
+        assert c.post(PREDICT, json=body(jpeg, num_glimpses=17)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"instances": []}, "instances: List should have at least 1 item after validation, not 0"),
+        ({"instances": [{"b64": "!!!"}]}, "instances[0].input_image_bytes: invalid base64"),
+        (
+            {"instances": [{"b64": base64.b64encode(b"hello").decode()}]},
+            "instances[0].input_image_bytes: not a decodable image (JPEG, PNG, WebP, BMP, GIF)",
+        ),
+        (
+            {"instances": [{"image": {"b64": "aGk="}}]},
+            "instances[0].input_image_bytes: Field required; instances[0].image: Extra inputs are"
+            " not permitted",
+        ),
+    ],
+)
+def test_bad_requests_are_400_naming_the_instance(client, payload, message):
+    assert error(client.post(PREDICT, json=payload), 400) == message
+
+
+def test_instances_over_the_limit_are_400(tmp_path, jpeg):
+    with TestClient(create_app(settings(tmp_path, max_instances=2), FakePredictor())) as c:
+        started(c)
+        r = c.post(PREDICT, json=body(jpeg, jpeg, jpeg))
+        assert error(r, 400) == "3 instances is over the limit of 2"
+
+
+def test_body_that_is_not_json_is_400_and_wrong_type_415(client):
+    r = client.post(PREDICT, content=b"{", headers={"content-type": "application/json"})
+    assert error(r, 400) == ("JSON Parse error: Expecting property name enclosed in double quotes")
+    r = client.post(PREDICT, content=b"{}", headers={"content-type": "text/plain"})
+    assert error(r, 415) == "content type must be application/json, not text/plain"
+
+
+def test_payload_over_the_limit_is_413(tmp_path):
+    with TestClient(create_app(settings(tmp_path, max_payload_bytes=2048), FakePredictor())) as c:
+        started(c)
+        r = c.post(PREDICT, content=b"x" * 4096, headers={"content-type": "application/json"})
+        assert error(r, 413) == "request body of 4096 bytes is over the limit of 2048 bytes"
+
+
+def test_token_is_required_when_set(tmp_path, jpeg):
+    with TestClient(create_app(settings(tmp_path, auth_token="s3cret"), FakePredictor())) as c:
+        started(c)
+        assert error(c.post(PREDICT, json=body(jpeg)), 401) == "missing or invalid bearer token"
+        ok = c.post(PREDICT, json=body(jpeg), headers={"authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        assert c.get("/healthz/live").status_code == 200  # probes need no token
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "message", "retry_after"),
+    [
+        (InvalidInput("instances[0]: the model rejected the image: bad"), 400, None, None),
+        (Overloaded("256 instances are waiting"), 429, None, "1"),
+        (BackendUnavailable("model server: UNAVAILABLE: gone"), 503, None, "5"),
+        (BackendError("model error: InternalError"), 500, None, None),
+        (
+            RuntimeError("boom at /secret/path"),
+            500,
+            "internal error (RuntimeError); see the server log",
+            None,
+        ),
+    ],
+)
+def test_backend_errors_map_to_statuses(tmp_path, jpeg, failure, status, message, retry_after):
+    with TestClient(
+        create_app(settings(tmp_path), FakePredictor(fail_with=failure)),
+        raise_server_exceptions=False,
+    ) as c:
+        started(c)
+        r = c.post(PREDICT, json=body(jpeg))
+        assert error(r, status) == (message or failure.args[0])
+        assert r.headers.get("retry-after") == retry_after
+
+
+def test_a_model_slower_than_the_deadline_is_504(tmp_path, jpeg):
+    fake = FakePredictor(delay_s=2.0)
+    with TestClient(create_app(settings(tmp_path, request_timeout_s=0.2), fake)) as c:
+        started(c)
+        assert error(c.post(PREDICT, json=body(jpeg)), 504) == (
+            "no answer from the model within 0.2 s"
+        )
+
+
+def test_loading_then_ready(tmp_path, jpeg):
+    fake = FakePredictor(hold_start=asyncio.Event())
+    with TestClient(create_app(settings(tmp_path), fake)) as c:
+        assert error(c.get("/healthz/startup"), 503) == "model is loading"
+        assert error(c.get("/healthz/ready"), 503) == "model is loading"
+        assert error(c.post(PREDICT, json=body(jpeg)), 503) == "model is loading; retry shortly"
+        assert error(c.get("/v1/models/saccader"), 503) == "model is loading; retry shortly"
+        assert c.get("/healthz/live").json() == {"status": "alive"}
+        c.portal.call(fake.hold_start.set)
+        started(c)
+        assert c.get("/healthz/ready").json() == {"status": "ready", "model": "saccader"}
+        assert c.post(PREDICT, json=body(jpeg)).status_code == 200
+    assert fake.closed
+
+
+def test_a_model_that_failed_to_load_says_why_without_paths(tmp_path, jpeg):
+    fake = FakePredictor(fail_start=OSError("SavedModel file does not exist at: /models/x/1"))
+    with TestClient(create_app(settings(tmp_path), fake)) as c:
+        deadline = time.monotonic() + 10
+        while c.app.state.gateway.load_error is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        expected = "model failed to load: OSError: SavedModel file does not exist at: <path>"
+        assert error(c.get("/healthz/startup"), 503) == expected
+        assert error(c.post(PREDICT, json=body(jpeg)), 503) == expected
+        assert error(c.post(EXPLAIN, json=body(jpeg)), 503) == expected
+
+
+def test_shutting_down_refuses_work_but_not_status(client, jpeg):
+    client.app.state.gateway.shutting_down = True
+    assert error(client.post(PREDICT, json=body(jpeg)), 503) == "the service is shutting down"
+    assert error(client.get("/healthz/ready"), 503) == "shutting down"
+    assert client.get("/v1/models/saccader").status_code == 200
+
+
+def test_status_and_metadata(client):
+    assert client.get("/v1/models/saccader").json() == {
+        "model_version_status": [
+            {
+                "version": "1",
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+        ]
+    }
+    assert client.get("/v1/models/saccader/versions/1/metadata").json()["model_spec"] == {
+        "name": "saccader",
+        "signature_name": "",
+        "version": "1",
+    }
+    assert error(client.get("/v1/models/saccader/versions/3"), 404) == (
+        "Could not find version 3 of model saccader"
+    )
+    assert error(client.get("/v1/models/other/metadata"), 404) == (
+        "Servable not found for request: Latest(other)"
+    )
+
+
+def test_explain_without_a_local_copy_is_503_naming_the_setting(client, jpeg):
+    message = error(client.post(EXPLAIN, json=body(jpeg)), 503)
+    assert message.startswith("no local copy of model saccader under ")
+    assert message.endswith("explanations need the SavedModel in the gateway (GLIMPSE_MODEL_DIR)")
+
+
+def test_explain_admission_is_the_same_admission(client, jpeg):
+    assert error(client.post("/v1/models/nope:explain", json=body(jpeg)), 404) == (
+        "Servable not found for request: Latest(nope)"
+    )
+    too_many = body(*[jpeg] * 65)
+    assert error(client.post(EXPLAIN, json=too_many), 400) == (
+        "65 instances is over the limit of 64"
+    )
+    client.app.state.gateway.shutting_down = True
+    assert error(client.post(EXPLAIN, json=body(jpeg)), 503) == "the service is shutting down"
+
+
+def test_jobs_routes_exist_only_when_enabled(client, tmp_path):
+    assert error(client.get("/v1/projects/p/jobs"), 404) == "Not Found"
+    with TestClient(create_app(settings(tmp_path, jobs_enabled=True), FakePredictor())) as c:
+        started(c)
+        assert c.get("/v1/projects/p/jobs").json() == {"jobs": []}
+        assert error(c.get("/v1/projects/p/jobs/none"), 404) == "job none not found"
+
+
+def test_unknown_route_and_method(client):
+    assert error(client.get("/v2/nothing"), 404) == "Not Found"
+    assert error(client.delete("/healthz/live"), 405) == "Method Not Allowed"
+    # TF Serving's status route takes any model name, so a GET on a verb asks for a model
+    # named "saccader:predict".
+    assert error(client.get(PREDICT), 404) == (
+        "Servable not found for request: Latest(saccader:predict)"
+    )
