@@ -64,7 +64,8 @@ def admit(
 ) -> int | None:
     """Everything that can refuse a request before any work starts, in one order for every
     route: name, version form, load error, instance limit, shutdown, readiness, version served,
-    and the parameters against the model's own limits. Returns the version that will answer.
+    and the parameters against the model's own limits. Returns the version asked for (None:
+    the default, which TF Serving's status answers with every version it serves).
 
     `instances` is given for work (predict, explain); without it the request only reads the
     model's status, which stays answerable while shutting down.
@@ -85,9 +86,9 @@ def admit(
             raise NotReady("the service is shutting down")
     if not served.is_ready():
         raise NotReady("model is loading; retry shortly")
-    answering = served.served_version(wanted)
+    served.served_version(wanted)
     check_limits(served.model_info(), num_glimpses, top_k, boxes_given)
-    return answering
+    return wanted
 
 
 def check_limits(
@@ -134,7 +135,7 @@ def admit_explanation(
 ) -> int | None:
     """Admission for :explain: the same questions asked of the explainer's local copy, then
     what only explanations refuse (their own instance limit, cost, visualisation)."""
-    answering = admit(
+    wanted = admit(
         state,
         model,
         version,
@@ -143,7 +144,7 @@ def admit_explanation(
         num_glimpses=params.num_glimpses,
     )
     state.explainer.check(images, params)
-    return answering
+    return wanted
 
 
 _INLINE_B64 = 200_000  # ~150 KB image: at most tens of ms even if it must be converted

@@ -19,11 +19,8 @@ _ERRORS = {
 
 
 def _admitted(request: Request, state) -> int | None:
-    """The version asked for, after admission; None (the default) stays None, so that TF
-    Serving answers for every version it serves, as it would itself."""
     path = request.path_params
-    serving.admit(state, path["model"], path.get("version"))
-    return serving.parse_version(path.get("version"))
+    return serving.admit(state, path["model"], path.get("version"))
 
 
 async def model_status(request: Request, state: StateDep) -> dict[str, Any]:
