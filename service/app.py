@@ -132,5 +132,11 @@ def create_app(settings: GatewaySettings, predictor: Predictor | None = None) ->
         app.include_router(jobs.router)
     app.include_router(demo.router)
     _openapi_as_answered(app)
-    app.add_middleware(GatewayMiddleware, metrics=metrics, max_body=settings.max_payload_bytes)
+    app.add_middleware(
+        GatewayMiddleware,
+        metrics=metrics,
+        max_body=settings.max_payload_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        max_header_bytes=settings.max_header_bytes,
+    )
     return app

@@ -43,7 +43,7 @@ def serve() -> None:
         host=settings.host,
         port=settings.port,
         log_config=None,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
+        **settings.server_options(),
     )
 
 

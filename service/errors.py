@@ -13,6 +13,19 @@ def redact_paths(text: str) -> str:
     return _PATH.sub("<path>", text)
 
 
+_NOISE = ("Graph execution error", "Detected at node", "<stack traces", "[[", "File ")
+
+
+def model_error_reason(message: str) -> str:
+    """The line of a TensorFlow op error that says what is wrong ("Invalid PNG data, size
+    12420"), not its "Graph execution error:" header or node names; paths redacted."""
+    for line in message.splitlines():
+        text = line.strip()
+        if text and not text.startswith(_NOISE):
+            return redact_paths(text.split(" [[")[0].split(" [Op:")[0].strip())
+    return "the model could not read it"
+
+
 class GlimpseError(Exception):
     """Base class; `message` is safe to show to clients (never a stack trace)."""
 

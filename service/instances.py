@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -29,6 +30,71 @@ class ImageInput:
     data: bytes  # what the model decodes
     original_size: tuple[int, int]  # (height, width)
     converted_from: str | None  # "WEBP/RGBA" when re-encoded, None when passed through
+
+
+@dataclass
+class DecodeBudget:
+    """What decoding one request (or one batch line) may cost, checked from the headers before
+    any pixel is decoded, so that a few bytes cannot buy seconds of CPU or gigabytes of memory.
+
+    - `pixels`: pixels the gateway itself may decode for the whole request (formats it converts,
+      PNGs it checks), summed over the instances: 40 tiny GIFs with huge canvases are refused
+      after the budget, not decoded one after the other.
+    - `max_jpeg_scans`: scans one JPEG may have. Decoding cost grows with scans x pixels (each
+      progressive scan passes over the whole image), and JPEGs are decoded by the model on its
+      own thread, so a JPEG with thousands of empty scans would stall every request behind it.
+      Encoders write at most a few dozen (libjpeg's progressive script: 10; mozjpeg: < 30).
+    - `max_jpeg_scan_pixels`: scans x pixels of one JPEG, what its decoding costs (about 4 ns
+      each here: 400 million is under 2 s), so a huge progressive JPEG is refused too.
+    """
+
+    pixels: int
+    max_jpeg_scans: int = 64
+    max_jpeg_scan_pixels: int = 400_000_000
+    spent: int = 0
+
+    def charge(self, pixels: int, where: str) -> None:
+        if self.spent + pixels > self.pixels:
+            raise InvalidInput(
+                f"{where}: decoding it would pass this request's budget of {self.pixels} pixels"
+                f" ({self.spent} spent on earlier instances); send fewer or smaller images"
+            )
+        self.spent += pixels
+
+
+_JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff])")  # a marker after entropy-coded data
+_STANDALONE = {0x01, *range(0xD0, 0xD9)}  # TEM, RSTn, SOI: no length field
+
+
+def jpeg_scans(raw: bytes, limit: int) -> int:
+    """Start-of-scan markers in a JPEG, counted by walking its segments (a thumbnail inside
+    an APP segment is skipped with it); stops counting past `limit`."""
+    scans, i, n = 0, 2, len(raw)
+    while i + 4 <= n and scans <= limit:
+        if raw[i] != 0xFF:
+            return scans  # not at a marker: malformed, left to the decoder to reject
+        marker = raw[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xD9:  # EOI
+            break
+        if marker in _STANDALONE:
+            i += 2
+            continue
+        i += 2 + int.from_bytes(raw[i + 2 : i + 4], "big")
+        if marker == 0xDA:  # SOS: its header, then entropy-coded data up to the next marker
+            scans += 1
+            while True:
+                found = _JPEG_MARKER.search(raw, i)
+                if found is None:
+                    return scans
+                if found.group(1)[0] in range(0xD0, 0xD8):  # restart markers sit inside a scan
+                    i = found.end()
+                    continue
+                i = found.start(1) - 1
+                break
+    return scans
 
 
 def explain_validation(errors: list[dict]) -> str:
@@ -58,9 +124,18 @@ def _b64decode(text: str, where: str) -> bytes:
     raise InvalidInput(f"{where}: invalid base64")
 
 
-def decode_instance(instance: Instance, max_pixels: int, name: str = "instance") -> ImageInput:
-    """One instance -> model-ready bytes; errors start with `name` (`instances[3]`, ...)."""
+def decode_instance(
+    instance: Instance,
+    max_pixels: int,
+    name: str = "instance",
+    budget: DecodeBudget | None = None,
+) -> ImageInput:
+    """One instance -> model-ready bytes; errors start with `name` (`instances[3]`, ...).
+
+    `max_pixels` bounds any one image (from its header); `budget` what the gateway decodes
+    for the whole request (None: one image's worth)."""
     where = f"{name}.input_image_bytes"
+    budget = budget or DecodeBudget(max_pixels)
     raw = _b64decode(instance.input_image_bytes.b64, where)
     if not raw:
         raise InvalidInput(f"{where}: empty image")
@@ -79,15 +154,33 @@ def decode_instance(instance: Instance, max_pixels: int, name: str = "instance")
                 raise InvalidInput(f"{where}: image has no pixels")
             image.seek(0)
             fmt = "JPEG" if image.format == "MPO" else image.format
+            if fmt == "JPEG":
+                scans = jpeg_scans(raw, budget.max_jpeg_scans)
+                if scans > budget.max_jpeg_scans:
+                    raise InvalidInput(
+                        f"{where}: JPEG with more than {budget.max_jpeg_scans} scans (decoding"
+                        " cost grows with each); re-encode it"
+                    )
+                if scans * width * height > budget.max_jpeg_scan_pixels:
+                    raise InvalidInput(
+                        f"{where}: {width}x{height} JPEG in {scans} scans is over the decoding"
+                        f" budget of {budget.max_jpeg_scan_pixels} scan-pixels; re-encode it"
+                        " baseline or smaller"
+                    )
             passthrough = (fmt, image.mode) in _PASSTHROUGH and not getattr(
                 image, "is_animated", False
             )
-            if passthrough and _intact(raw, fmt):
+            if passthrough and fmt == "JPEG" and _intact_jpeg(raw):
                 return ImageInput(instance.key, raw, (height, width), None)
             if passthrough and fmt == "JPEG":
                 # Decode at 1/8 scale in the DCT domain: reads the whole stream, so truncated
-                # data still fails, for half the cost of a full decode.
+                # data still fails, for a fraction of the cost of a full decode.
                 image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
+                budget.charge(max(1, width * height // 64), where)
+            else:
+                # PNGs are decoded here too: a chunk's CRC can hold while its zlib stream is
+                # corrupt, and the model would then fail without naming the image.
+                budget.charge(width * height, where)
             image.load()  # decodes: truncated or corrupt data fails here
     except InvalidInput:
         raise
@@ -105,24 +198,12 @@ def decode_instance(instance: Instance, max_pixels: int, name: str = "instance")
     return ImageInput(instance.key, _to_png(image), (height, width), f"{fmt}/{image.mode}")
 
 
-def _intact(raw: bytes, fmt: str) -> bool:
-    """A structural check that lets a well-formed image skip Pillow's pixel decode.
-
-    JPEG: the stream ends with the EOI marker (truncation removes it). PNG: every chunk's CRC
-    holds up to IEND (`verify()` reads chunks, not pixels). Anything that fails the check is
-    decoded fully, so its error names the instance; the rare image that passes and still
-    breaks the model's decoder fails only its own request (the backend re-runs the batch one
-    instance at a time).
-    """
-    if fmt == "JPEG":
-        return raw.rstrip(b"\x00")[-2:] == b"\xff\xd9"
-    if fmt == "PNG":
-        try:  # on its own object: verify() leaves the image it checked unusable
-            Image.open(io.BytesIO(raw)).verify()
-        except Exception:  # noqa: BLE001 - any failure means "decode it fully"
-            return False
-        return True
-    return False
+def _intact_jpeg(raw: bytes) -> bool:
+    """A structural check that lets a well-formed JPEG skip Pillow's pixel decode: the stream
+    ends with the EOI marker (truncation removes it). One that fails is decoded fully, so its
+    error names the instance; the rare one that passes and still breaks the model's decoder
+    fails only its own request (the backend re-runs the batch one instance at a time)."""
+    return raw.rstrip(b"\x00")[-2:] == b"\xff\xd9"
 
 
 def _to_png(image: Image.Image) -> bytes:
@@ -140,8 +221,12 @@ def _to_png(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def decode_instances(instances: list[Instance], max_pixels: int) -> list[ImageInput]:
+def decode_instances(
+    instances: list[Instance], max_pixels: int, budget: DecodeBudget | None = None
+) -> list[ImageInput]:
     """Every instance or none: one bad instance fails the request, naming its index."""
+    budget = budget or DecodeBudget(max_pixels)
     return [
-        decode_instance(inst, max_pixels, f"instances[{i}]") for i, inst in enumerate(instances)
+        decode_instance(inst, max_pixels, f"instances[{i}]", budget)
+        for i, inst in enumerate(instances)
     ]

@@ -6,6 +6,7 @@ for chunked uploads too, before anything is parsed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -18,10 +19,21 @@ log = logging.getLogger("glimpse.access")
 
 
 class GatewayMiddleware:
-    def __init__(self, app, metrics: Metrics, max_body: int):
+    def __init__(
+        self,
+        app,
+        metrics: Metrics,
+        max_body: int,
+        body_timeout_s: float = 30.0,
+        max_header_bytes: int = 65_536,
+    ):
         self.app = app
         self.metrics = metrics
         self.max_body = max_body
+        self.body_timeout_s = body_timeout_s  # between two chunks of a body: slow clients
+        # The HTTP server bounds headers only roughly (what it buffers between reads); this
+        # is the exact limit, answered in the API's error shape.
+        self.max_header_bytes = max_header_bytes
 
     async def _reply(self, send, status: int, message: str, rid: str) -> None:
         body = json.dumps({"error": message}).encode()
@@ -50,6 +62,13 @@ class GatewayMiddleware:
         status = {"code": 500}
         self.metrics.in_flight.inc()
 
+        header_bytes = sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+        if header_bytes > self.max_header_bytes:
+            status["code"] = 431
+            message = f"request headers are over the limit of {self.max_header_bytes} bytes"
+            await self._reply(send, 431, message, rid)
+            return self._finish(scope, status, started, token)
+
         if scope["method"] == "POST":
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body:
@@ -58,15 +77,19 @@ class GatewayMiddleware:
                 return self._finish(scope, status, started, token)
 
         received = 0
-        too_large = False
+        failed: tuple[int, str] | None = None  # the body could not be read: why
 
         async def limited_receive():
-            nonlocal received, too_large
-            message = await receive()
+            nonlocal received, failed
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+            except TimeoutError:
+                failed = (408, f"request body stalled for {self.body_timeout_s:g} s")
+                raise _BodyStalled() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    too_large = True
+                    failed = (413, self._too_large())
                     raise _BodyTooLarge()
             return message
 
@@ -74,11 +97,11 @@ class GatewayMiddleware:
 
         async def tracking_send(message):
             nonlocal replaced
-            if too_large:  # the app saw a broken body stream; the client deserves the real reason
+            if failed:  # the app saw a broken body stream; the client deserves the real reason
                 if message["type"] == "http.response.start" and not replaced:
                     replaced = True
-                    status["code"] = 413
-                    await self._reply(send, 413, self._too_large(), rid)
+                    status["code"] = failed[0]
+                    await self._reply(send, *failed, rid)
                 return
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
@@ -88,12 +111,13 @@ class GatewayMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            status["code"] = 413
-            await self._reply(send, 413, self._too_large(), rid)
+        except (_BodyTooLarge, _BodyStalled):
+            if failed and not replaced:
+                status["code"] = failed[0]
+                await self._reply(send, *failed, rid)
         finally:
-            if too_large and status["code"] != 413:
-                status["code"] = 413
+            if failed:
+                status["code"] = failed[0]
             self._finish(scope, status, started, token)
 
     def _finish(self, scope, status, started, token) -> None:
@@ -115,4 +139,8 @@ class GatewayMiddleware:
 
 
 class _BodyTooLarge(Exception):
+    pass
+
+
+class _BodyStalled(Exception):
     pass

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from service.errors import BackendTimeout, InvalidInput, ModelNotFound, NotReady
-from service.instances import ImageInput, decode_instances
+from service.instances import DecodeBudget, ImageInput, decode_instances
 from service.predictor import ModelOutput, Options, Predictor
 from service.responses import build_prediction
 from service.savedmodel import ModelInfo
@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # batch jobs use the prediction functions without a gateway
     from service.explain.schemas import ExplainParameters, Explanation
     from service.state import GatewayState
 
-_VERSION = re.compile(r"^v?(\d{1,18})$")
+_VERSION = re.compile(r"\Av?([0-9]{1,18})\Z")  # ASCII digits only, no trailing newline
 
 
 def parse_version(text: str | None) -> int | None:
@@ -147,15 +147,42 @@ def admit_explanation(
     return wanted
 
 
-_INLINE_B64 = 200_000  # ~150 KB image: at most tens of ms even if it must be converted
-
-
 async def _off_loop(inline: bool, fn, *args):
     """CPU work goes to a worker thread unless it is one small item, whose sub-millisecond
-    validation or encoding costs less than the thread hop (a p50 cost at concurrency 1)."""
+    encoding costs less than the thread hop (a p50 cost at concurrency 1)."""
     if inline:
         return fn(*args)
     return await asyncio.to_thread(fn, *args)
+
+
+def _remaining(deadline: float, what: str, timeout: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise BackendTimeout(f"no answer within {timeout:g} s ({what})")
+    return left
+
+
+async def decode(
+    state: GatewayState, instances: Sequence[Instance], deadline: float
+) -> list[ImageInput]:
+    """Every instance decoded and checked in the decode pool, within the request's deadline.
+
+    Never on the event loop: a 35-byte image can claim a huge canvas, and the probes must not
+    wait for it. One request's images are one task, so a request full of costly images holds
+    one decode thread, not all of them; its cost is bounded by the request's DecodeBudget."""
+    settings = state.settings
+    budget = DecodeBudget(
+        settings.max_decode_pixels, settings.max_jpeg_scans, settings.max_jpeg_scan_pixels
+    )
+    loop = asyncio.get_running_loop()
+    work = loop.run_in_executor(
+        state.decoder, decode_instances, list(instances), settings.max_image_pixels, budget
+    )
+    timeout = settings.request_timeout_s
+    try:
+        return await asyncio.wait_for(work, _remaining(deadline, "decoding", timeout))
+    except TimeoutError:
+        raise BackendTimeout(f"no answer within {timeout:g} s (decoding the images)") from None
 
 
 async def predict(
@@ -163,19 +190,26 @@ async def predict(
 ) -> list[Prediction]:
     """decode -> predict -> build for one online request, all or none: one bad image fails
     the request, naming it (the backend isolates it, so batch-mates from other requests are
-    unharmed)."""
+    unharmed). One deadline covers decoding, the queue and the model."""
     settings, metrics = state.settings, state.metrics
+    timeout = settings.request_timeout_s
+    deadline = time.monotonic() + timeout
     started = time.perf_counter()
-    small = len(instances) == 1 and len(instances[0].input_image_bytes.b64) < _INLINE_B64
-    images = await _off_loop(small, decode_instances, instances, settings.max_image_pixels)
+    images = await decode(state, instances, deadline)
     decoded = time.perf_counter()
     metrics.stage.labels("decode").observe(decoded - started)
     options = [Options.of(params)] * len(images)
-    timeout = settings.request_timeout_s
     try:
-        outputs = await asyncio.wait_for(state.predictor.predict(images, options), timeout)
+        outputs = await asyncio.wait_for(
+            state.predictor.predict(images, options), _remaining(deadline, "queue", timeout)
+        )
     except TimeoutError:
         raise BackendTimeout(f"no answer from the model within {timeout:g} s") from None
+    except InvalidInput as e:  # the model could not read one image: name it
+        index = getattr(e, "item_index", None)
+        if index is None or e.message.startswith("instances["):
+            raise
+        raise InvalidInput(f"instances[{index}].input_image_bytes: {e.message}") from None
     answered = time.perf_counter()
     info = state.predictor.model_info()
     predictions = await _off_loop(len(images) == 1, build, images, outputs, params, info)
@@ -230,6 +264,9 @@ def build(
 async def explain(
     state: GatewayState, instances: Sequence[Instance], params: ExplainParameters
 ) -> list[Explanation]:
-    """decode -> explain for one :explain request, on the explainer's own thread and copy."""
-    images = await asyncio.to_thread(decode_instances, instances, state.settings.max_image_pixels)
+    """decode -> explain for one :explain request, on the explainer's own thread and copy.
+    Decoding counts against the request's deadline (the explanation has its own, started
+    when its model is loaded)."""
+    deadline = time.monotonic() + state.settings.request_timeout_s
+    images = await decode(state, instances, deadline)
     return await state.explainer.explain(images, params)

@@ -34,7 +34,18 @@ class GatewaySettings(BaseSettings):
     max_payload_bytes: int = Field(1_500_000, ge=1024)  # AI Platform's online limit
     max_instances: int = Field(64, ge=1, le=1000)
     max_image_pixels: int = Field(40_000_000, ge=10_000)  # decompression-bomb guard
-    request_timeout_s: float = Field(30.0, gt=0.0)
+    # Decoding runs in its own pool of threads, never on the event loop (probes) nor on the
+    # model's thread; these bound what one request may cost it (docs/reliability.md).
+    decode_workers: int = Field(2, ge=1, le=64)
+    max_decode_pixels: int = Field(80_000_000, ge=10_000)  # per request, summed over images
+    max_jpeg_scans: int = Field(64, ge=1, le=10_000)
+    max_jpeg_scan_pixels: int = Field(400_000_000, ge=1_000_000)  # scans x pixels, one JPEG
+    request_timeout_s: float = Field(30.0, gt=0.0)  # decode + queue + model, per request
+    # Connections (uvicorn): slow or idle clients must not hold the server's sockets.
+    body_timeout_s: float = Field(30.0, gt=0.0)  # between two chunks of a body: 408 after
+    keep_alive_s: float = Field(5.0, gt=0.0)  # an idle keep-alive connection is closed
+    max_connections: int = Field(512, ge=1)  # concurrent connections; beyond: 503
+    max_header_bytes: int = Field(16_384, ge=4096)  # request line + headers: 431 beyond
     shutdown_grace_s: float = Field(20.0, ge=0.0)
 
     # Explanations (:explain) cost up to seconds each and run on one thread of their own;
@@ -57,12 +68,28 @@ class GatewaySettings(BaseSettings):
     jobs_db: Path | None = None
     jobs_max_running: int = Field(1, ge=1, le=16)
     jobs_max_attempts: int = Field(3, ge=1, le=10)  # restarts a RUNNING job survives
+    # Retention: finished jobs are forgotten after this many days, and the oldest finished
+    # ones beyond this many jobs in all (their outputs stay where they were written).
+    jobs_retention_days: float = Field(30.0, gt=0.0)
+    jobs_max_stored: int = Field(10_000, ge=10)
     # Jobs may read and write gs:// paths; local paths only under this folder (None: none).
     jobs_local_root: Path | None = None
 
     auth_token: str | None = None  # if set, all but probes and demo need "Bearer <token>"
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
+
+    def server_options(self) -> dict:
+        """uvicorn's connection limits for these settings (the CLI and the tests' servers)."""
+        return {
+            # h11, not httptools: only h11 bounds the request line and headers
+            # (max_header_bytes); httptools would buffer megabytes of headers.
+            "http": "h11",
+            "timeout_keep_alive": max(1, round(self.keep_alive_s)),
+            "limit_concurrency": self.max_connections,
+            "h11_max_incomplete_event_size": self.max_header_bytes,
+            "timeout_graceful_shutdown": int(self.shutdown_grace_s) or None,
+        }
 
     @model_validator(mode="after")
     def _backend_needs_its_address(self) -> GatewaySettings:

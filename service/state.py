@@ -5,7 +5,8 @@ reaches only the jobs routes."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from service.errors import redact_paths
 from service.explain.explainer import Explainer
@@ -25,6 +26,12 @@ class GatewayState:
     started: bool = False
     load_error: str | None = None
     shutting_down: bool = False
+    # Image decoding: its own threads, so that neither the event loop (health probes) nor the
+    # model's thread ever waits on a costly image.
+    decoder: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.decoder = ThreadPoolExecutor(self.settings.decode_workers, thread_name_prefix="decode")
 
     async def load(self) -> None:
         try:
@@ -38,3 +45,4 @@ class GatewayState:
     async def close(self) -> None:
         await self.predictor.close()
         self.explainer.close()
+        self.decoder.shutdown(wait=False, cancel_futures=True)

@@ -18,7 +18,13 @@ class LiveServer:
     def __init__(self, settings: GatewaySettings, predictor=None):
         self.app = create_app(settings, predictor)
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=0, log_config=None, lifespan="on", loop="asyncio"
+            self.app,
+            host="127.0.0.1",
+            port=0,
+            log_config=None,
+            lifespan="on",
+            loop="asyncio",
+            **settings.server_options(),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)

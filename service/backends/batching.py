@@ -75,11 +75,16 @@ class MicroBatcher(Generic[Item, Result]):
         self._queue.extend(pending)
         self._wake.set()
         try:
-            return list(await asyncio.gather(*(p.future for p in pending)))
+            results = await asyncio.gather(*(p.future for p in pending), return_exceptions=True)
         except BaseException:
             for p in pending:  # timed out or cancelled: the worker skips these
                 p.future.cancel()
             raise
+        for index, result in enumerate(results):
+            if isinstance(result, BaseException):
+                result.item_index = index  # type: ignore[attr-defined]  # which item failed
+                raise result
+        return results  # type: ignore[return-value]
 
     async def _take_batch(self) -> list[_Pending[Item, Result]]:
         while not self._queue:

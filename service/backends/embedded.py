@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 
 from service.backends.batching import BatchStats, batcher_for
-from service.errors import BackendError, InvalidInput, ModelNotFound, NotReady
+from service.errors import (
+    BackendError,
+    InvalidInput,
+    ModelNotFound,
+    NotReady,
+    model_error_reason,
+)
 from service.instances import ImageInput
 from service.predictor import (
     BOXES_SIGNATURE,
@@ -107,7 +113,8 @@ class EmbeddedPredictor:
             return await loop.run_in_executor(self._executor, self._run_calls, items)
         except tf.errors.InvalidArgumentError as e:
             if len(items) == 1:
-                return [InvalidInput(f"the model rejected the image: {e.message.splitlines()[0]}")]
+                reason = model_error_reason(e.message)
+                return [InvalidInput(f"the model could not decode the image: {reason}")]
             # One instance the validator let through broke the batch: run them one by one so
             # that only its own request fails.
             results: list[ModelOutput | BaseException] = []

@@ -25,6 +25,7 @@ from service.errors import (
     ModelNotFound,
     NotReady,
     Overloaded,
+    model_error_reason,
 )
 from service.instances import ImageInput
 from service.predictor import WARMUP_OPTIONS, ModelCall, ModelOutput, Options, assemble, model_calls
@@ -48,7 +49,7 @@ _ERRORS = {
 
 def domain_error(e: grpc.aio.AioRpcError):
     kind = _ERRORS.get(e.code(), BackendError)
-    return kind(f"model server: {e.code().name}: {e.details()}")
+    return kind(f"model server: {e.code().name}: {model_error_reason(e.details() or '')}")
 
 
 class TFServingPredictor:

@@ -11,18 +11,26 @@ retried forever; a graceful shutdown does not count as an attempt.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import json
 import logging
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from service.batch.job_resource import CreateJob, Job, JobList, PredictionOutput, now
 from service.batch.job_store import JobStore
 from service.batch.runner import run_job
 from service.batch.spec import JobReport, JobSpec, JobState, Progress
 from service.batch.storage import Storage, is_gcs
-from service.errors import Conflict, InvalidInput, JobNotFound
+from service.errors import Conflict, InvalidInput, JobNotFound, redact_paths
+from service.instances import explain_validation
 from service.predictor import Predictor
+from service.serving import check_limits
 from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -100,6 +108,15 @@ class JobManager:
             prediction_input=given,
             prediction_output=PredictionOutput(output_path=given.output_path),
         )
+        self._spec(job)  # what the runner will be given: refused now, not after it starts
+        if self._predictor.is_ready():
+            params = given.parameters
+            boxes = params.glimpse_boxes is not None
+            try:
+                check_limits(self._predictor.model_info(), params.num_glimpses, params.top_k, boxes)
+            except InvalidInput as e:
+                raise InvalidInput(f"predictionInput.{e.message}") from None
+        self._prune()
         if not self._store.insert(job):
             raise Conflict(f"job {request.job_id} already exists")
         if self._wake:
@@ -113,14 +130,12 @@ class JobManager:
         return job
 
     def list(self, page_size: int, page_token: str | None) -> JobList:
-        try:
-            offset = int(page_token or 0)
-        except ValueError:
-            raise InvalidInput("pageToken: not a token this server issued") from None
-        jobs = self._store.page(offset, page_size + 1)
+        jobs = self._store.page(_read_token(page_token) if page_token else None, page_size + 1)
         more = len(jobs) > page_size
+        last = jobs[page_size - 1] if more else None
         return JobList(
-            jobs=jobs[:page_size], next_page_token=str(offset + page_size) if more else None
+            jobs=jobs[:page_size],
+            next_page_token=_token(last.create_time, last.job_id) if last else None,
         )
 
     def cancel(self, job_id: str) -> None:
@@ -172,20 +187,58 @@ class JobManager:
         local = Path(path.removeprefix("file://"))
         return str(local if local.is_absolute() else self._settings.jobs_local_root / local)
 
+    def _spec(self, job: Job) -> JobSpec:
+        """The runner's own description of the job; its validation is the create's too."""
+        given = job.prediction_input
+        try:
+            return JobSpec(
+                job_id=job.job_id,
+                input_paths=[self._local(p) for p in given.input_paths],
+                output_path=self._local(given.output_path),
+                batch_size=given.batch_size,
+                max_worker_count=given.max_worker_count,
+                parameters=given.parameters,
+            )
+        except ValidationError as e:
+            raise InvalidInput(f"predictionInput: {explain_validation(e.errors())}") from None
+
+    def _public(self, message: str | None) -> str | None:
+        """A message clients may read: local paths as the client gave them (relative to the
+        jobs folder), any other server path redacted."""
+        if message is None:
+            return None
+        root = self._settings.jobs_local_root
+        if root is not None:
+            for prefix in {str(root.resolve()), str(root)}:
+                message = message.replace(prefix.rstrip("/") + "/", "")
+        return redact_paths(message)
+
+    def _prune(self) -> None:
+        cutoff = time.time() - self._settings.jobs_retention_days * 86400
+        before = datetime.fromtimestamp(cutoff, UTC).isoformat(timespec="milliseconds")
+        gone = self._store.prune(self._settings.jobs_max_stored, before.replace("+00:00", "Z"))
+        if gone:
+            log.info("forgot %d finished jobs (retention)", gone)
+
     async def _run(self, job: Job, cancel: asyncio.Event) -> None:
+        """Runs one job; whatever happens, its slot is released and it ends in a state."""
+        try:
+            await self._run_job(job, cancel)
+        except Exception as e:  # noqa: BLE001 - a bug guard: the job fails, the queue goes on
+            log.exception("job %s crashed", job.job_id)
+            self._finish(job, JobState.FAILED, f"internal error: {type(e).__name__}")
+        finally:
+            self._running.pop(job.job_id, None)
+            if self._wake:
+                self._wake.set()
+
+    async def _run_job(self, job: Job, cancel: asyncio.Event) -> None:
         given = job.prediction_input
         output = job.prediction_output or PredictionOutput(output_path=given.output_path)
         output.attempt += 1
         job.state, job.start_time, job.prediction_output = JobState.RUNNING, now(), output
         self._store.update(job)
-        spec = JobSpec(
-            job_id=job.job_id,
-            input_paths=[self._local(p) for p in given.input_paths],
-            output_path=self._local(given.output_path),
-            batch_size=given.batch_size,
-            max_worker_count=given.max_worker_count,
-            parameters=given.parameters,
-        )
+        spec = self._spec(job)
         saved = time.monotonic()
 
         def on_progress(p: Progress) -> None:
@@ -199,20 +252,9 @@ class JobManager:
                 else:
                     self._store.update(job)
 
-        try:
-            report = await run_job(
-                spec, self._predictor, self._settings, self._storage, on_progress, cancel
-            )
-        except Exception as e:  # noqa: BLE001 - run_job reports failures; this is a bug guard
-            log.exception("job %s crashed", job.job_id)
-            report = JobReport(
-                job_id=job.job_id,
-                state=JobState.FAILED,
-                output_path=spec.output_path,
-                error_message=f"internal error: {type(e).__name__}",
-            )
-        finally:
-            self._running.pop(job.job_id, None)
+        report = await run_job(
+            spec, self._predictor, self._settings, self._storage, on_progress, cancel
+        )
         if report.state == JobState.CANCELLED and self._closing:
             output.attempt -= 1  # a graceful shutdown is not the job's fault
             job.state = JobState.QUEUED
@@ -224,13 +266,28 @@ class JobManager:
             "job %s %s: %d lines, %d predictions, %d errors",
             job.job_id, report.state.value, report.lines, report.predictions, report.errors,
         )  # fmt: skip
-        if self._wake:
-            self._wake.set()
 
     def _finish(self, job: Job, state: JobState, message: str | None) -> None:
         job.state, job.end_time = state, now()
-        job.error_message = message if state != JobState.SUCCEEDED else None
+        job.error_message = self._public(message) if state != JobState.SUCCEEDED else None
         self._store.update(job)
+
+
+def _token(create_time: str, job_id: str) -> str:
+    """An opaque page token: where the next page starts (the last job seen)."""
+    raw = json.dumps([create_time, job_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _read_token(token: str) -> tuple[str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        create_time, job_id = json.loads(raw)
+        if not (isinstance(create_time, str) and isinstance(job_id, str)):
+            raise ValueError
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput("pageToken: not a token this server issued") from None
+    return create_time, job_id
 
 
 def _count(output: PredictionOutput, p: Progress) -> None:

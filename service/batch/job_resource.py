@@ -6,6 +6,7 @@ written for `ml.googleapis.com` parse our answers. Our extensions are marked bel
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -23,6 +24,37 @@ class _Api(BaseModel):
 def _check_job_id(v: str) -> str:
     if not JOB_ID.match(v):
         raise ValueError("a letter, then letters, digits or underscores (at most 128)")
+    return v
+
+
+MAX_PATH_CHARS = 1024
+MAX_LABELS = 64  # Google Cloud's limits for labels
+_LABEL_KEY = re.compile(r"\A[a-z][a-z0-9_-]{0,62}\Z")
+_LABEL_VALUE = re.compile(r"\A[a-z0-9_-]{0,63}\Z")
+
+
+def _check_path(v: str) -> str:
+    if len(v) > MAX_PATH_CHARS:
+        raise ValueError(f"a path of at most {MAX_PATH_CHARS} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in v):
+        raise ValueError("a path without control characters (NUL, newline, ...)")
+    return v
+
+
+def _check_labels(v: dict[str, str]) -> dict[str, str]:
+    """Google Cloud's label rules, so that labels stay small and mean the same everywhere."""
+    if len(v) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} labels")
+    for key, value in v.items():
+        if not _LABEL_KEY.match(key):
+            raise ValueError(
+                f"label key {key[:70]!r}: a lowercase letter, then up to 62 lowercase letters,"
+                " digits, '_' or '-'"
+            )
+        if not _LABEL_VALUE.match(value):
+            raise ValueError(
+                f"label {key!r}: a value of up to 63 lowercase letters, digits, '_' or '-'"
+            )
     return v
 
 
@@ -50,6 +82,16 @@ class PredictionInput(_Api):
     parameters: PredictParameters = Field(
         default_factory=PredictParameters, description="Glimpse extension: predict parameters."
     )
+
+    @field_validator("input_paths")
+    @classmethod
+    def _inputs(cls, v: list[str]) -> list[str]:
+        return [_check_path(p) for p in v]
+
+    @field_validator("output_path")
+    @classmethod
+    def _output(cls, v: str) -> str:
+        return _check_path(v)
 
     @field_validator("signature_name")
     @classmethod
@@ -96,6 +138,7 @@ class CreateJob(_Api):
     prediction_input: PredictionInput
 
     _job_id = field_validator("job_id")(classmethod(lambda cls, v: _check_job_id(v)))
+    _labels = field_validator("labels")(classmethod(lambda cls, v: _check_labels(v)))
 
 
 class JobList(_Api):

@@ -52,14 +52,37 @@ class JobStore:
             row = self._db.execute("SELECT body FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return Job.model_validate_json(row[0]) if row else None
 
-    def page(self, offset: int, limit: int) -> list[Job]:
-        """Newest first."""
+    def page(self, after: tuple[str, str] | None, limit: int) -> list[Job]:
+        """Newest first, starting after the (create time, job id) of the last job a client
+        saw: a job created between two pages shifts nothing (no offsets)."""
+        where, args = "", ()
+        if after is not None:
+            where = "WHERE created < ? OR (created = ? AND job_id > ?)"
+            args = (after[0], after[0], after[1])
         with self._lock:
             rows = self._db.execute(
-                "SELECT body FROM jobs ORDER BY created DESC, job_id LIMIT ? OFFSET ?",
-                (limit, offset),
+                f"SELECT body FROM jobs {where} ORDER BY created DESC, job_id LIMIT ?",
+                (*args, limit),
             ).fetchall()
         return [Job.model_validate_json(r[0]) for r in rows]
+
+    def prune(self, keep: int, finished_before: str) -> int:
+        """Forget finished jobs that ended before `finished_before`, and the oldest finished
+        ones beyond `keep` jobs in all: the store is bounded whatever clients create."""
+        finished = "json_extract(body, '$.state') IN ('SUCCEEDED', 'FAILED', 'CANCELLED')"
+        with self._lock:
+            gone = self._db.execute(
+                f"DELETE FROM jobs WHERE {finished} AND json_extract(body, '$.endTime') < ?",
+                (finished_before,),
+            ).rowcount
+            total = self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+            if total > keep:
+                gone += self._db.execute(
+                    f"DELETE FROM jobs WHERE job_id IN (SELECT job_id FROM jobs WHERE {finished}"
+                    " ORDER BY created LIMIT ?)",
+                    (total - keep,),
+                ).rowcount
+        return gone
 
     def queued(self) -> list[Job]:
         """QUEUED jobs, oldest first: what the scheduler polls, without parsing every job."""

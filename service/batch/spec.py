@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from service.schemas import PredictParameters
 
-JOB_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")  # AI Platform's rule for job ids
+JOB_ID = re.compile(r"\A[A-Za-z][A-Za-z0-9_]{0,127}\Z")  # AI Platform's rule for job ids
 
 
 def new_job_id(prefix: str = "glimpse_batch") -> str:

@@ -21,7 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from service import geometry
-from service.errors import BackendTimeout, InvalidInput, ModelNotFound, NotReady, Overloaded
+from service.errors import (
+    BackendTimeout,
+    InvalidInput,
+    ModelNotFound,
+    NotReady,
+    Overloaded,
+    model_error_reason,
+)
 from service.explain import faithfulness, methods, sag, visualise
 from service.explain.model import Budget, ExplainModel
 from service.explain.schemas import (
@@ -146,7 +153,19 @@ class Explainer:
             raise
 
         def job() -> list[Explanation]:
-            return [self._one(model, image, params, budget) for image in images]
+            import tensorflow as tf
+
+            explanations = []
+            for i, image in enumerate(images):
+                try:
+                    explanations.append(self._one(model, image, params, budget))
+                except tf.errors.InvalidArgumentError as e:  # an image only the model rejects
+                    reason = model_error_reason(e.message)
+                    raise InvalidInput(
+                        f"instances[{i}].input_image_bytes: the model could not decode the"
+                        f" image: {reason}"
+                    ) from None
+            return explanations
 
         future = self._executor.submit(job)
         # Released when the work really ends (or is cancelled before it starts), not when the

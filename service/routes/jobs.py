@@ -64,7 +64,7 @@ async def list_jobs(
     project: str,
     jobs: JobsDep,
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000)] = 100,
-    page_token: Annotated[str | None, Query(alias="pageToken", max_length=32)] = None,
+    page_token: Annotated[str | None, Query(alias="pageToken", max_length=512)] = None,
 ) -> JobList:
     return jobs.list(page_size, page_token)
 
