@@ -13,7 +13,9 @@ import binascii
 import io
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
@@ -30,6 +32,19 @@ class ImageInput:
     data: bytes  # what the model decodes
     original_size: tuple[int, int]  # (height, width)
     converted_from: str | None  # "WEBP/RGBA" when re-encoded, None when passed through
+    # Where `data` lies in the photo when a huge image was cut and shrunk while converted:
+    # original pixels per pixel of `data`, and the (top, left) of its first pixel.
+    scale: float = 1.0
+    offset: tuple[float, float] = (0.0, 0.0)
+
+
+# The model looks at the central square (224/256 of the shorter side) resampled to 224 and 448
+# pixels, so it needs that square and a shorter side of 512 at most (448 * 256 / 224). Images
+# the gateway re-encodes anyway and that are larger than this many pixels are cut to their
+# central square and shrunk (by whole factors, box-averaged), so that the model's thread and
+# memory are spared megapixels it would throw away; the boxes are mapped back to the photo.
+SHRINK_ABOVE_PIXELS = 16_000_000
+_NEEDED_SHORT_SIDE = 512
 
 
 @dataclass
@@ -52,6 +67,11 @@ class DecodeBudget:
     max_jpeg_scans: int = 64
     max_jpeg_scan_pixels: int = 400_000_000
     spent: int = 0
+    # Runs `decode_pixels` (fn, *args) where the caller wants it for images over
+    # `run_above_pixels`: a process pool in the gateway. Smaller ones (milliseconds) and all
+    # of them when None: in this thread.
+    run: Callable[..., Any] | None = None
+    run_above_pixels: int = 4_000_000
 
     def charge(self, pixels: int, where: str) -> None:
         if self.spent + pixels > self.pixels:
@@ -170,18 +190,25 @@ def decode_instance(
             passthrough = (fmt, image.mode) in _PASSTHROUGH and not getattr(
                 image, "is_animated", False
             )
+            if passthrough and fmt == "PNG" and width * height > SHRINK_ABOVE_PIXELS:
+                passthrough = False  # re-encoded smaller: the model need not inflate it all
             if passthrough and fmt == "JPEG" and _intact_jpeg(raw):
                 return ImageInput(instance.key, raw, (height, width), None)
-            if passthrough and fmt == "JPEG":
+            draft = passthrough and fmt == "JPEG"
+            if draft:
                 # Decode at 1/8 scale in the DCT domain: reads the whole stream, so truncated
                 # data still fails, for a fraction of the cost of a full decode.
-                image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
                 budget.charge(max(1, width * height // 64), where)
             else:
                 # PNGs are decoded here too: a chunk's CRC can hold while its zlib stream is
                 # corrupt, and the model would then fail without naming the image.
                 budget.charge(width * height, where)
-            image.load()  # decodes: truncated or corrupt data fails here
+            try:
+                far = budget.run is not None and width * height > budget.run_above_pixels
+                run = budget.run if far and budget.run else _run_here
+                converted = run(decode_pixels, raw, draft, passthrough)
+            except InvalidInput as e:
+                raise InvalidInput(f"{where}: {e.message}") from None
     except InvalidInput:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -193,9 +220,31 @@ def decode_instance(
         raise InvalidInput(f"{where}: not a decodable image (JPEG, PNG, WebP, BMP, GIF)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise InvalidInput(f"{where}: corrupt or truncated image ({e})") from None
-    if passthrough:
+    if converted is None:
         return ImageInput(instance.key, raw, (height, width), None)
-    return ImageInput(instance.key, _to_png(image), (height, width), f"{fmt}/{image.mode}")
+    data, scale, offset = converted
+    return ImageInput(instance.key, data, (height, width), f"{fmt}/{image.mode}", scale, offset)
+
+
+def _run_here(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+def decode_pixels(
+    raw: bytes, draft: bool, passthrough: bool
+) -> tuple[bytes, float, tuple[float, float]] | None:
+    """The pixel work: decode (truncated or corrupt data fails here), then re-encode as PNG
+    unless the bytes pass through (None). A top-level function of bytes, so that the gateway
+    can run it in a process of its own (service/decoding.py): megapixels of work there hold
+    neither the event loop nor the model's thread, whatever locks the imaging code takes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(raw))
+        image.seek(0)
+        if draft:
+            image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+        image.load()
+    return None if passthrough else _to_png(image)
 
 
 def _intact_jpeg(raw: bytes) -> bool:
@@ -206,19 +255,34 @@ def _intact_jpeg(raw: bytes) -> bool:
     return raw.rstrip(b"\x00")[-2:] == b"\xff\xd9"
 
 
-def _to_png(image: Image.Image) -> bytes:
-    if image.mode in ("RGBA", "LA", "P", "PA"):
-        # Transparent pixels become white, as a viewer would show them, not black.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        rgb = Image.alpha_composite(background, rgba).convert("RGB")
+def _to_png(image: Image.Image) -> tuple[bytes, float, tuple[float, float]]:
+    """RGB PNG bytes of `image`, with the shrink factor (1.0: full size) and the offset of
+    the part kept ((0, 0): all of it)."""
+    offset = (0.0, 0.0)
+    if image.width * image.height > SHRINK_ABOVE_PIXELS:
+        side = min(image.size)
+        top, left = (image.height - side) // 2, (image.width - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+        offset = (float(top), float(left))
+    alpha = image.mode in ("RGBA", "LA", "P", "PA")
+    if alpha:
+        image = image.convert("RGBA")
     elif image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        rgb = image.point(lambda v: v / 257).convert("RGB")
+        image = image.point(lambda v: v / 257).convert("RGB")
     else:
-        rgb = image.convert("RGB")
+        image = image.convert("RGB")
+    width = image.width
+    factor = min(image.size) // _NEEDED_SHORT_SIDE
+    if offset != (0.0, 0.0) or image.width * image.height > SHRINK_ABOVE_PIXELS:
+        if factor > 1:
+            image = image.reduce(factor)
+    if alpha:
+        # Transparent pixels become white, as a viewer would show them, not black.
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image).convert("RGB")
     buf = io.BytesIO()
-    rgb.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    image.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue(), width / image.width, offset
 
 
 def decode_instances(

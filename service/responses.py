@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import io
 
+import numpy as np
+
 from service.geometry import VIEW_SIZE, new_pixel_fractions
 from service.instances import ImageInput
 from service.predictor import ModelOutput
@@ -48,7 +50,12 @@ def build_prediction(
     image: ImageInput, out: ModelOutput, params: PredictParameters, info: ModelInfo | None = None
 ) -> Prediction:
     """`info` (the model's own description) names the preprocessing; without it (TF Serving
-    with no local copy) the schema's description of the exported model stands."""
+    with no local copy) the schema's description of the exported model stands.
+    An image the gateway shrank while converting it (`image.scale` > 1) is mapped back: the
+    crop box and boxes are given in the photo's own pixels.
+    """
+    top, left = image.offset
+    crop_box = np.asarray(out.crop_box, float) * image.scale + [top, left, top, left]
     top_k = [
         ClassScore(index=int(c), synset=syn, label=name, score=float(s))
         for c, s, name, syn in zip(
@@ -59,7 +66,7 @@ def build_prediction(
         Glimpse(
             order=i + 1,
             box=_box(b),
-            box_original=to_original(b, out.crop_box) if params.original_pixels else None,
+            box_original=to_original(b, crop_box) if params.original_pixels else None,
             centre=Point(y=float(b[0] + b[2]) / 2, x=float(b[1] + b[3]) / 2),
             new_pixels=round(new, 4),
         )
@@ -86,8 +93,8 @@ def build_prediction(
         ),
         annotated_image_format=params.annotated_image_format if params.annotated_image else None,
         preprocessing=Preprocessing(
-            original_size=out.image_size,
-            crop_box=_box(out.crop_box),
+            original_size=image.original_size,
+            crop_box=_box(crop_box),
             converted_from=image.converted_from,
             **({"method": info.preprocessing} if info and info.preprocessing else {}),
         ),

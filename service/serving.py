@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from service.errors import BackendTimeout, InvalidInput, ModelNotFound, NotReady
-from service.instances import DecodeBudget, ImageInput, decode_instances
+from service.instances import ImageInput
 from service.predictor import ModelOutput, Options, Predictor
 from service.responses import build_prediction
 from service.savedmodel import ModelInfo
@@ -162,29 +162,6 @@ def _remaining(deadline: float, what: str, timeout: float) -> float:
     return left
 
 
-async def decode(
-    state: GatewayState, instances: Sequence[Instance], deadline: float
-) -> list[ImageInput]:
-    """Every instance decoded and checked in the decode pool, within the request's deadline.
-
-    Never on the event loop: a 35-byte image can claim a huge canvas, and the probes must not
-    wait for it. One request's images are one task, so a request full of costly images holds
-    one decode thread, not all of them; its cost is bounded by the request's DecodeBudget."""
-    settings = state.settings
-    budget = DecodeBudget(
-        settings.max_decode_pixels, settings.max_jpeg_scans, settings.max_jpeg_scan_pixels
-    )
-    loop = asyncio.get_running_loop()
-    work = loop.run_in_executor(
-        state.decoder, decode_instances, list(instances), settings.max_image_pixels, budget
-    )
-    timeout = settings.request_timeout_s
-    try:
-        return await asyncio.wait_for(work, _remaining(deadline, "decoding", timeout))
-    except TimeoutError:
-        raise BackendTimeout(f"no answer within {timeout:g} s (decoding the images)") from None
-
-
 async def predict(
     state: GatewayState, instances: Sequence[Instance], params: PredictParameters
 ) -> list[Prediction]:
@@ -195,7 +172,7 @@ async def predict(
     timeout = settings.request_timeout_s
     deadline = time.monotonic() + timeout
     started = time.perf_counter()
-    images = await decode(state, instances, deadline)
+    images = await state.decoder.decode(instances, deadline)
     decoded = time.perf_counter()
     metrics.stage.labels("decode").observe(decoded - started)
     options = [Options.of(params)] * len(images)
@@ -268,5 +245,5 @@ async def explain(
     Decoding counts against the request's deadline (the explanation has its own, started
     when its model is loaded)."""
     deadline = time.monotonic() + state.settings.request_timeout_s
-    images = await decode(state, instances, deadline)
+    images = await state.decoder.decode(instances, deadline)
     return await state.explainer.explain(images, params)

@@ -37,7 +37,7 @@ class GatewaySettings(BaseSettings):
     # Decoding runs in its own pool of threads, never on the event loop (probes) nor on the
     # model's thread; these bound what one request may cost it (docs/reliability.md).
     decode_workers: int = Field(2, ge=1, le=64)
-    max_decode_pixels: int = Field(80_000_000, ge=10_000)  # per request, summed over images
+    max_decode_pixels: int = Field(50_000_000, ge=10_000)  # per request, summed over images
     max_jpeg_scans: int = Field(64, ge=1, le=10_000)
     max_jpeg_scan_pixels: int = Field(400_000_000, ge=1_000_000)  # scans x pixels, one JPEG
     request_timeout_s: float = Field(30.0, gt=0.0)  # decode + queue + model, per request

@@ -5,9 +5,9 @@ reaches only the jobs routes."""
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from service.decoding import Decoder
 from service.errors import redact_paths
 from service.explain.explainer import Explainer
 from service.metrics import Metrics
@@ -26,12 +26,12 @@ class GatewayState:
     started: bool = False
     load_error: str | None = None
     shutting_down: bool = False
-    # Image decoding: its own threads, so that neither the event loop (health probes) nor the
-    # model's thread ever waits on a costly image.
-    decoder: ThreadPoolExecutor = field(init=False)
+    # Image decoding: its own threads and processes, so that neither the event loop (health
+    # probes) nor the model's thread ever waits on a costly image.
+    decoder: Decoder = field(init=False)
 
     def __post_init__(self) -> None:
-        self.decoder = ThreadPoolExecutor(self.settings.decode_workers, thread_name_prefix="decode")
+        self.decoder = Decoder(self.settings)
 
     async def load(self) -> None:
         try:
@@ -45,4 +45,4 @@ class GatewayState:
     async def close(self) -> None:
         await self.predictor.close()
         self.explainer.close()
-        self.decoder.shutdown(wait=False, cancel_futures=True)
+        self.decoder.close()

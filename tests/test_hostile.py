@@ -93,8 +93,8 @@ def test_many_tiny_canvases_in_one_request_hit_the_request_budget(service):
     r = post(service, body(*[gif_canvas(39_999, 1000)] * 40))
     message = error(r, 400)
     assert time.monotonic() - started < 10
-    assert message.startswith("instances[2].input_image_bytes: decoding it would pass")
-    assert "budget of 80000000 pixels" in message
+    assert message.startswith("instances[1].input_image_bytes: decoding it would pass")
+    assert "budget of 50000000 pixels" in message
 
 
 @pytest.mark.parametrize("path", [PREDICT, EXPLAIN])
@@ -251,3 +251,27 @@ def test_generated_scan_bombs_are_answered_within_the_deadline(service, scans, s
     assert time.monotonic() - started < 20
     if scans + 10 > 64:
         assert "scans" in r.json()["error"]
+
+
+def test_a_huge_converted_image_is_shrunk_and_its_boxes_mapped_back(service):
+    """A 20-Mpx PNG is cut to its central square and shrunk before the model sees it; the
+    answer still speaks of the photo's own pixels (the reference centre crop)."""
+    photo = np.full((4000, 5000, 3), 200, np.uint8)
+    photo[1800:2200, 2300:2700] = (200, 30, 30)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "PNG")
+    r = post(service, body(buf.getvalue()))
+    assert r.status_code == 200, r.text
+    p = r.json()["predictions"][0]
+    assert p["preprocessing"]["original_size"] == [4000, 5000]
+    crop = p["preprocessing"]["crop_box"]
+    side = 4000 * 224 / 256  # the reference preprocessing: the central 224/256 of the short side
+    expected = [(4000 - side) / 2, (5000 - side) / 2, (4000 + side) / 2, (5000 + side) / 2]
+    assert crop == pytest.approx(
+        {"ymin": expected[0], "xmin": expected[1], "ymax": expected[2], "xmax": expected[3]},
+        abs=8,
+    )
+    for g in p["glimpses"]:
+        original = g["box_original"]
+        assert expected[0] - 8 <= original["ymin"] < original["ymax"] <= expected[2] + 8
+        assert expected[1] - 8 <= original["xmin"] < original["xmax"] <= expected[3] + 8

@@ -1,0 +1,89 @@
+"""Where the gateway decodes images: never on the event loop, never on the model's thread.
+
+Two pools. Threads parse base64 and headers and check each image against the request's
+budget (service/instances.py); one request's images are one task, so a request full of costly
+images holds one thread, not all of them. The pixel work (decoding, converting, re-encoding)
+of images over a few megapixels runs in worker processes, started on first need: Pillow holds
+the interpreter lock in parts of it, and a megapixel conversion on a thread would stall the
+event loop (and the health probes) for its duration; smaller ones cost milliseconds here.
+A process that dies on an image fails that image with a 400, and the pool is rebuilt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from service.errors import BackendTimeout, InvalidInput
+from service.instances import DecodeBudget, ImageInput, decode_instances
+from service.schemas import Instance
+from service.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+
+class Decoder:
+    def __init__(self, settings: GatewaySettings):
+        self._settings = settings
+        self._threads = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        self._lock = threading.Lock()
+        self._processes: ProcessPoolExecutor | None = None
+
+    def _pool(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._processes is None:
+                # spawn: a fork of a process running TensorFlow's threads is not safe.
+                self._processes = ProcessPoolExecutor(
+                    self._settings.decode_workers, mp_context=multiprocessing.get_context("spawn")
+                )
+            return self._processes
+
+    def _run_pixels(self, deadline: float) -> Callable[..., Any]:
+        def run(fn: Callable[..., Any], *args: Any) -> Any:
+            pool = self._pool()
+            try:
+                return pool.submit(fn, *args).result(timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise BackendTimeout("the images were not decoded within the deadline") from None
+            except BrokenProcessPool:
+                with self._lock:  # the next image gets fresh workers
+                    if self._processes is pool:
+                        self._processes = None
+                pool.shutdown(wait=False, cancel_futures=True)
+                log.warning("an image decoder process died; pool rebuilt")
+                raise InvalidInput("the image's decoder failed on it") from None
+
+        return run
+
+    async def decode(self, instances: Sequence[Instance], deadline: float) -> list[ImageInput]:
+        """Every instance decoded and checked within the request's deadline (monotonic)."""
+        settings = self._settings
+        budget = DecodeBudget(
+            settings.max_decode_pixels,
+            settings.max_jpeg_scans,
+            settings.max_jpeg_scan_pixels,
+            run=self._run_pixels(deadline),
+        )
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(
+            self._threads, decode_instances, list(instances), settings.max_image_pixels, budget
+        )
+        timeout = settings.request_timeout_s
+        try:
+            return await asyncio.wait_for(work, max(0.001, deadline - time.monotonic()))
+        except (TimeoutError, BackendTimeout):
+            raise BackendTimeout(f"no answer within {timeout:g} s (decoding the images)") from None
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            if self._processes is not None:
+                self._processes.shutdown(wait=False, cancel_futures=True)
+                self._processes = None
