@@ -6,7 +6,7 @@ MODEL_DIR ?= models
 SAMPLES ?= ../shared/data/imagenet-sample
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: serve test export bench bench-accuracy bench-cost bench-serve bench-batch bench-faithfulness bench-load lint clean
+.PHONY: serve test export bench bench-accuracy bench-cost bench-serve bench-batch bench-faithfulness bench-load bench-hostile lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ test: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
-bench: bench-accuracy bench-cost bench-serve bench-batch bench-faithfulness bench-load
+bench: bench-accuracy bench-cost bench-serve bench-batch bench-faithfulness bench-load bench-hostile
 	$(BIN)/python -m bench.report
 
 bench-accuracy: export
@@ -51,6 +51,10 @@ bench-batch: export
 # >= 10,000 :predict requests at concurrency 32 on a live gateway, then an overload burst.
 bench-load: export
 	$(BIN)/python -m bench.load --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
+
+# Good traffic with 10% decode bombs vs clean, at concurrency 16: p99, probes, RSS.
+bench-hostile: export
+	$(BIN)/python -m bench.hostile --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

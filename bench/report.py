@@ -18,6 +18,7 @@ SECTIONS = [
     ("batch", "make bench-batch", "Batch prediction throughput"),
     ("faithfulness", "make bench-faithfulness", "Explanation methods: faithfulness and cost"),
     ("load", "make bench-load", "Load: 10,000 requests at concurrency 32"),
+    ("hostile", "make bench-hostile", "Hostile mix: decode bombs among good requests"),
 ]
 
 
