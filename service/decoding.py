@@ -28,6 +28,16 @@ from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
+_INLINE_B64 = 200_000  # ~150 KB: base64 and a header walk of it take well under a millisecond
+
+
+class _NeedsPixels(Exception):
+    """The quick pass met an image that needs decoding: that is the pool's work."""
+
+
+def _needs_pixels(fn: Callable[..., Any], *args: Any) -> Any:
+    raise _NeedsPixels
+
 
 class Decoder:
     def __init__(self, settings: GatewaySettings):
@@ -65,6 +75,20 @@ class Decoder:
     async def decode(self, instances: Sequence[Instance], deadline: float) -> list[ImageInput]:
         """Every instance decoded and checked within the request's deadline (monotonic)."""
         settings = self._settings
+        if len(instances) == 1 and len(instances[0].input_image_bytes.b64) < _INLINE_B64:
+            # The common case, a photo passed through untouched, costs a header parse: done
+            # here, without a thread hop. Any pixel work sends the request to the pool.
+            quick = DecodeBudget(
+                settings.max_decode_pixels,
+                settings.max_jpeg_scans,
+                settings.max_jpeg_scan_pixels,
+                run=_needs_pixels,
+                run_above_pixels=0,
+            )
+            try:
+                return decode_instances(list(instances), settings.max_image_pixels, quick)
+            except _NeedsPixels:
+                pass
         budget = DecodeBudget(
             settings.max_decode_pixels,
             settings.max_jpeg_scans,

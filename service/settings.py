@@ -46,6 +46,9 @@ class GatewaySettings(BaseSettings):
     keep_alive_s: float = Field(5.0, gt=0.0)  # an idle keep-alive connection is closed
     max_connections: int = Field(512, ge=1)  # concurrent connections; beyond: 503
     max_header_bytes: int = Field(16_384, ge=4096)  # request line + headers: 431 beyond
+    # h11 bounds what it buffers of the request line and headers (max_header_bytes, between
+    # reads); httptools parses faster but would buffer megabytes of headers.
+    http_parser: Literal["h11", "httptools"] = "h11"
     shutdown_grace_s: float = Field(20.0, ge=0.0)
 
     # Explanations (:explain) cost up to seconds each and run on one thread of their own;
@@ -82,9 +85,7 @@ class GatewaySettings(BaseSettings):
     def server_options(self) -> dict:
         """uvicorn's connection limits for these settings (the CLI and the tests' servers)."""
         return {
-            # h11, not httptools: only h11 bounds the request line and headers
-            # (max_header_bytes); httptools would buffer megabytes of headers.
-            "http": "h11",
+            "http": self.http_parser,
             "timeout_keep_alive": max(1, round(self.keep_alive_s)),
             "limit_concurrency": self.max_connections,
             "h11_max_incomplete_event_size": self.max_header_bytes,

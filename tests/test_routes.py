@@ -353,3 +353,12 @@ def test_unknown_route_and_method(client):
     assert error(client.get(PREDICT), 404) == (
         "Servable not found for request: Latest(saccader:predict)"
     )
+
+
+@pytest.mark.parametrize("byte_range", ["bytes=999999-", "bytes=abc", "bytes=5-1", "items=0-1"])
+def test_demo_assets_ignore_any_range(client, byte_range):
+    """The files are a few kB: served whole, never a plain-text range error."""
+    whole = client.get("/demo/demo.js")
+    r = client.get("/demo/demo.js", headers={"Range": byte_range})
+    assert r.status_code == 200 and r.content == whole.content
+    assert r.headers["content-security-policy"] == whole.headers["content-security-policy"]

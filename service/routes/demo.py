@@ -12,10 +12,11 @@ privilege of its own, which is why it needs no token: the API still asks for one
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from service.routes.deps import StateDep
 
@@ -58,12 +59,19 @@ SECURITY_HEADERS = {
 router = APIRouter(tags=["demo"], include_in_schema=False)
 
 
-def _file(name: str, media_type: str) -> FileResponse:
-    return FileResponse(STATIC / name, media_type=media_type, headers=SECURITY_HEADERS)
+@lru_cache(maxsize=len(ASSETS) + 1)
+def _read(name: str) -> bytes:
+    return (STATIC / name).read_bytes()
+
+
+def _file(name: str, media_type: str) -> Response:
+    """The whole file, whatever Range the client sends (RFC 9110 lets a server ignore it):
+    these files are a few kB, and Starlette would answer a malformed Range in plain text."""
+    return Response(_read(name), media_type=media_type, headers=SECURITY_HEADERS)
 
 
 @router.get("/")
-async def page() -> FileResponse:
+async def page() -> Response:
     """The demo page."""
     return _file("index.html", "text/html; charset=utf-8")
 
@@ -82,7 +90,7 @@ async def config(state: StateDep) -> JSONResponse:
 
 
 @router.get("/demo/{name}")
-async def asset(name: str) -> FileResponse:
+async def asset(name: str) -> Response:
     """A script or style sheet of the page."""
     if name not in ASSETS:
         raise HTTPException(404, f"no demo asset named {name!r}")
