@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import json
 import multiprocessing
 import random
 import time
@@ -41,15 +39,11 @@ PREDICT = "/v1/models/saccader:predict"
 
 
 def bombs() -> dict[str, bytes]:
-    def body(*images: bytes) -> bytes:
-        instances = [{"input_image_bytes": {"b64": base64.b64encode(i).decode()}} for i in images]
-        return json.dumps({"instances": instances}).encode()
-
     return {
-        "gif_canvas_6000x6000": body(gif_canvas(6000, 6000)),
-        "gifs_40x40mpx": body(*[gif_canvas(39_999, 1000)] * 40),
-        "jpeg_3000_scans": body(jpeg_with_scans(3000)),
-        "png_corrupt_pixels": body(png_corrupt_pixels()),
+        "gif_canvas_6000x6000": request_body([gif_canvas(6000, 6000)]),
+        "gifs_40x40mpx": request_body([gif_canvas(39_999, 1000)] * 40),
+        "jpeg_3000_scans": request_body([jpeg_with_scans(3000)]),
+        "png_corrupt_pixels": request_body([png_corrupt_pixels()]),
     }
 
 

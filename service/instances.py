@@ -250,7 +250,8 @@ def _to_png(image: Image.Image) -> tuple[bytes, float, tuple[float, float]]:
     """RGB PNG bytes of `image`, with the shrink factor (1.0: full size) and the offset of
     the part kept ((0, 0): all of it)."""
     offset = (0.0, 0.0)
-    if image.width * image.height > SHRINK_ABOVE_PIXELS:
+    huge = image.width * image.height > SHRINK_ABOVE_PIXELS
+    if huge:
         side = min(image.size)
         top, left = (image.height - side) // 2, (image.width - side) // 2
         image = image.crop((left, top, left + side, top + side))
@@ -264,9 +265,8 @@ def _to_png(image: Image.Image) -> tuple[bytes, float, tuple[float, float]]:
         image = image.convert("RGB")
     width = image.width
     factor = min(image.size) // _NEEDED_SHORT_SIDE
-    if offset != (0.0, 0.0) or image.width * image.height > SHRINK_ABOVE_PIXELS:
-        if factor > 1:
-            image = image.reduce(factor)
+    if huge and factor > 1:
+        image = image.reduce(factor)
     if alpha:
         # Transparent pixels become white, as a viewer would show them, not black.
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))

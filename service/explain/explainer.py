@@ -75,6 +75,7 @@ class Explainer:
         self._base = Path(settings.model_dir) / settings.model_name
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="explain")
         self._model: ExplainModel | None = None
+        self._info: tuple[int, ModelInfo] | None = None
         self._load_lock = threading.Lock()
         self._pending = 0
 
@@ -103,7 +104,11 @@ class Explainer:
         return local
 
     def model_info(self) -> ModelInfo:
-        return ModelInfo.read(self._base / str(self.served_version(None)))
+        """Read once per version (admission asks on every request)."""
+        version = self.served_version(None)
+        if self._info is None or self._info[0] != version:
+            self._info = (version, ModelInfo.read(self._base / str(version)))
+        return self._info[1]
 
     def _loaded(self) -> ExplainModel:
         with self._load_lock:
