@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from service.errors import BackendTimeout, InvalidInput
-from service.instances import DecodeBudget, ImageInput, decode_instances
+from service.instances import DecodeLimits, ImageInput, decode_instances
 from service.schemas import Instance
 from service.settings import GatewaySettings
 
@@ -58,9 +58,13 @@ class Decoder:
     def _run_pixels(self, deadline: float) -> Callable[..., Any]:
         def run(fn: Callable[..., Any], *args: Any) -> Any:
             pool = self._pool()
+            future = pool.submit(fn, *args)
             try:
-                return pool.submit(fn, *args).result(timeout=max(0.0, deadline - time.monotonic()))
+                return future.result(timeout=max(0.0, deadline - time.monotonic()))
             except TimeoutError:
+                # Not started yet: never started. Started: it runs to its end, which the
+                # request's pixel budget bounds (a few seconds at most), then frees the worker.
+                future.cancel()
                 raise BackendTimeout("the images were not decoded within the deadline") from None
             except BrokenProcessPool:
                 with self._lock:  # the next image gets fresh workers
@@ -74,32 +78,21 @@ class Decoder:
 
     async def decode(self, instances: Sequence[Instance], deadline: float) -> list[ImageInput]:
         """Every instance decoded and checked within the request's deadline (monotonic)."""
-        settings = self._settings
+        limits = DecodeLimits.of(self._settings)
         if len(instances) == 1 and len(instances[0].input_image_bytes.b64) < _INLINE_B64:
             # The common case, a photo passed through untouched, costs a header parse: done
             # here, without a thread hop. Any pixel work sends the request to the pool.
-            quick = DecodeBudget(
-                settings.max_decode_pixels,
-                settings.max_jpeg_scans,
-                settings.max_jpeg_scan_pixels,
-                run=_needs_pixels,
-                run_above_pixels=0,
-            )
+            quick = limits.budget(run=_needs_pixels, run_above_pixels=0)
             try:
-                return decode_instances(list(instances), settings.max_image_pixels, quick)
+                return decode_instances(list(instances), limits.image_pixels, quick)
             except _NeedsPixels:
                 pass
-        budget = DecodeBudget(
-            settings.max_decode_pixels,
-            settings.max_jpeg_scans,
-            settings.max_jpeg_scan_pixels,
-            run=self._run_pixels(deadline),
-        )
+        budget = limits.budget(run=self._run_pixels(deadline))
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(
-            self._threads, decode_instances, list(instances), settings.max_image_pixels, budget
+            self._threads, decode_instances, list(instances), limits.image_pixels, budget
         )
-        timeout = settings.request_timeout_s
+        timeout = self._settings.request_timeout_s
         try:
             return await asyncio.wait_for(work, max(0.001, deadline - time.monotonic()))
         except (TimeoutError, BackendTimeout):

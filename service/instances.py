@@ -81,6 +81,30 @@ class DecodeBudget:
         self.spent += pixels
 
 
+@dataclass(frozen=True)
+class DecodeLimits:
+    """The decode limits an operator sets (GLIMPSE_MAX_IMAGE_PIXELS, ...), one value for the
+    gateway and batch lines alike; `budget()` starts one request's (or one line's) account."""
+
+    image_pixels: int = 40_000_000
+    request_pixels: int = 50_000_000
+    jpeg_scans: int = 64
+    jpeg_scan_pixels: int = 400_000_000
+
+    @classmethod
+    def of(cls, settings: Any) -> DecodeLimits:
+        return cls(
+            settings.max_image_pixels,
+            settings.max_decode_pixels,
+            settings.max_jpeg_scans,
+            settings.max_jpeg_scan_pixels,
+        )
+
+    def budget(self, **where: Any) -> DecodeBudget:
+        """`where`: DecodeBudget's `run` and `run_above_pixels`."""
+        return DecodeBudget(self.request_pixels, self.jpeg_scans, self.jpeg_scan_pixels, **where)
+
+
 _STANDALONE = {0x01, *range(0xD0, 0xD9)}  # TEM, RSTn, SOI: no length field
 _SOS = b"\xff\xda"
 

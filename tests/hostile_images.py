@@ -20,6 +20,16 @@ def gif_canvas(width: int, height: int) -> bytes:
     return header + palette + frame + b"\x3b"
 
 
+def gif_frames(width: int, height: int, frames: int) -> bytes:
+    """An animated GIF of `frames` 1x1 frames on a width x height canvas, 22 bytes a frame: a
+    bomb for a decoder that composites every frame onto the canvas (the service decodes the
+    first)."""
+    still = gif_canvas(width, height)
+    frame = b"\x21\xf9\x04\x00\x01\x00\x00\x00" + still[19:-1]  # delay 10 ms, then 1x1
+    loop = b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
+    return still[:19] + loop + frame * frames + b"\x3b"
+
+
 def photo_like(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
     y, x = np.mgrid[0:height, 0:width]
     noise = np.random.default_rng(seed).integers(0, 40, (height, width, 3))

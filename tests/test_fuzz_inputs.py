@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from service.batch.lines import Failure, LineRef, decode_line
 from service.errors import InvalidInput
-from service.instances import ImageInput, decode_instance
+from service.instances import DecodeLimits, ImageInput, decode_instance
 from service.schemas import Instance
 from tests.conftest import b64, body, encode
 
@@ -141,7 +141,7 @@ json_values = st.recursive(
 )
 def test_any_line_is_an_image_or_an_error_record(raw: bytes, line: int) -> None:
     ref = LineRef("gs://b/in.jsonl", line)
-    out = decode_line(ref, raw, MAX_PIXELS)
+    out = decode_line(ref, raw, DecodeLimits(MAX_PIXELS))
     assert isinstance(out, ImageInput | Failure)
     if isinstance(out, Failure):
         assert out.ref == ref and out.reason and out.kind
@@ -159,9 +159,10 @@ def test_line_decoder_handles_the_worst_cases() -> None:
         (b"\xff\xfe{}", "not_json"),
         (b'{"b64": "' + b64(png_header_only(60_000, 60_000)).encode() + b'"}', "invalid_image"),
     ]:
-        out = decode_line(ref, raw, MAX_PIXELS)
+        out = decode_line(ref, raw, DecodeLimits(MAX_PIXELS))
         assert isinstance(out, Failure) and out.kind == kind, (raw[:40], out)
-    assert isinstance(decode_line(ref, b'{"b64": "' + b64(PNG).encode() + b'"}', 10**6), ImageInput)
+    good = b'{"b64": "' + b64(PNG).encode() + b'"}'
+    assert isinstance(decode_line(ref, good, DecodeLimits(10**6)), ImageInput)
 
 
 def assert_refused(response: httpx.Response) -> None:

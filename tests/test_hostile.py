@@ -18,7 +18,13 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tests.conftest import body
-from tests.hostile_images import gif_canvas, good_jpeg, jpeg_with_scans, png_corrupt_pixels
+from tests.hostile_images import (
+    gif_canvas,
+    gif_frames,
+    good_jpeg,
+    jpeg_with_scans,
+    png_corrupt_pixels,
+)
 from tests.servers import live_server
 
 PREDICT = "/v1/models/saccader:predict"
@@ -95,6 +101,19 @@ def test_many_tiny_canvases_in_one_request_hit_the_request_budget(service):
     assert time.monotonic() - started < 10
     assert message.startswith("instances[1].input_image_bytes: decoding it would pass")
     assert "budget of 50000000 pixels" in message
+
+
+def test_an_animated_gif_with_thousands_of_frames_costs_one_frame(service):
+    """20,000 frames on a 2000x2000 canvas in 440 KB (80 Gpx to composite): the first frame is
+    the image, the rest are never decoded, so it is answered as quickly as a still."""
+    bomb = gif_frames(2000, 2000, 20_000)
+    started = time.monotonic()
+    r = post(service, body(bomb))
+    assert r.status_code == 200, r.text
+    assert time.monotonic() - started < 5.0
+    preprocessing = r.json()["predictions"][0]["preprocessing"]
+    assert preprocessing["original_size"] == [2000, 2000]
+    assert preprocessing["converted_from"] == "GIF/P"
 
 
 @pytest.mark.parametrize("path", [PREDICT, EXPLAIN])

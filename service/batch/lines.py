@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from service.errors import InvalidInput
-from service.instances import ImageInput, decode_instance, explain_validation
+from service.instances import DecodeLimits, ImageInput, decode_instance, explain_validation
 from service.schemas import Instance
 
 
@@ -59,7 +59,7 @@ def _key_of(raw: bytes) -> str | None:
     return key if isinstance(key, str) else None
 
 
-def decode_line(ref: LineRef, raw: bytes | int, max_pixels: int) -> ImageInput | Failure:
+def decode_line(ref: LineRef, raw: bytes | int, limits: DecodeLimits) -> ImageInput | Failure:
     if isinstance(raw, int):
         return Failure(ref, None, "line_too_long", f"line is {raw} bytes, over the limit")
     if ref.line == 1 and raw.startswith(_BOM):
@@ -76,6 +76,6 @@ def decode_line(ref: LineRef, raw: bytes | int, max_pixels: int) -> ImageInput |
         reason = explain_validation(errors)
         return Failure(ref, _key_of(raw), "invalid_instance", f"instance: {reason}")
     try:
-        return decode_instance(instance, max_pixels)
+        return decode_instance(instance, limits.image_pixels, budget=limits.budget())
     except InvalidInput as e:
         return Failure(ref, instance.key, "invalid_image", e.message)

@@ -32,6 +32,7 @@ from service.batch.predict import predict_lines
 from service.batch.shard import ShardWriter
 from service.batch.spec import JobReport, JobSpec, JobState
 from service.batch.storage import Storage
+from service.instances import DecodeLimits
 from service.settings import GatewaySettings
 
 NAMESPACE = "glimpse_batch"
@@ -81,7 +82,7 @@ class PredictDoFn(beam.DoFn):
                 self.predictor,
                 batch,
                 self.spec.parameters,
-                s.max_image_pixels,
+                DecodeLimits.of(s),
                 s.predict_retry_deadline_s,
                 s.max_batch_size,
             )

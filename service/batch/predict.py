@@ -23,7 +23,7 @@ from service.errors import (
     NotReady,
     Overloaded,
 )
-from service.instances import ImageInput
+from service.instances import DecodeLimits, ImageInput
 from service.predictor import ModelOutput, Predictor
 from service.savedmodel import ModelInfo
 from service.schemas import PredictParameters
@@ -35,8 +35,8 @@ class BatchFailed(Exception):
     """The job cannot go on (storage or model unavailable past the retry deadline)."""
 
 
-def _decode(lines: list[RawLine], max_pixels: int) -> list[ImageInput | Failure]:
-    return [decode_line(ref, raw, max_pixels) for ref, raw in lines]
+def _decode(lines: list[RawLine], limits: DecodeLimits) -> list[ImageInput | Failure]:
+    return [decode_line(ref, raw, limits) for ref, raw in lines]
 
 
 def _encode(
@@ -64,7 +64,7 @@ async def predict_lines(
     predictor: Predictor,
     lines: list[RawLine],
     params: PredictParameters,
-    max_pixels: int,
+    limits: DecodeLimits,
     retry_deadline_s: float,
     max_in_flight: int,
 ) -> list[Outcome]:
@@ -74,7 +74,7 @@ async def predict_lines(
         serving.check_limits(predictor.model_info(), params.num_glimpses, params.top_k, boxes)
     except InvalidInput as e:
         raise BatchFailed(e.message) from None
-    decoded = await asyncio.to_thread(_decode, lines, max_pixels)
+    decoded = await asyncio.to_thread(_decode, lines, limits)
     images = {i: d for i, d in enumerate(decoded) if isinstance(d, ImageInput)}
     deadline = time.monotonic() + retry_deadline_s
     delay = 0.2

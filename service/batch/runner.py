@@ -26,6 +26,7 @@ from service.batch.predict import predict_lines
 from service.batch.shard import ShardWriter
 from service.batch.spec import JobReport, JobSpec, JobState, Progress
 from service.batch.storage import FileInfo, Storage
+from service.instances import DecodeLimits
 from service.predictor import Predictor
 from service.settings import GatewaySettings
 
@@ -97,7 +98,7 @@ async def run_job(
                         predictor,
                         lines,
                         spec.parameters,
-                        settings.max_image_pixels,
+                        DecodeLimits.of(settings),
                         settings.predict_retry_deadline_s,
                         settings.max_batch_size,
                     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import logging
 import threading
 import time
@@ -117,6 +118,9 @@ class Explainer:
                 started = time.perf_counter()
                 model = ExplainModel(path, self._models)
                 model.warm_up()  # first calls optimise each graph (about a second each)
+                # The explain graphs' objects are long-lived too: out of the collector's
+                # walks, as the model's are (service/state.py, freeze_heap).
+                gc.freeze()
                 self._model = model
                 log.info("explain model %s loaded in %.1f s", path, time.perf_counter() - started)
             return self._model
