@@ -132,6 +132,8 @@ def from_response(response: httpx.Response) -> GlimpseError:
     try:
         body = response.json()
         message = body.get("error") if isinstance(body, dict) else None
+        if isinstance(message, dict):  # Google's routes answer a google.rpc.Status
+            message = message.get("message")
     except ValueError:
         message = None
     if not message:

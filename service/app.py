@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service import errors
 from service.backends import make_predictor
 from service.batch.job_manager import JobManager
+from service.error_body import error_body
 from service.explain.explainer import Explainer
 from service.instances import explain_validation
 from service.metrics import Metrics
@@ -38,7 +39,6 @@ ERROR_STATUS: dict[type[errors.GlimpseError], int] = {
     errors.JobNotFound: 404,
     errors.Conflict: 409,
     errors.PayloadTooLarge: 413,
-    errors.UnsupportedMediaType: 415,
     errors.Overloaded: 429,
     errors.BackendError: 500,
     errors.NotReady: 503,
@@ -48,9 +48,10 @@ ERROR_STATUS: dict[type[errors.GlimpseError], int] = {
 RETRY_AFTER_S = {429: "1", 503: "5"}
 
 
-def _error(status: int, message: str) -> JSONResponse:
+def _error(request: Request, status: int, message: str) -> JSONResponse:
     headers = {"Retry-After": RETRY_AFTER_S[status]} if status in RETRY_AFTER_S else None
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    body = error_body(request.url.path, status, message)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _openapi_as_answered(app: FastAPI) -> None:
@@ -107,22 +108,22 @@ def create_app(settings: GatewaySettings, predictor: Predictor | None = None) ->
     app.state.jobs = manager
 
     @app.exception_handler(errors.GlimpseError)
-    async def domain_error(_: Request, exc: errors.GlimpseError):
+    async def domain_error(request: Request, exc: errors.GlimpseError):
         status = next((s for kind, s in ERROR_STATUS.items() if isinstance(exc, kind)), 500)
-        return _error(status, exc.message)
+        return _error(request, status, exc.message)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_body(_: Request, exc: RequestValidationError):
-        return _error(400, explain_validation(exc.errors()))
+    async def invalid_body(request: Request, exc: RequestValidationError):
+        return _error(request, 400, explain_validation(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail))
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return _error(request, exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception):
+    async def unexpected(request: Request, exc: Exception):
         log.exception("unhandled error")
-        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
+        return _error(request, 500, f"internal error ({type(exc).__name__}); see the server log")
 
     app.include_router(predict.router)
     app.include_router(explain.router)

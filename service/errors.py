@@ -42,10 +42,6 @@ class PayloadTooLarge(GlimpseError):
     """The body is over the configured limit (413)."""
 
 
-class UnsupportedMediaType(GlimpseError):
-    """The body is not JSON (415)."""
-
-
 class Unauthorized(GlimpseError):
     """Missing or wrong bearer token (401)."""
 

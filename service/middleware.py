@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 
+from service.error_body import error_body
 from service.log_config import request_id
 from service.metrics import Metrics
 
@@ -35,8 +36,8 @@ class GatewayMiddleware:
         # is the exact limit, answered in the API's error shape.
         self.max_header_bytes = max_header_bytes
 
-    async def _reply(self, send, status: int, message: str, rid: str) -> None:
-        body = json.dumps({"error": message}).encode()
+    async def _reply(self, send, scope, status: int, message: str, rid: str) -> None:
+        body = json.dumps(error_body(scope["path"], status, message)).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -66,15 +67,24 @@ class GatewayMiddleware:
         if header_bytes > self.max_header_bytes:
             status["code"] = 431
             message = f"request headers are over the limit of {self.max_header_bytes} bytes"
-            await self._reply(send, 431, message, rid)
+            await self._reply(send, scope, 431, message, rid)
             return self._finish(scope, status, started, token)
 
         if scope["method"] == "POST":
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body:
                 status["code"] = 413
-                await self._reply(send, 413, self._too_large(f"of {int(length)} bytes "), rid)
+                too_large = self._too_large(f"of {int(length)} bytes ")
+                await self._reply(send, scope, 413, too_large, rid)
                 return self._finish(scope, status, started, token)
+            # Every body this API takes is JSON, and TF Serving reads it as JSON whatever the
+            # Content-Type says (its docs' `curl -d`, `requests.post(data=...)` send none or a
+            # form type): so does the gateway. A body that is not JSON is a 400 naming the
+            # parse error, from the route.
+            scope = dict(scope)
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-type"] + [
+                (b"content-type", b"application/json")
+            ]
 
         received = 0
         failed: tuple[int, str] | None = None  # the body could not be read: why
@@ -101,7 +111,7 @@ class GatewayMiddleware:
                 if message["type"] == "http.response.start" and not replaced:
                     replaced = True
                     status["code"] = failed[0]
-                    await self._reply(send, *failed, rid)
+                    await self._reply(send, scope, *failed, rid)
                 return
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
@@ -114,7 +124,7 @@ class GatewayMiddleware:
         except (_BodyTooLarge, _BodyStalled):
             if failed and not replaced:
                 status["code"] = failed[0]
-                await self._reply(send, *failed, rid)
+                await self._reply(send, scope, *failed, rid)
         finally:
             if failed:
                 status["code"] = failed[0]

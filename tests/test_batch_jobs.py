@@ -7,6 +7,7 @@ import time
 import httpx
 import pytest
 
+from tests.errors import error_message
 from tests.batch_inputs import good_line, mixed_file
 from tests.servers import live_server
 
@@ -53,8 +54,7 @@ def test_create_get_list_and_errors(bucket, settings):
         assert "out/prediction.results-00002-of-00003" in names  # 12 lines, 3 batches
 
         def error(response, status: int, words: str) -> None:
-            assert response.status_code == status, response.text
-            assert words in response.json()["error"]
+            assert words in error_message(response, status)
 
         error(httpx.post(gw.url + JOBS, json=job_body("job_1", inputs, out)), 409, "exists")
         error(httpx.get(f"{gw.url}{JOBS}/nope"), 404, "not found")

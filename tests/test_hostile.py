@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tests.conftest import body
+from tests.errors import error_message
 from tests.hostile_images import (
     gif_canvas,
     gif_frames,
@@ -48,9 +49,7 @@ def post(server, payload, path=PREDICT, timeout=60):
     return httpx.post(server.url + path, json=payload, timeout=timeout)
 
 
-def error(response, status: int) -> str:
-    assert response.status_code == status, response.text
-    return response.json()["error"]
+error = error_message
 
 
 def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding(service):

@@ -1,5 +1,5 @@
-"""Dependencies shared by the routers: the gateway state, the jobs manager, auth, content type,
-and the URL forms of the model verbs."""
+"""Dependencies shared by the routers: the gateway state, the jobs manager, auth, and the URL
+forms of the model verbs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from service.batch.job_manager import JobManager
-from service.errors import Unauthorized, UnsupportedMediaType
+from service.errors import Unauthorized
 from service.state import GatewayState
 
 
@@ -38,15 +38,6 @@ def require_token(request: Request, state: StateDep) -> None:
     given = request.headers.get("authorization", "")
     if not secrets.compare_digest(given.encode(), f"Bearer {expected}".encode()):
         raise Unauthorized("missing or invalid bearer token")
-
-
-def require_json(request: Request) -> None:
-    content_type = request.headers.get("content-type", "")
-    media = content_type.split(";")[0].strip().lower()
-    if media != "application/json" and not media.endswith("+json"):
-        raise UnsupportedMediaType(
-            f"content type must be application/json, not {content_type or 'missing'}"
-        )
 
 
 _PATH_PARAMETERS = {
@@ -118,7 +109,6 @@ def add_model_verb_routes(
             methods=["POST"],
             response_model=response_model,
             responses=responses,
-            dependencies=[Depends(require_json)],
             summary=text,
             name=path,
             openapi_extra=path_parameters(path),

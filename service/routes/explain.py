@@ -20,7 +20,6 @@ _ERRORS = error_responses(
         401: "Missing or invalid bearer token",
         404: "Unknown model or version",
         413: "Body over the payload limit",
-        415: "Body is not JSON",
         429: "Too many explanations queued; retry after the Retry-After header",
         503: "No local model copy for explanations, or shutting down",
         504: "The explanation did not finish within the request deadline",

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from service.batch.job_resource import CreateJob, Job, JobList
-from service.routes.deps import JobsDep, require_json, require_token
+from service.routes.deps import JobsDep, require_token
 from service.schemas import ErrorBody
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_token)])
@@ -23,7 +23,6 @@ _ERRORS = {
 _BODY_ERRORS = {
     **_ERRORS,
     413: {"model": ErrorBody, "description": "Body over the payload limit"},
-    415: {"model": ErrorBody, "description": "Body is not JSON"},
 }
 
 
@@ -33,7 +32,6 @@ _BODY_ERRORS = {
     response_model_by_alias=True,
     response_model_exclude_none=True,
     responses=_BODY_ERRORS,
-    dependencies=[Depends(require_json)],
     summary="Create a batch prediction job (runs in the background)",
 )
 async def create_job(project: str, body: CreateJob, jobs: JobsDep) -> Job:

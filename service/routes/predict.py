@@ -17,7 +17,6 @@ _ERRORS = error_responses(
         401: "Missing or invalid bearer token",
         404: "Unknown model or version",
         413: "Body over the payload limit",
-        415: "Body is not JSON",
         429: "Queue full; retry after the Retry-After header",
         503: "Model not ready (loading, or shutting down)",
         504: "The model did not answer in time",

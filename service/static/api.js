@@ -30,8 +30,10 @@ async function request(url, init) {
     // Not JSON: a proxy's error page, say. Its text is still the best message there is.
   }
   if (!response.ok) {
-    const message = data && typeof data.error === "string"
-      ? data.error
+    // TF Serving's routes answer {"error": "..."}, Google's a google.rpc.Status.
+    const given = data && (typeof data.error === "string" ? data.error : data.error?.message);
+    const message = typeof given === "string" && given
+      ? given
       : (text.trim().slice(0, 300) || response.statusText || "request failed");
     throw new ApiError(response.status, message);
   }
