@@ -1,0 +1,34 @@
+"""The Google client libraries users already have, pointed at a live gateway on 127.0.0.1.
+
+google-api-python-client builds AI Platform's `ml` v1 client from the discovery document it
+ships (no network), and sends no credentials: the gateway's own bearer token, when set, is
+passed as a header the way a user's proxy would add it.
+"""
+
+from __future__ import annotations
+
+import httplib2
+from googleapiclient import discovery
+from googleapiclient.http import HttpRequest
+
+
+def ml_v1(base_url: str, token: str | None = None):
+    """`discovery.build("ml", "v1")` as a user writes it, with the gateway as its endpoint."""
+    http = httplib2.Http(timeout=120)
+    if token is not None:
+        request = http.request
+
+        def with_token(uri, method="GET", body=None, headers=None, **kw):
+            headers = dict(headers or {}, authorization=f"Bearer {token}")
+            return request(uri, method, body=body, headers=headers, **kw)
+
+        http.request = with_token
+    return discovery.build(
+        "ml",
+        "v1",
+        http=http,
+        static_discovery=True,
+        client_options={"api_endpoint": base_url + "/"},
+        requestBuilder=HttpRequest,
+        cache_discovery=False,
+    )
