@@ -56,7 +56,8 @@ class Client:
         token: bearer token, for a gateway started with GLIMPSE_AUTH_TOKEN.
         model: served model name.
         version: pin a model version (default: whatever the service serves as latest).
-        project: the `{project}` in the jobs API path (the gateway does not check it).
+        project: the `{project}` in the jobs API path: jobs are kept per project, so one
+            project never sees or cancels another's.
         flavour: `gateway`, `tfserving`, or `auto` (asks `/healthz/live`, which only the
             gateway has, on first use).
         timeout: seconds for one HTTP request, connection included.

@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
-from tests.errors import error_message
 from tests.batch_inputs import good_line, mixed_file
+from tests.errors import error_message
 from tests.servers import live_server
 
 JOBS = "/v1/projects/demo/jobs"
@@ -42,6 +42,8 @@ def test_create_get_list_and_errors(bucket, settings):
         created = httpx.post(gw.url + JOBS, json=job_body("job_1", inputs, out, batchSize="4"))
         assert created.status_code == 200, created.text
         assert created.json()["state"] in ("QUEUED", "RUNNING")
+        given = created.json()["predictionInput"]  # int64 fields are strings, as Google's
+        assert (given["batchSize"], given["maxWorkerCount"]) == ("4", "4")
         job = wait_state(gw.url, "job_1", {"SUCCEEDED", "FAILED"})
         assert job["state"] == "SUCCEEDED", job.get("errorMessage")
         output = job["predictionOutput"]
@@ -111,10 +113,11 @@ def test_jobs_survive_a_restart(tmp_path, settings):
     given = PredictionInput(data_format="JSON", input_paths=["in.jsonl"], output_path="out-x")
     for job_id, attempt in (("crashed_once", 1), ("crashed_often", 3)):
         store.insert(
+            "demo",
             Job(
                 job_id=job_id, state=JobState.RUNNING, prediction_input=given,
                 prediction_output=PredictionOutput(output_path="out-x", attempt=attempt),
-            )
+            ),
         )  # fmt: skip
     store.close()
 

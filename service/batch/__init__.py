@@ -17,6 +17,7 @@ cli.py           `glimpse batch`: run jobs here, or drive a gateway's jobs via g
 
 The gateway's managed jobs API (AI Platform's `projects.jobs`):
 job_resource.py  the job resource as JSON clients see it (camelCase, int64 counts as strings)
-job_store.py     job resources in SQLite, so jobs outlive the gateway process
+job_store.py     job resources in SQLite, so jobs outlive the gateway process (per project)
+job_filter.py    `jobs.list` filters: AI Platform's subset of AIP-160, anything else a 400
 job_manager.py   create, get, list, cancel, and the scheduler that runs jobs with runner.py
 """

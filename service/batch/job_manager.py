@@ -6,6 +6,10 @@ flight per worker). State lives in a JobStore; after a restart, jobs that were R
 QUEUED run again from the start, which is safe because outputs are committed whole
 (output.py). A job interrupted by crashes `jobs_max_attempts` times is FAILED rather than
 retried forever; a graceful shutdown does not count as an attempt.
+
+Every call is scoped to the project in the URL (job_store.py): a job is created in it, and
+get, list and cancel see only its jobs. Jobs of all projects share the scheduler's queue, the
+running limit and retention.
 """
 
 from __future__ import annotations
@@ -14,14 +18,17 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 import json
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from service.batch import job_filter
 from service.batch.job_resource import CreateJob, Job, JobList, PredictionOutput, now
 from service.batch.job_store import JobStore
 from service.batch.runner import run_job
@@ -36,6 +43,10 @@ from service.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 _PROGRESS_SAVE_S = 1.0
+# Project ids, numbers and domain-scoped ids (`example.com:proj`), loosely: what may be stored.
+_PROJECT = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
+
+RunKey = tuple[str | None, str]  # (project, job id): a job in the scheduler
 
 
 class JobManager:
@@ -44,7 +55,7 @@ class JobManager:
         self._predictor = predictor
         self._store: JobStore = None  # type: ignore[assignment]  # opened in start()
         self._storage = Storage(settings.storage_retry_deadline_s)
-        self._running: dict[str, tuple[asyncio.Task, asyncio.Event]] = {}
+        self._running: dict[RunKey, tuple[asyncio.Task, asyncio.Event]] = {}
         self._wake: asyncio.Event | None = None
         self._scheduler: asyncio.Task | None = None
         self._closing = False
@@ -88,7 +99,11 @@ class JobManager:
 
     # -- API -------------------------------------------------------------------------------
 
-    def create(self, request: CreateJob) -> Job:
+    def create(self, project: str, request: CreateJob) -> Job:
+        if not _PROJECT.match(project):
+            raise InvalidInput(
+                f"projects/{project[:64]}: a project id is letters, digits and . _ : -"
+            )
         given = request.prediction_input
         if given.uri:
             raise InvalidInput(
@@ -104,6 +119,7 @@ class JobManager:
         self._check_path(given.output_path, "predictionInput.outputPath")
         job = Job(
             job_id=request.job_id,
+            project=project,
             labels=request.labels,
             prediction_input=given,
             prediction_output=PredictionOutput(output_path=given.output_path),
@@ -117,39 +133,51 @@ class JobManager:
             except InvalidInput as e:
                 raise InvalidInput(f"predictionInput.{e.message}") from None
         self._prune()
-        if not self._store.insert(job):
+        if not self._store.insert(project, job):
             raise Conflict(f"job {request.job_id} already exists")
         if self._wake:
             self._wake.set()
         return job
 
-    def get(self, job_id: str) -> Job:
-        job = self._store.get(job_id)
+    def get(self, project: str, job_id: str) -> Job:
+        """Another project's job is not found, exactly like a job that does not exist."""
+        job = self._store.get(project, job_id)
         if job is None:
             raise JobNotFound(f"job {job_id} not found")
         return job
 
-    def list(self, page_size: int, page_token: str | None) -> JobList:
-        jobs = self._store.page(_read_token(page_token) if page_token else None, page_size + 1)
+    def list(
+        self, project: str, page_size: int, page_token: str | None, filter_text: str | None = None
+    ) -> JobList:
+        """A page of the project's jobs that match `filter_text` (job_filter.py), newest first.
+
+        The page token names the last job listed (keyset paging, stable while jobs are created)
+        and the project and filter it was issued for: used with another, it is a 400, not a
+        silently different listing."""
+        chosen = job_filter.parse(filter_text)
+        scope = _scope(project, chosen)
+        after = _read_token(page_token, scope) if page_token else None
+        jobs = self._store.page(project, after, page_size + 1, chosen.matches)
         more = len(jobs) > page_size
         last = jobs[page_size - 1] if more else None
         return JobList(
             jobs=jobs[:page_size],
-            next_page_token=_token(last.create_time, last.job_id) if last else None,
+            next_page_token=_token(last.create_time, last.job_id, scope) if last else None,
         )
 
-    def cancel(self, job_id: str) -> None:
-        job = self.get(job_id)
+    def cancel(self, project: str, job_id: str) -> None:
+        job = self.get(project, job_id)
+        key = (job.project, job.job_id)
         if job.state.finished:
             raise InvalidInput(f"job {job_id} is already {job.state.value}")
-        if job.state == JobState.QUEUED and job_id not in self._running:
+        if job.state == JobState.QUEUED and key not in self._running:
             self._finish(job, JobState.CANCELLED, "cancelled before it started")
             return
         job.state = JobState.CANCELLING
         job.error_message = "cancel requested"
         self._store.update(job)
-        if job_id in self._running:
-            self._running[job_id][1].set()
+        if key in self._running:
+            self._running[key][1].set()
 
     # -- running ---------------------------------------------------------------------------
 
@@ -173,10 +201,12 @@ class JobManager:
                 for job in self._store.queued():
                     if len(self._running) >= self._settings.jobs_max_running:
                         break
-                    if job.job_id not in self._running:
+                    key = (job.project, job.job_id)
+                    if key not in self._running:
                         cancel = asyncio.Event()
-                        task = asyncio.create_task(self._run(job, cancel), name=job.job_id)
-                        self._running[job.job_id] = (task, cancel)
+                        name = f"{job.project}/{job.job_id}"
+                        task = asyncio.create_task(self._run(job, cancel), name=name)
+                        self._running[key] = (task, cancel)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 1.0)
@@ -228,7 +258,7 @@ class JobManager:
             log.exception("job %s crashed", job.job_id)
             self._finish(job, JobState.FAILED, f"internal error: {type(e).__name__}")
         finally:
-            self._running.pop(job.job_id, None)
+            self._running.pop((job.project, job.job_id), None)
             if self._wake:
                 self._wake.set()
 
@@ -246,7 +276,7 @@ class JobManager:
             _count(output, p)
             if time.monotonic() - saved > _PROGRESS_SAVE_S:
                 saved = time.monotonic()
-                current = self._store.get(job.job_id)
+                current = self._store.get(job.project, job.job_id)
                 if current and current.state == JobState.CANCELLING:
                     cancel.set()  # another replica or request asked
                 else:
@@ -273,20 +303,29 @@ class JobManager:
         self._store.update(job)
 
 
-def _token(create_time: str, job_id: str) -> str:
-    """An opaque page token: where the next page starts (the last job seen)."""
-    raw = json.dumps([create_time, job_id], separators=(",", ":")).encode()
+def _scope(project: str, chosen: job_filter.JobFilter) -> str:
+    """What a page token is valid for: this project and this filter (in its normal form)."""
+    return hashlib.sha256(json.dumps([project, str(chosen)]).encode()).hexdigest()[:16]
+
+
+def _token(create_time: str, job_id: str, scope: str) -> str:
+    """An opaque page token: where the next page starts (the last job seen), and for what."""
+    raw = json.dumps([create_time, job_id, scope], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _read_token(token: str) -> tuple[str, str]:
+def _read_token(token: str, scope: str) -> tuple[str, str]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        create_time, job_id = json.loads(raw)
-        if not (isinstance(create_time, str) and isinstance(job_id, str)):
+        create_time, job_id, issued_for = json.loads(raw)
+        if not all(isinstance(v, str) for v in (create_time, job_id, issued_for)):
             raise ValueError
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise InvalidInput("pageToken: not a token this server issued") from None
+    if issued_for != scope:
+        raise InvalidInput(
+            "pageToken: issued for another project or filter; list again from the first page"
+        )
     return create_time, job_id
 
 

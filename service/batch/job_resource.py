@@ -1,16 +1,25 @@
 """The AI Platform `projects.jobs` resource for batch prediction, as JSON clients see it.
 
-Field names are camelCase and int64 counts are strings, as in Google's REST APIs, so clients
-written for `ml.googleapis.com` parse our answers. Our extensions are marked below.
+Field names are camelCase and int64 fields are strings, as in Google's REST APIs (proto3 JSON),
+so clients written for `ml.googleapis.com` parse our answers; a create body may carry them as
+numbers or strings. Our extensions are marked below.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from service.batch.spec import JOB_ID, JobState
@@ -58,6 +67,31 @@ def _check_labels(v: dict[str, str]) -> dict[str, str]:
     return v
 
 
+# A proto int64: read from a JSON number or string, written as a string (proto3 JSON mapping).
+Int64 = Annotated[
+    int,
+    PlainSerializer(str, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "int64"}, mode="serialization"),
+]
+
+# Job fields only the server sets. A create body that carries them (a job copied from an
+# earlier answer, as `gcloud ... --format=json` prints it) is accepted and they are ignored,
+# as ml.googleapis.com does; any other unknown field is still an error.
+OUTPUT_ONLY = frozenset(
+    {
+        "createTime",
+        "startTime",
+        "endTime",
+        "state",
+        "errorMessage",
+        "etag",
+        "jobPosition",
+        "predictionOutput",
+        "trainingOutput",
+    }
+)
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -74,8 +108,8 @@ class PredictionInput(_Api):
     uri: str | None = Field(
         None, description="Not supported here: the gateway runs jobs on its served model."
     )
-    max_worker_count: int = Field(4, ge=1, le=64)
-    batch_size: int = Field(64, ge=1, le=1024)
+    max_worker_count: Int64 = Field(4, ge=1, le=64)
+    batch_size: Int64 = Field(64, ge=1, le=1024)
     signature_name: str | None = None
     runtime_version: str | None = None
     output_data_format: Literal["JSON", "DATA_FORMAT_UNSPECIFIED"] | None = None
@@ -117,6 +151,10 @@ class PredictionOutput(_Api):
 
 class Job(_Api):
     job_id: str
+    # The project in the URL it was created under: kept in the store's own column, never in
+    # the resource (AI Platform's Job has no project field). None: a job stored before
+    # projects were recorded (job_store.py says how those are seen).
+    project: str | None = Field(None, exclude=True)
     create_time: str = Field(default_factory=now)
     start_time: str | None = None
     end_time: str | None = None
@@ -136,6 +174,13 @@ class CreateJob(_Api):
     job_id: str
     labels: dict[str, str] = {}
     prediction_input: PredictionInput
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_output_only(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in OUTPUT_ONLY}
+        return data
 
     _job_id = field_validator("job_id")(classmethod(lambda cls, v: _check_job_id(v)))
     _labels = field_validator("labels")(classmethod(lambda cls, v: _check_labels(v)))

@@ -9,6 +9,7 @@ and reason: nothing is dropped silently.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -29,7 +30,7 @@ class Failure:
     """A line that produced no prediction; `kind` groups reasons for the summary."""
 
     ref: LineRef
-    key: str | None
+    key: str | int | float | None  # as the line gave it: 3 stays 3, "3" stays "3"
     kind: str  # empty_line | line_too_long | not_json | invalid_instance | invalid_image | ...
     reason: str
 
@@ -50,13 +51,22 @@ RawLine = tuple[LineRef, bytes | int]  # bytes, or the length of a line over the
 _BOM = b"\xef\xbb\xbf"
 
 
-def _key_of(raw: bytes) -> str | None:
-    """Best effort: the key of a line that failed validation, so users can find it."""
+_MAX_KEY_CHARS = 256  # schemas.Instance's limit
+
+
+def _key_of(raw: bytes) -> str | int | float | None:
+    """Best effort: the key of a line that failed validation, so users can find it; a string
+    or a number as the line gave it, or None for what could not be a key (too long, not a
+    JSON scalar, NaN) and would make the record unreadable."""
     try:
         key = json.loads(raw).get("key")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
-    return key if isinstance(key, str) else None
+    if isinstance(key, str):
+        return key if len(key) <= _MAX_KEY_CHARS else None
+    if isinstance(key, float):
+        return key if math.isfinite(key) else None
+    return key if isinstance(key, int) and not isinstance(key, bool) else None
 
 
 def decode_line(ref: LineRef, raw: bytes | int, limits: DecodeLimits) -> ImageInput | Failure:

@@ -1,6 +1,8 @@
 """AI Platform's batch prediction jobs API: create, get, list, cancel.
 
-The `{project}` in the path is not checked: one deployment serves one project.
+Jobs are scoped by the `{project}` in the path: each project sees and cancels only its own
+jobs, and job ids are unique per project (job_store.py). The project is not authenticated:
+the bearer token, when set, guards every project alike.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ router = APIRouter(tags=["jobs"], dependencies=[Depends(require_token)])
 _ERRORS = {
     400: {"model": ErrorBody, "description": "Invalid job (the message names the field)"},
     401: {"model": ErrorBody, "description": "Missing or invalid bearer token"},
-    404: {"model": ErrorBody, "description": "Unknown job"},
-    409: {"model": ErrorBody, "description": "The job id is taken"},
+    404: {"model": ErrorBody, "description": "Unknown job (or another project's)"},
+    409: {"model": ErrorBody, "description": "The project has a job with this id"},
 }
 _BODY_ERRORS = {
     **_ERRORS,
@@ -35,7 +37,9 @@ _BODY_ERRORS = {
     summary="Create a batch prediction job (runs in the background)",
 )
 async def create_job(project: str, body: CreateJob, jobs: JobsDep) -> Job:
-    return jobs.create(body)
+    """Output-only fields in the body (`state`, `createTime`, `predictionOutput`, ...) are
+    ignored, so a job copied from an earlier answer can be sent again under a new id."""
+    return jobs.create(project, body)
 
 
 @router.get(
@@ -47,7 +51,7 @@ async def create_job(project: str, body: CreateJob, jobs: JobsDep) -> Job:
     summary="A job's state and counts",
 )
 async def get_job(project: str, job: str, jobs: JobsDep) -> Job:
-    return jobs.get(job)
+    return jobs.get(project, job)
 
 
 @router.get(
@@ -56,15 +60,27 @@ async def get_job(project: str, job: str, jobs: JobsDep) -> Job:
     response_model_by_alias=True,
     response_model_exclude_none=True,
     responses=_ERRORS,
-    summary="Jobs, newest first",
+    summary="The project's jobs, newest first",
 )
 async def list_jobs(
     project: str,
     jobs: JobsDep,
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000)] = 100,
     page_token: Annotated[str | None, Query(alias="pageToken", max_length=512)] = None,
+    filter_text: Annotated[
+        str | None,
+        Query(
+            alias="filter",
+            max_length=2048,
+            description=(
+                "Conditions joined by AND on `state`, `jobId`, `labels.KEY` (=, !=, :) and"
+                " `createTime` (=, !=, <, <=, >, >=), e.g. `state=SUCCEEDED AND createTime>"
+                '"2026-01-01T00:00:00Z"`; anything else is a 400 naming it.'
+            ),
+        ),
+    ] = None,
 ) -> JobList:
-    return jobs.list(page_size, page_token)
+    return jobs.list(project, page_size, page_token, filter_text)
 
 
 @router.post(
@@ -73,5 +89,5 @@ async def list_jobs(
     summary="Cancel a queued or running job (its output is left as it was)",
 )
 async def cancel_job(project: str, job: str, jobs: JobsDep) -> dict:
-    jobs.cancel(job)
+    jobs.cancel(project, job)
     return {}
