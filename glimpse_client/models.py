@@ -56,7 +56,7 @@ class Preprocessing(_Result):
 class Prediction(_Result):
     """One photo's answer, the same whichever endpoint (gateway or TF Serving) gave it."""
 
-    key: str | None = None
+    key: str | int | float | None = None  # as the instance gave it
     top_class: ClassScore = Field(description="Decided from the glimpse pixels alone.")
     top_k: list[ClassScore]
     glimpses: list[Glimpse] = Field(description="In visiting order.")

@@ -27,7 +27,7 @@ _PASSTHROUGH = {("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "L"), ("
 
 @dataclass(frozen=True)
 class ImageInput:
-    key: str | None
+    key: str | int | float | None  # a JSON scalar, echoed back exactly as given
     data: bytes  # what the model decodes
     original_size: tuple[int, int]  # (height, width)
     converted_from: str | None  # "WEBP/RGBA" when re-encoded, None when passed through

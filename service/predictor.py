@@ -5,7 +5,7 @@ Routes and batch jobs talk to a `Predictor`; they never import TensorFlow or gRP
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -91,6 +91,22 @@ class ModelOutput:
     crop_box: np.ndarray  # [4] original pixels
     image_size: tuple[int, int]
     annotated_png: bytes
+    # Every output of the signature for this instance, as TF Serving would return its row
+    # (padding removed): the gateway's answers carry these keys beside its labelled fields.
+    signature_outputs: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+# Outputs padded to the batch's largest top_k / num_glimpses (model_export/signatures.py).
+_TOP_K_AXIS = frozenset({"classes", "scores", "class_names", "synsets"})
+_GLIMPSE_AXIS = frozenset({"glimpse_boxes"})
+
+
+def _row(name: str, value: np.ndarray, k: int, t: int) -> np.ndarray:
+    if name in _TOP_K_AXIS:
+        return value[:k]
+    if name in _GLIMPSE_AXIS:
+        return value[:t]
+    return value
 
 
 def _text(value: Any) -> str:
@@ -117,6 +133,7 @@ def split_outputs(outputs: dict[str, np.ndarray], options: list[Options]) -> lis
                 crop_box=outputs["crop_box"][i].astype(float),
                 image_size=(int(outputs["image_size"][i][0]), int(outputs["image_size"][i][1])),
                 annotated_png=bytes(outputs["annotated_image_bytes"][i]),
+                signature_outputs={n: _row(n, v[i], k, t) for n, v in outputs.items()},
             )
         )
     return results
@@ -162,8 +179,18 @@ class Predictor(Protocol):
         self, images: list[ImageInput], options: list[Options]
     ) -> list[ModelOutput]: ...
 
+    async def run_signature(
+        self, version: int | None, signature: str, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """One call of any signature the model has, on exactly these tensors, outside the
+        micro-batcher: TF Serving's own request forms (columnar, `signature_name`) answer
+        exactly what the SavedModel returns. InvalidInput when the model refuses them."""
+
     async def status(self, version: int | None) -> dict[str, Any]:
         """TF Serving's GetModelStatus body."""
 
-    async def metadata(self, version: int | None) -> dict[str, Any]:
-        """TF Serving's GetModelMetadata body."""
+    async def metadata(self, version: int | str | None) -> dict[str, Any]:
+        """TF Serving's GetModelMetadata body. A str is a version label the gateway does not
+        configure: the model server resolves it (the body names its version) or refuses it
+        with InvalidInput, as TF Serving does; this is how labels are resolved
+        (service/versions.py)."""

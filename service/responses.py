@@ -21,6 +21,7 @@ from service.schemas import (
     PredictParameters,
     Preprocessing,
 )
+from service.tensor_json import row_values
 
 
 def _box(values) -> Box:
@@ -74,7 +75,14 @@ def build_prediction(
             zip(out.glimpse_boxes, new_pixel_fractions(out.glimpse_boxes), strict=True)
         )
     ]
+    # TF Serving's row for this instance, beside the labelled fields (never instead of them):
+    # a client written for TF Serving reads `classes`, `scores`, `glimpse_boxes`... as the
+    # SavedModel returns them. `coverage` and `annotated_image_bytes` are both at once.
+    signature_row = row_values(
+        {n: v for n, v in out.signature_outputs.items() if n not in Prediction.model_fields}
+    )
     return Prediction(
+        **signature_row,
         key=image.key,
         top_class=top_k[0],
         top_k=top_k,

@@ -9,7 +9,16 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    PrivateAttr,
+    WithJsonSchema,
+    model_validator,
+)
 
 from service.geometry import VIEW_SIZE
 
@@ -25,12 +34,33 @@ class B64(BaseModel):
     b64: str = Field(description="Base64 (standard alphabet, padding optional) of the bytes.")
 
 
+def _instance_key(value: Any) -> str | int | float:
+    """gcloud's own examples key instances with numbers (`"key": 3`): a key is any JSON
+    scalar but a boolean, kept as given (3 stays 3, "3" stays "3"), in one clear message."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("a key is a string or a number")
+    if isinstance(value, str) and len(value) > 256:
+        raise ValueError("a string key has at most 256 characters")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("a number key must be finite")
+    return value
+
+
+InstanceKey = Annotated[
+    str | int | float,
+    PlainValidator(_instance_key),
+    WithJsonSchema({"anyOf": [{"type": "string", "maxLength": 256}, {"type": "number"}]}),
+]
+
+
 class Instance(BaseModel):
     """One photo. The bare form `{"b64": "..."}` is accepted too (TF Serving's row format)."""
 
     model_config = ConfigDict(extra="forbid")
     input_image_bytes: B64 = Field(description="JPEG, PNG, WebP, BMP or GIF (first frame).")
-    key: str | None = Field(None, max_length=256, description="Echoed back in the prediction.")
+    key: InstanceKey | None = Field(
+        None, description="A string or a number, echoed back in the prediction as given."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -98,7 +128,23 @@ class PredictParameters(BaseModel):
         return self
 
 
+_DEFAULT_SIGNATURES = (None, "", "serving_default")
+
+
+def is_tensor_request(body: Any) -> bool:
+    """TF Serving's forms the gateway answers tensor for tensor: columnar `inputs`, or any
+    signature but the default (whose rows the gateway labels)."""
+    return isinstance(body, dict) and (
+        "inputs" in body or body.get("signature_name") not in _DEFAULT_SIGNATURES
+    )
+
+
 class PredictRequest(BaseModel):
+    """`instances` with the default signature is the gateway's labelled path (glimpses, class
+    names, annotated image, and every output of the signature beside them). TF Serving's other
+    forms (`inputs`, or `signature_name` naming another signature of the model's metadata) are
+    answered as TF Serving answers them: the named signature's tensors, nothing added."""
+
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -106,22 +152,47 @@ class PredictRequest(BaseModel):
                 {
                     "instances": [{"input_image_bytes": {"b64": _TINY_PNG}, "key": "photo-1"}],
                     "parameters": {"num_glimpses": 6, "top_k": 3},
-                }
+                },
+                {
+                    "signature_name": "classify",
+                    "inputs": {"input_image_bytes": [{"b64": _TINY_PNG}]},
+                },
             ]
         },
     )
-    instances: list[Instance] = Field(min_length=1)
+    instances: list[Instance] | None = Field(
+        None, min_length=1, description="Row form; for another signature, its named inputs."
+    )
+    inputs: Any = Field(
+        None, description="TF Serving's columnar form: each input's whole batch by name."
+    )
     parameters: PredictParameters = Field(default_factory=PredictParameters)
     signature_name: str | None = Field(
-        None, description="Accepted for TF Serving compatibility; only the default is served."
+        None, description="Any signature the model's metadata lists; empty: serving_default."
     )
+    # The raw body of a tensor request (is_tensor_request), read by service/tensor_json.py.
+    _tensors: dict[str, Any] | None = PrivateAttr(None)
 
-    @field_validator("signature_name")
+    @model_validator(mode="wrap")
     @classmethod
-    def _default_signature_only(cls, v: str | None) -> str | None:
-        if v not in (None, "", "serving_default"):
-            raise ValueError("only the default signature is served through the gateway")
-        return v
+    def _forms(cls, data: Any, handler: Any) -> PredictRequest:
+        if is_tensor_request(data):
+            signature = data.get("signature_name")
+            if signature is not None and not isinstance(signature, str):
+                raise ValueError(
+                    "JSON Value: {...} not formatted correctly. 'signature_name' key must be a"
+                    " string value."
+                )
+            request = cls.model_construct(signature_name=signature)
+            request._tensors = data
+            return request
+        if isinstance(data, dict) and data.get("instances") is None:
+            raise ValueError("Missing 'inputs' or 'instances' key")
+        return handler(data)
+
+    @property
+    def tensor_request(self) -> dict[str, Any] | None:
+        return self._tensors
 
 
 class ClassScore(BaseModel):
@@ -166,7 +237,12 @@ class Preprocessing(BaseModel):
 
 
 class Prediction(BaseModel):
-    key: str | None = None
+    """The labelled answer for one instance. Beside these fields, every output of the model's
+    signature that no field already holds (`classes`, `scores`, `glimpse_boxes`, ...) stands
+    under its own name, as TF Serving writes it: clients of either kind read the same row."""
+
+    model_config = ConfigDict(extra="allow")
+    key: str | int | float | None = Field(None, description="The instance's key, as given.")
     top_class: ClassScore = Field(description="What the model decided from the glimpses alone.")
     top_k: list[ClassScore]
     glimpses: list[Glimpse] = Field(description="In visiting order.")
@@ -185,7 +261,25 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
-class ErrorBody(BaseModel):
-    """TF Serving's error shape."""
+class TensorResponse(BaseModel):
+    """TF Serving's answer to its tensor forms: `predictions` (rows) for `instances`, `outputs`
+    (columns) for `inputs`; each value as the signature returns it."""
 
-    error: str = Field(examples=["instances[2]: input_image_bytes is not a decodable image"])
+    predictions: list[Any] | None = None
+    outputs: Any = None
+
+
+class RpcStatus(BaseModel):
+    """google.rpc.Status as Google's JSON APIs write it (service/error_body.py)."""
+
+    code: int = Field(description="The HTTP status code.")
+    message: str
+    status: str = Field(examples=["INVALID_ARGUMENT", "NOT_FOUND"])
+
+
+class ErrorBody(BaseModel):
+    """TF Serving's error shape on `/v1/models/...`; a google.rpc.Status on `/v1/projects/...`."""
+
+    error: str | RpcStatus = Field(
+        examples=["instances[2].input_image_bytes: not a decodable image"]
+    )

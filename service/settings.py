@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, NonNegativeInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# TF Serving's label syntax (g3doc/serving_config.md), and the names that are versions: `N`,
+# and AI Platform's `vN`.
+LABEL_NAME = re.compile(r"[A-Za-z0-9_]+")
+VERSION_NAME = re.compile(r"v?[0-9]+")
 
 
 class GatewaySettings(BaseSettings):
@@ -22,6 +28,23 @@ class GatewaySettings(BaseSettings):
     # tfserving: ask for a TF Serving version label (e.g. "stable") instead of a number, so a
     # rollout moves the label in models.config and no gateway needs a restart.
     model_version_label: str | None = None
+    # Version labels, as TF Serving's models.config `version_labels`: names that clients use
+    # instead of numbers (TF Serving's /labels/{label} routes, AI Platform's versions/{label}),
+    # so a rollout moves a name, not every client. JSON: GLIMPSE_VERSION_LABELS='{"stable": 1}'.
+    # With TF Serving, labels not named here are TF Serving's to resolve.
+    version_labels: dict[str, NonNegativeInt] = Field(default_factory=dict)
+
+    @field_validator("version_labels")
+    @classmethod
+    def _labels_are_names(cls, labels: dict[str, int]) -> dict[str, int]:
+        """TF Serving's label syntax, and never a version's own name: `versions/1` and
+        `versions/v1` must keep meaning version 1 on AI Platform's routes."""
+        for name in labels:
+            if not LABEL_NAME.fullmatch(name):
+                raise ValueError(f"version label {name!r}: letters, digits and '_' only")
+            if VERSION_NAME.fullmatch(name):
+                raise ValueError(f"version label {name!r} would hide version {name}")
+        return labels
 
     tfserving_address: str | None = None  # host:port of TF Serving's gRPC API
     tfserving_retries: int = Field(2, ge=0, le=10)  # on UNAVAILABLE, with backoff
@@ -77,6 +100,7 @@ class GatewaySettings(BaseSettings):
     jobs_max_stored: int = Field(10_000, ge=10)
     # Jobs may read and write gs:// paths; local paths only under this folder (None: none).
     jobs_local_root: Path | None = None
+
 
     auth_token: str | None = None  # if set, all but probes and demo need "Bearer <token>"
     log_format: Literal["json", "text"] = "json"

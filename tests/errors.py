@@ -3,6 +3,8 @@ routes, a google.rpc.Status on Google's (`/v1/projects/...`)."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from service.error_body import RPC_STATUS, is_google_route
 
 
@@ -10,7 +12,9 @@ def error_message(response, status: int) -> str:
     assert response.status_code == status, response.text
     body = response.json()
     assert list(body) == ["error"], response.text
-    if not is_google_route(response.request.url.path):
+    url = response.request.url  # httpx: a URL; requests: a string
+    path = url.path if hasattr(url, "path") else urlsplit(url).path
+    if not is_google_route(path):
         assert isinstance(body["error"], str), response.text
         return body["error"]
     rpc = body["error"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import ModelNotFound, NotReady
+from service.errors import InvalidInput, ModelNotFound, NotReady
 from service.instances import ImageInput
 from service.predictor import ModelOutput, Options
 from service.savedmodel import ModelInfo, status_body
@@ -50,6 +50,9 @@ class FakePredictor:
     delay_s: float = 0.0
     hold_start: asyncio.Event | None = None
     calls: list[tuple[list[ImageInput], list[Options]]] = field(default_factory=list)
+    # Version labels the "model server" knows itself (TF Serving's models.config): the
+    # gateway asks for those it does not configure (service/versions.py).
+    labels: dict[str, int] = field(default_factory=dict)
     closed: bool = False
     _ready: bool = False
 
@@ -92,12 +95,59 @@ class FakePredictor:
     async def status(self, version: int | None) -> dict[str, Any]:
         return status_body(self.model_name, [self.served_version(version)])
 
-    async def metadata(self, version: int | None) -> dict[str, Any]:
+    async def metadata(self, version: int | str | None) -> dict[str, Any]:
+        if isinstance(version, str):  # a label, resolved as TF Serving does
+            if version not in self.labels:
+                raise InvalidInput(f"Unrecognized servable version label: {version}")
+            version = self.labels[version]
         v = self.served_version(version)
         return {
             "model_spec": {"name": self.model_name, "signature_name": "", "version": str(v)},
-            "metadata": {"signature_def": {"signature_def": {}}},
+            "metadata": {"signature_def": {"signature_def": SIGNATURES}},
         }
+
+    async def run_signature(
+        self, version: int | None, signature: str, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """`double`: y = 2x and its sum per row; `sizes`: each image's byte count, with its
+        first byte as `head_bytes`."""
+        self.served_version(version)
+        if self.fail_with is not None:
+            raise self.fail_with
+        if signature == "double":
+            x = inputs["x"]
+            return {"y": 2 * x, "total": (2 * x).reshape(len(x), -1).sum(1)}
+        images = inputs["input_image_bytes"]
+        return {
+            "size": np.array([len(b) for b in images], np.int64),
+            "head_bytes": np.array([b[:1] for b in images], object),
+        }
+
+
+def _tensor(dtype: str, *dims: int) -> dict[str, Any]:
+    return {
+        "dtype": dtype,
+        "tensor_shape": {
+            "dim": [{"size": str(d), "name": ""} for d in dims],
+            "unknown_rank": False,
+        },
+        "name": "",
+    }
+
+
+# Two signatures in TF Serving's metadata shape, for the tensor forms (columnar, signature_name).
+SIGNATURES = {
+    "double": {
+        "inputs": {"x": _tensor("DT_FLOAT", -1, 2)},
+        "outputs": {"y": _tensor("DT_FLOAT", -1, 2), "total": _tensor("DT_FLOAT", -1)},
+        "method_name": "tensorflow/serving/predict",
+    },
+    "sizes": {
+        "inputs": {"input_image_bytes": _tensor("DT_STRING", -1)},
+        "outputs": {"size": _tensor("DT_INT64", -1), "head_bytes": _tensor("DT_STRING", -1)},
+        "method_name": "tensorflow/serving/predict",
+    },
+}
 
 
 def output(image: ImageInput, options: Options) -> ModelOutput:
@@ -109,6 +159,17 @@ def output(image: ImageInput, options: Options) -> ModelOutput:
         boxes = np.array([[16.0 * i, 16.0 * i, 16.0 * i + 64, 16.0 * i + 64] for i in range(t)])
     height, width = image.original_size
     side = min(height, width) * 224 / 256
+    crop = [(height - side) / 2, (width - side) / 2, (height + side) / 2, (width + side) / 2]
+    raw = {
+        "classes": np.arange(k, dtype=np.int32),
+        "scores": np.linspace(0.5, 0.01, k).astype(np.float32),
+        "class_names": np.array([f"class {c}".encode() for c in range(k)], object),
+        "glimpse_boxes": boxes.astype(np.float32),
+        "num_glimpses": np.int32(t),
+        "coverage": np.float32(0.25),
+        "annotated_image_bytes": np.array(PNG_1X1, object),
+        "crop_box": np.array(crop, np.float32),
+    }
     return ModelOutput(
         classes=np.arange(k),
         scores=np.linspace(0.5, 0.01, k),
@@ -120,9 +181,8 @@ def output(image: ImageInput, options: Options) -> ModelOutput:
         full_image_score=0.75,
         full_image_name="class 0",
         full_image_synset="n00000000",
-        crop_box=np.array(
-            [(height - side) / 2, (width - side) / 2, (height + side) / 2, (width + side) / 2]
-        ),
+        crop_box=np.array(crop),
         image_size=(height, width),
         annotated_png=PNG_1X1,
+        signature_outputs=raw,
     )

@@ -34,8 +34,8 @@ def test_ready_only_after_warm_up(gateway_settings):
         assert seen[-1] == (200, 200)
         assert all(live == 200 for live, _ in seen)
         assert httpx.get(server.url + "/healthz/startup").status_code == 200
-        # The warm-up was a real inference through the batcher.
-        assert "glimpse_batch_size_count 1.0" in httpx.get(server.url + "/metrics").text
+        # The warm-up was real inferences through the batcher, one per signature.
+        assert "glimpse_batch_size_count 2.0" in httpx.get(server.url + "/metrics").text
 
 
 def test_missing_model_is_reported_not_fatal(gateway_settings, tmp_path):

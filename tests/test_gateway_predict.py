@@ -192,7 +192,7 @@ def _bomb() -> bytes:
     ("payload", "message"),
     [
         ({"instances": []}, "instances: List should have at least 1 item"),
-        ({"nope": 1}, "instances: Field required"),
+        ({"nope": 1}, "Missing 'inputs' or 'instances' key"),
         ({"instances": "x"}, "instances: Input should be a valid list"),
         (
             {"instances": [{"input_image_bytes": {"b64": "!!!"}}]},
@@ -217,7 +217,7 @@ def _bomb() -> bytes:
         ({"instances": [{"b64": "aGk="}], "parameters": {"top_k": 0}}, "parameters.top_k"),
         (
             {"instances": [{"b64": "aGk="}], "signature_name": "explain"},
-            "only the default signature",
+            "instances is a plain list, but expecting list of objects",
         ),
     ],
 )

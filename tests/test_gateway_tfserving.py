@@ -149,3 +149,39 @@ def test_version_label(gateway_settings, tfserving, photos):
             "Unrecognized servable version label: canary"
             in httpx.get(server.url + "/healthz/ready").json()["error"]
         )
+
+
+def test_labels_are_the_gateways_or_tf_servings(gateway_settings, tfserving, photos):
+    """A label the gateway configures resolves in the gateway; any other goes to TF Serving as
+    ModelSpec.version_label, so TF Serving's own labels work (`stable` in its models.config
+    here) and TF Serving refuses the ones it does not know."""
+    settings = gateway_settings(
+        backend="tfserving",
+        tfserving_address=f"127.0.0.1:{tfserving.port}",
+        version_labels={"prod": 1},
+    )
+    with live_server(settings) as server:
+        tfs, aip = server.url + "/v1/models/saccader", server.url + "/v1/projects/p/models/saccader"
+        for path in (
+            tfs + "/labels/prod:predict",
+            tfs + "/labels/stable:predict",
+            aip + "/versions/prod:predict",
+            aip + "/versions/stable:predict",
+        ):
+            assert httpx.post(path, json=body(photos[0]), timeout=60).status_code == 200, path
+        status = httpx.get(tfs + "/labels/stable").json()
+        assert [v["version"] for v in status["model_version_status"]] == ["1"]
+        assert httpx.get(tfs + "/labels/stable/metadata").json()["model_spec"]["version"] == "1"
+
+        r = httpx.post(tfs + "/labels/canary:predict", json=body(photos[0]), timeout=60)
+        assert r.status_code == 400 and r.json() == {
+            "error": "model server: INVALID_ARGUMENT: Unrecognized servable version label: canary"
+        }
+        r = httpx.post(aip + "/versions/canary:predict", json=body(photos[0]), timeout=60)
+        assert r.status_code == 404
+        assert r.json()["error"]["message"] == "Could not find version canary of model saccader"
+
+        [version] = httpx.get(aip + "/versions").json()["versions"]
+        assert version["name"] == "projects/p/models/saccader/versions/v1"
+        assert (version["state"], version["labels"]) == ("READY", {"prod": "version-label"})
+        assert "runtimeVersion" not in version  # TF Serving's own is not known here

@@ -50,3 +50,17 @@ def test_service_code_calls_only_protocol_members_on_the_predictor():
             continue
         used |= set(re.findall(r"predictor\.(\w+)", path.read_text()))
     assert used <= MEMBERS, sorted(used - MEMBERS)
+
+
+@pytest.mark.parametrize("cls", _backends(), ids=lambda c: c.__name__)
+def test_backend_takes_what_the_protocol_passes(cls):
+    """The parameters' types too: `metadata` takes a version label (a str) that the gateway
+    does not configure, for the backend to resolve or refuse (service/versions.py)."""
+    for name in MEMBERS - {"model_name"}:
+        want = inspect.signature(getattr(Predictor, name)).parameters
+        got = inspect.signature(getattr(cls, name)).parameters
+        assert [p.annotation for p in got.values()] == [p.annotation for p in want.values()], (
+            cls.__name__,
+            name,
+        )
+    assert "str" in inspect.signature(cls.metadata).parameters["version"].annotation

@@ -319,8 +319,9 @@ def test_status_and_metadata(client):
 
 def test_explain_without_a_local_copy_is_503_naming_the_setting(client, jpeg):
     message = error(client.post(EXPLAIN, json=body(jpeg)), 503)
-    assert message.startswith("no local copy of model saccader under ")
-    assert message.endswith("explanations need the SavedModel in the gateway (GLIMPSE_MODEL_DIR)")
+    assert message.startswith("no local copy of model saccader in the gateway")
+    assert message.endswith("explanations need the SavedModel there (GLIMPSE_MODEL_DIR)")
+    assert "/" not in message.split("(")[0]  # no server path
 
 
 def test_explain_admission_is_the_same_admission(client, jpeg):
@@ -360,3 +361,171 @@ def test_demo_assets_ignore_any_range(client, byte_range):
     r = client.get("/demo/demo.js", headers={"Range": byte_range})
     assert r.status_code == 200 and r.content == whole.content
     assert r.headers["content-security-policy"] == whole.headers["content-security-policy"]
+
+
+# Version labels (service/versions.py): the gateway's own, and one only the "model server"
+# knows, as TF Serving's models.config would (the fake resolves it like TF Serving).
+LABELS = {"stable": 1, "canary": 2}
+
+
+@pytest.fixture
+def labelled(tmp_path):
+    fake = FakePredictor(labels={"served": 1})
+    with TestClient(create_app(settings(tmp_path, version_labels=LABELS), fake)) as c:
+        yield started(c)
+
+
+def test_labels_and_version_names_reach_the_served_version(labelled, jpeg):
+    for path in (
+        "/v1/models/saccader/labels/stable:predict",
+        "/v1/models/saccader/labels/served:predict",
+        "/v1/projects/p/models/saccader/versions/stable:predict",
+        "/v1/projects/p/models/saccader/versions/served:predict",
+        "/v1/projects/p/models/saccader/versions/1:predict",
+    ):
+        assert labelled.post(path, json=body(jpeg)).status_code == 200, path
+    status = labelled.get("/v1/models/saccader/labels/stable").json()
+    assert [v["version"] for v in status["model_version_status"]] == ["1"]
+    meta = labelled.get("/v1/models/saccader/labels/served/metadata").json()
+    assert meta["model_spec"] == {"name": "saccader", "signature_name": "", "version": "1"}
+
+
+TFS, AIP = "/v1/models/saccader", "/v1/projects/p/models/saccader"
+NO_LABEL = "Unrecognized servable version label: nope"  # TF Serving's words (server_core.cc)
+NO_V2 = "Could not find version 2 of model saccader"
+NOT_FOUND = "Could not find version {} of model saccader"
+TOO_BIG = "9223372036854775808"  # int64's maximum + 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "message"),
+    [
+        ("POST", f"{TFS}/labels/nope:predict", 400, NO_LABEL),
+        ("POST", f"{TFS}/labels/nope:explain", 400, NO_LABEL),
+        ("GET", f"{TFS}/labels/nope", 400, NO_LABEL),
+        ("POST", f"{TFS}/labels/canary:predict", 404, NO_V2),
+        ("GET", f"{TFS}/labels/canary/metadata", 404, NO_V2),
+        (
+            "POST",
+            "/v1/models/nope/labels/stable:predict",
+            404,
+            "Servable not found for request: Latest(nope)",
+        ),
+        ("POST", f"{TFS}/versions/stable:predict", 404, "Could not find version stable"),
+        (
+            "POST",
+            f"{TFS}/versions/{TOO_BIG}:predict",
+            400,
+            f"Failed to convert version: {TOO_BIG} to numeric.",
+        ),
+        ("POST", f"{AIP}/versions/nope:predict", 404, NOT_FOUND.format("nope")),
+        ("POST", f"{AIP}/versions/a.b:explain", 404, NOT_FOUND.format("a.b")),
+        ("GET", f"{AIP}/versions/nope", 404, NOT_FOUND.format("nope")),
+        ("GET", f"{AIP}/versions/canary", 404, NO_V2),
+    ],
+)
+def test_unknown_labels_and_version_names(labelled, jpeg, method, path, status, message):
+    """TF Serving's refusals on its routes (an unknown label is its 400), a 404 for a version
+    name that names nothing on AI Platform's."""
+    payload = body(jpeg) if method == "POST" else None
+    assert error(labelled.request(method, path, json=payload), status) == message
+
+
+def test_version_labels_are_checked_at_start_up(monkeypatch):
+    from pydantic import ValidationError
+
+    for bad in ({"v1": 1}, {"7": 7}, {"a-b": 1}, {"é": 1}, {"x": -1}):
+        with pytest.raises(ValidationError):
+            GatewaySettings(version_labels=bad)
+    monkeypatch.setenv("GLIMPSE_VERSION_LABELS", '{"stable": 3, "Canary_2": 4}')
+    assert GatewaySettings().version_labels == {"stable": 3, "Canary_2": 4}
+
+
+def _on_disk(tmp_path, *numbers: int) -> None:
+    for n in numbers:
+        (tmp_path / "saccader" / str(n)).mkdir(parents=True)
+        (tmp_path / "saccader" / str(n) / "saved_model.pb").write_bytes(b"")
+
+
+def test_model_and_version_resources(tmp_path):
+    _on_disk(tmp_path, 1, 2, 3)
+    fake = FakePredictor()
+    with TestClient(create_app(settings(tmp_path, version_labels=LABELS), fake)) as c:
+        started(c)
+        model = c.get("/v1/projects/p/models/saccader").json()
+        default = model["defaultVersion"]
+        assert model["name"] == "projects/p/models/saccader" and model["description"]
+        assert default["name"] == "projects/p/models/saccader/versions/v1"
+        assert default["isDefault"] is True and default["state"] == "READY"
+        assert default["framework"] == "TENSORFLOW" and default["labels"] == {
+            "stable": "version-label"
+        }
+        assert default["createTime"].endswith("Z") and default["pythonVersion"].startswith("3.")
+        assert c.get("/v1/projects/p/models/saccader/versions/stable").json() == default
+        assert c.get("/v1/projects/p/models/saccader/versions/1").json() == default
+
+        first = c.get("/v1/projects/p/models/saccader/versions", params={"pageSize": 2}).json()
+        assert [v["name"][-2:] for v in first["versions"]] == ["v1", "v2"]
+        second = c.get(
+            "/v1/projects/p/models/saccader/versions",
+            params={"pageSize": 2, "pageToken": first["nextPageToken"]},
+        ).json()
+        assert [v["name"][-2:] for v in second["versions"]] == ["v3"]
+        assert "nextPageToken" not in second
+        other = second["versions"][0]
+        assert other["state"] == "UNKNOWN" and "isDefault" not in other
+        assert "serves version 1" in other["description"]
+        assert str(tmp_path) not in c.get("/v1/projects/p/models/saccader/versions").text
+        # A version on disk but not served answers 404 to work, as before.
+        r = c.post(f"{AIP}/versions/v3:predict", json={"instances": [{"b64": "aGk="}]})
+        assert error(r, 404) == "Could not find version 3 of model saccader"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"pageToken": "nope"}, "pageToken: not a token this server issued"),
+        ({"pageSize": -1}, "query.pageSize: Input should be greater than or equal to 0"),
+        ({"filter": "state=READY"}, "filter: not supported here; every version is listed"),
+    ],
+)
+def test_version_list_refusals(client, params, message):
+    r = client.get("/v1/projects/p/models/saccader/versions", params=params)
+    assert error(r, 400) == message
+    assert error(client.get("/v1/projects/p/models/other/versions"), 404) == (
+        "Servable not found for request: Latest(other)"
+    )
+
+
+def test_version_state_follows_loading_and_load_errors(tmp_path):
+    fake = FakePredictor(hold_start=asyncio.Event())
+    with TestClient(create_app(settings(tmp_path, model_version=1), fake)) as c:
+        loading = c.get("/v1/projects/p/models/saccader").json()["defaultVersion"]
+        assert loading["state"] == "CREATING" and "errorMessage" not in loading
+        assert error(c.get("/v1/models/saccader/labels/x"), 503) == (
+            "model is loading; retry shortly"
+        )
+        c.portal.call(fake.hold_start.set)
+        started(c)
+    failing = FakePredictor(fail_start=OSError("SavedModel file does not exist at: /models/x/1"))
+    with TestClient(create_app(settings(tmp_path, model_version=1), failing)) as c:
+        deadline = time.monotonic() + 10
+        while c.app.state.gateway.load_error is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        failed = c.get("/v1/projects/p/models/saccader/versions/v1").json()
+        assert failed["state"] == "FAILED"
+        assert failed["errorMessage"] == (
+            "model failed to load: OSError: SavedModel file does not exist at: <path>"
+        )
+
+
+def test_label_routes_document_a_label(client):
+    paths = client.app.openapi()["paths"]
+    for path in (
+        "/v1/models/{model}/labels/{version}:predict",
+        "/v1/models/{model}/labels/{version}",
+    ):
+        (operation,) = paths[path].values()
+        (param,) = [p for p in operation["parameters"] if p["name"] == "version"]
+        assert param["description"].startswith("Version label"), path

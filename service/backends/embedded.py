@@ -79,9 +79,8 @@ class EmbeddedPredictor:
         await loop.run_in_executor(self._executor, self._load, version)
         self._version = version
         self._batcher.start()
-        await self._batcher.submit(
-            [(warmup_image(), o) for o in WARMUP_OPTIONS]
-        )  # a real inference
+        for options in WARMUP_OPTIONS:  # real inferences, one at a time: any queue_limit fits
+            await self._batcher.submit([(warmup_image(), options)])
         self._ready = True
         log.info("model %s version %s loaded and warmed up", self.model_name, version)
 
@@ -127,6 +126,28 @@ class EmbeddedPredictor:
     async def predict(self, images: list[ImageInput], options: list[Options]) -> list[ModelOutput]:
         return await self._batcher.submit(list(zip(images, options, strict=True)))
 
+    def _call_signature(self, signature: str, inputs: dict[str, np.ndarray]) -> dict:
+        import tensorflow as tf
+
+        path = self._base / str(self.served_version(None))
+        fn = self._models.load(path).signatures[signature]
+        try:
+            out = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+        except (tf.errors.InvalidArgumentError, TypeError, ValueError) as e:
+            text = e.message if isinstance(e, tf.errors.OpError) else str(e)
+            raise InvalidInput(model_error_reason(text)) from None
+        except tf.errors.OpError as e:
+            raise BackendError(f"model error: {type(e).__name__}") from e
+        return {k: v.numpy() for k, v in out.items()}
+
+    async def run_signature(
+        self, version: int | None, signature: str, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        self.served_version(version)
+        # On the model's own thread: TensorFlow runs one call at a time there, batches too.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call_signature, signature, inputs)
+
     def served_version(self, version: int | None) -> int:
         if self._version is None:
             raise NotReady("model is not loaded yet")
@@ -142,7 +163,9 @@ class EmbeddedPredictor:
     async def status(self, version: int | None) -> dict[str, Any]:
         return status_body(self.model_name, [self.served_version(version)])
 
-    async def metadata(self, version: int | None) -> dict[str, Any]:
+    async def metadata(self, version: int | str | None) -> dict[str, Any]:
+        if isinstance(version, str):  # the gateway's own labels are numbers by now
+            raise InvalidInput(f"Unrecognized servable version label: {version}")
         v = self.served_version(version)
         return metadata_body(self.model_name, v, self._signatures)
 

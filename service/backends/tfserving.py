@@ -88,10 +88,16 @@ class TFServingPredictor:
             for v in body.get("model_version_status", [])
             if v.get("state") == "AVAILABLE"
         ]
-        self._version = self._settings.model_version or (max(available) if available else None)
+        if self._settings.model_version_label:  # the version TF Serving's label names
+            meta = await self.metadata(self._settings.model_version_label)
+            self._version = int(meta["model_spec"]["version"])
+        else:
+            configured = self._settings.model_version
+            self._version = configured if configured is not None else max(available, default=None)
         self._info = self._local_info()
         self._batcher.start()
-        await self._batcher.submit([(warmup_image(), o) for o in WARMUP_OPTIONS])
+        for options in WARMUP_OPTIONS:  # one at a time: any queue_limit fits
+            await self._batcher.submit([(warmup_image(), options)])
         self._ready = True
         self._checked_at = time.monotonic()
         log.info(
@@ -101,11 +107,16 @@ class TFServingPredictor:
     def is_ready(self) -> bool:
         return self._ready
 
-    def _spec(self, version: int | None, signature: str = "", label: bool = False):
-        """ModelSpec; only Predict asks by label (status and metadata take numbers)."""
+    def _spec(self, version: int | str | None, signature: str = "", label: bool = False):
+        """ModelSpec for `version`: a str is a version label, which TF Serving resolves (or
+        refuses: INVALID_ARGUMENT "Unrecognized servable version label"). With none, the
+        configured version, or for Predict (`label`) the configured label."""
         from tensorflow_serving.apis import model_pb2
 
         spec = model_pb2.ModelSpec(name=self.model_name, signature_name=signature)
+        if isinstance(version, str):
+            spec.version_label = version
+            return spec
         chosen = version if version is not None else self._settings.model_version
         if chosen is not None:
             spec.version.value = chosen
@@ -174,6 +185,21 @@ class TFServingPredictor:
     async def predict(self, images: list[ImageInput], options: list[Options]) -> list[ModelOutput]:
         return await self._batcher.submit(list(zip(images, options, strict=True)))
 
+    async def run_signature(
+        self, version: int | None, signature: str, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        request = predict_pb2.PredictRequest(
+            model_spec=self._spec(version, signature, label=version is None)
+        )
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        timeout = self._settings.request_timeout_s
+        response = await self._call(self._predict_stub.Predict, request, timeout)
+        return {k: np.asarray(tf.make_ndarray(v)) for k, v in response.outputs.items()}
+
     async def status(self, version: int | None) -> dict[str, Any]:
         from tensorflow_serving.apis import get_model_status_pb2
 
@@ -181,7 +207,7 @@ class TFServingPredictor:
         response = await self._call(self._model_stub.GetModelStatus, request, 5.0)
         return message_to_dict(response)
 
-    async def metadata(self, version: int | None) -> dict[str, Any]:
+    async def metadata(self, version: int | str | None) -> dict[str, Any]:
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         request = get_model_metadata_pb2.GetModelMetadataRequest(

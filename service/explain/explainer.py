@@ -91,10 +91,12 @@ class Explainer:
         found = versions(self._base)
         wanted = self._settings.model_version
         if not found or (wanted is not None and wanted not in found):
+            # The folder goes to the log, not to the client (no server paths in answers).
+            log.warning("explanations: no SavedModel for them under %s", self._base)
             raise NotReady(
                 f"no local copy of model {self._settings.model_name}"
-                f"{'' if wanted is None else f' version {wanted}'} under {self._base}:"
-                " explanations need the SavedModel in the gateway (GLIMPSE_MODEL_DIR)"
+                f"{'' if wanted is None else f' version {wanted}'} in the gateway:"
+                " explanations need the SavedModel there (GLIMPSE_MODEL_DIR)"
             )
         local = wanted if wanted is not None else found[0]
         if version is not None and version != local:

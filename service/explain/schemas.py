@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.explain.registry import DEFAULT_STEPS, NAMES, SMOOTHABLE
-from service.schemas import _TINY_PNG, Box, PredictRequest
+from service.schemas import _TINY_PNG, Box, Instance
 
 # Built from the registry, so a new row is a new enum value; the registry's order is the API's.
 Method = Literal[NAMES]  # type: ignore[valid-type]
@@ -135,8 +135,9 @@ class ExplainParameters(BaseModel):
         return self.steps or DEFAULT_STEPS.get(self.method, 1)
 
 
-class ExplainRequest(PredictRequest):
-    """`instances` as for :predict; `parameters` chooses the method and its settings."""
+class ExplainRequest(BaseModel):
+    """`instances` as for :predict; `parameters` chooses the method and its settings.
+    Explanations are of the default signature: TF Serving's tensor forms are :predict's."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -154,7 +155,16 @@ class ExplainRequest(PredictRequest):
         },
     )
 
-    parameters: ExplainParameters = Field(default_factory=ExplainParameters)  # type: ignore[assignment]
+    instances: list[Instance] = Field(min_length=1)
+    parameters: ExplainParameters = Field(default_factory=ExplainParameters)
+    signature_name: str | None = Field(None, description="Only the default signature.")
+
+    @field_validator("signature_name")
+    @classmethod
+    def _default_signature_only(cls, v: str | None) -> str | None:
+        if v not in (None, "", "serving_default"):
+            raise ValueError("explanations are of the default signature (serving_default)")
+        return v
 
 
 class ImageBytes(BaseModel):
@@ -273,7 +283,7 @@ class LabelAttribution(BaseModel):
 
 
 class Explanation(BaseModel):
-    key: str | None = None
+    key: str | int | float | None = None  # the instance's key, as given
     attributions_by_label: list[LabelAttribution]
     model_evaluations: int = Field(
         description="Images the model ran on (forward, or forward and backward) for this one."

@@ -8,11 +8,13 @@ import secrets
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, params
 
+from service import versions
 from service.batch.job_manager import JobManager
 from service.errors import Unauthorized
 from service.state import GatewayState
+from service.versions import VersionForm
 
 
 def get_state(request: Request) -> GatewayState:
@@ -43,14 +45,18 @@ def require_token(request: Request, state: StateDep) -> None:
 _PATH_PARAMETERS = {
     "project": "Cloud project (AI Platform URL form); not checked, one deployment serves one",
     "model": "Model name",
-    "version": "Model version: `N` or `vN`",
+    "version": "Model version: `N` or `vN` (AI Platform's URL form: also a version label)",
 }
+_LABEL = "Version label: the gateway's (GLIMPSE_VERSION_LABELS), else TF Serving's own"
 
 
 def path_parameters(path: str) -> dict:
     """OpenAPI `parameters` for a route whose handler reads `request.path_params` itself (one
     handler serves several URL forms), so that the documented path templates are complete."""
     names = re.findall(r"{(\w+)}", path)
+    described = dict(_PATH_PARAMETERS)
+    if "/labels/{version}" in path:  # TF Serving's label form (see version_named)
+        described["version"] = _LABEL
     return {
         "parameters": [
             {
@@ -58,7 +64,7 @@ def path_parameters(path: str) -> dict:
                 "in": "path",
                 "required": True,
                 "schema": {"type": "string"},
-                "description": _PATH_PARAMETERS[name],
+                "description": described[name],
             }
             for name in names
         ]
@@ -81,6 +87,23 @@ def error_responses(descriptions: dict[int, str]) -> dict[int, dict]:
     }
 
 
+def version_named(form: VersionForm) -> params.Depends:
+    """A route dependency: the URL's `{version}` (a label on TF Serving's `/labels/{version}`,
+    a version name on AI Platform's `versions/{version}`) replaced, in the request's path
+    parameters, by the version number it names (service/versions.py).
+
+    One handler serves every URL form and reads the path itself, so each form reaches it, and
+    admission, as a number. The label form keeps the parameter's name `version` so that a
+    handler without this dependency could never take a label for "no version" (the default).
+    """
+
+    async def resolve(request: Request, state: StateDep) -> None:
+        path = request.path_params  # the scope's own dict, which the handler reads next
+        path["version"] = await versions.resolve(state, path["model"], path.get("version"), form)
+
+    return Depends(resolve)
+
+
 def add_model_verb_routes(
     router: APIRouter,
     verb: str,
@@ -89,20 +112,33 @@ def add_model_verb_routes(
     response_model: type,
     responses: dict[int, dict],
 ) -> None:
-    """Register `endpoint` on TF Serving's and AI Platform's four URL forms of `:verb`.
+    """Register `endpoint` on TF Serving's and AI Platform's URL forms of `:verb`: TF
+    Serving's with a version or a version label, AI Platform's with a version name.
 
-    AI Platform's project is not checked (one deployment serves one project) and its version
-    names are accepted as `v<N>`; the endpoint reads the path parameters itself.
+    AI Platform's project is not checked (one deployment serves one project); its version
+    names are `v<N>`, `N` or a version label. The endpoint reads the path parameters itself,
+    `version` already resolved to a number (version_named).
     """
     forms = {
-        f"/v1/models/{{model}}:{verb}": summary,
-        f"/v1/models/{{model}}/versions/{{version}}:{verb}": "The same, with a given version",
-        f"/v1/projects/{{project}}/models/{{model}}:{verb}": "The same, AI Platform URL form",
+        f"/v1/models/{{model}}:{verb}": (summary, None),
+        f"/v1/models/{{model}}/versions/{{version}}:{verb}": (
+            "The same, with a given version",
+            None,
+        ),
+        f"/v1/models/{{model}}/labels/{{version}}:{verb}": (
+            "The same, with a version label",
+            VersionForm.LABEL,
+        ),
+        f"/v1/projects/{{project}}/models/{{model}}:{verb}": (
+            "The same, AI Platform URL form",
+            None,
+        ),
         f"/v1/projects/{{project}}/models/{{model}}/versions/{{version}}:{verb}": (
-            "The same, AI Platform URL form with a version (`v<N>` or `N`)"
+            "The same, AI Platform URL form with a version (`v<N>`, `N` or a version label)",
+            VersionForm.NAME,
         ),
     }
-    for path, text in forms.items():
+    for path, (text, form) in forms.items():
         router.add_api_route(
             path,
             endpoint,
@@ -112,4 +148,5 @@ def add_model_verb_routes(
             summary=text,
             name=path,
             openapi_extra=path_parameters(path),
+            dependencies=[] if form is None else [version_named(form)],
         )

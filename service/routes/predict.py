@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from service import serving
-from service.routes.deps import StateDep, add_model_verb_routes, error_responses, require_token
-from service.schemas import PredictRequest, PredictResponse
+from service.routes.deps import (
+    StateDep,
+    add_model_verb_routes,
+    error_responses,
+    path_parameters,
+    require_token,
+    version_named,
+)
+from service.schemas import PredictRequest, PredictResponse, TensorResponse
+from service.versions import VersionForm
 
 router = APIRouter(tags=["predict"], dependencies=[Depends(require_token)])
 
@@ -26,6 +37,12 @@ _ERRORS = error_responses(
 
 async def predict(request: Request, body: PredictRequest, state: StateDep) -> Response:
     path = request.path_params
+    if body.tensor_request is not None:  # TF Serving's columnar form, or another signature
+        answer = await serving.predict_tensors(
+            state, path["model"], path.get("version"), body.tensor_request
+        )
+        return Response(json.dumps(answer), media_type="application/json")
+    assert body.instances is not None  # the schema refuses a body with neither form
     serving.admit_prediction(
         state, path["model"], path.get("version"), len(body.instances), body.parameters
     )
@@ -41,5 +58,37 @@ async def predict(request: Request, body: PredictRequest, state: StateDep) -> Re
 
 
 add_model_verb_routes(
-    router, "predict", predict, "Classify photos and return the glimpses", PredictResponse, _ERRORS
+    router,
+    "predict",
+    predict,
+    "Classify photos and return the glimpses",
+    PredictResponse | TensorResponse,  # type: ignore[arg-type]
+    _ERRORS,
 )
+
+
+async def other_api(
+    request: Request, state: StateDep, body: Annotated[dict[str, Any] | None, Body()] = None
+) -> None:
+    """`:classify` / `:regress`: refused as TF Serving refuses them for this model."""
+    path = request.path_params
+    verb = request.url.path.rsplit(":", 1)[-1]
+    signature = (body or {}).get("signature_name")
+    await serving.refuse_other_api(state, path["model"], path.get("version"), verb, signature)
+
+
+for _verb in ("classify", "regress"):
+    for _path, _form in (
+        (f"/v1/models/{{model}}:{_verb}", None),
+        (f"/v1/models/{{model}}/versions/{{version}}:{_verb}", None),
+        (f"/v1/models/{{model}}/labels/{{version}}:{_verb}", VersionForm.LABEL),
+    ):
+        router.add_api_route(
+            _path,
+            other_api,
+            methods=["POST"],
+            responses=error_responses({400: "The model has no signature for this API"}),
+            summary=f"TF Serving's :{_verb}: the model has no {_verb} signature (400)",
+            openapi_extra=path_parameters(_path),
+            dependencies=[] if _form is None else [version_named(_form)],
+        )

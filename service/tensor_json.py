@@ -1,0 +1,323 @@
+"""TF Serving's JSON tensor format: request bodies to named tensors, output tensors to JSON.
+
+The gateway answers TF Serving's own request forms for any signature the SavedModel has (row
+`instances`, columnar `inputs`, `signature_name`), so this follows TF Serving's
+`util/json_tensor.cc` rule for rule, with its error messages: `{"b64": ...}` decoded for string
+inputs whatever their name, string outputs named `*_bytes` written as `{"b64": ...}`, a row per
+batch item (a bare value when the signature has one output), columns otherwise. Input specs
+come from the model's metadata (its `signature_def`), so the same code serves the embedded
+model and a remote TF Serving.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from service.errors import InvalidInput
+
+Form = Literal["row", "columnar"]
+
+# The dtypes TF Serving's JSON converts (json_tensor.cc), as numpy types.
+_DTYPES: dict[str, Any] = {
+    "DT_FLOAT": np.float32,
+    "DT_DOUBLE": np.float64,
+    "DT_INT8": np.int8,
+    "DT_UINT8": np.uint8,
+    "DT_INT16": np.int16,
+    "DT_INT32": np.int32,
+    "DT_INT64": np.int64,
+    "DT_UINT32": np.uint32,
+    "DT_UINT64": np.uint64,
+    "DT_BOOL": np.bool_,
+    "DT_STRING": object,
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    dtype: str  # "DT_STRING", ...
+    shape: tuple[int, ...] | None  # -1 for unknown sizes; None for unknown rank
+
+
+@dataclass(frozen=True)
+class SignatureSpec:
+    name: str
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+
+
+def _spec(info: dict[str, Any]) -> TensorSpec:
+    shape = info.get("tensor_shape", {})
+    dims = (
+        None if shape.get("unknown_rank") else tuple(int(d["size"]) for d in shape.get("dim", []))
+    )
+    return TensorSpec(info.get("dtype", "DT_INVALID"), dims)
+
+
+def signature_spec(metadata: dict[str, Any], name: str | None) -> SignatureSpec:
+    """The named signature from a GetModelMetadata body; TF Serving's 400 when it has none."""
+    wanted = name or "serving_default"
+    defs = metadata.get("metadata", {}).get("signature_def", {}).get("signature_def", {})
+    if wanted not in defs:
+        raise InvalidInput(f'Serving signature name: "{wanted}" not found in signature def')
+    sig = defs[wanted]
+    return SignatureSpec(
+        wanted,
+        {k: _spec(v) for k, v in sig.get("inputs", {}).items()},
+        {k: _spec(v) for k, v in sig.get("outputs", {}).items()},
+    )
+
+
+def _debug(value: Any, limit: int = 120) -> str:
+    """A JSON value in an error message, cut short: messages must not echo megabytes."""
+    text = json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "object" if isinstance(value, dict) else "array"
+
+
+def _leaf(value: Any, dtype: str) -> Any:
+    """One JSON leaf as a value of `dtype`, or TF Serving's type error."""
+    if dtype == "DT_STRING":
+        if _is_b64(value):
+            try:
+                return base64.b64decode(value["b64"], validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidInput("Unable to base64 decode") from None
+        if isinstance(value, str):
+            return value.encode()
+    elif dtype == "DT_BOOL":
+        if isinstance(value, bool):
+            return value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if dtype in ("DT_FLOAT", "DT_DOUBLE") or float(value).is_integer():
+            return value
+    raise InvalidInput(
+        f"JSON Value: {_debug(value)} Type: {_json_type(value)} is not of expected type: "
+        f"{dtype.removeprefix('DT_').lower()}"
+    )
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    """The dense shape a JSON value claims, from its first elements (json_tensor.cc)."""
+    dims: list[int] = []
+    while isinstance(value, list):
+        dims.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return tuple(dims)
+
+
+def _fill(value: Any, level: int, shape: tuple[int, ...], dtype: str, out: list) -> None:
+    if not isinstance(value, list):
+        if level != len(shape):
+            raise InvalidInput(
+                f"JSON Value: {_debug(value)} found at incorrect level: {level + 1} in the JSON"
+                f" DOM. Expected at level: {len(shape)}"
+            )
+        out.append(_leaf(value, dtype))
+        return
+    if level >= len(shape):
+        raise InvalidInput(f"Encountered list at unexpected level: {level} expected < {len(shape)}")
+    if len(value) != shape[level]:
+        raise InvalidInput(
+            f"Encountered list at unexpected size: {len(value)} at level: {level}"
+            f" expected size: {shape[level]}"
+        )
+    for item in value:
+        _fill(item, level + 1, shape, dtype, out)
+
+
+def _tensor(value: Any, spec: TensorSpec) -> np.ndarray:
+    if spec.dtype not in _DTYPES:
+        raise InvalidInput(f"inputs of type {spec.dtype} are not supported in JSON")
+    shape = _shape(value)
+    flat: list = []
+    _fill(value, 0, shape, spec.dtype, flat)
+    if spec.dtype == "DT_STRING":
+        array = np.empty(len(flat), object)
+        array[:] = flat
+        return array.reshape(shape)
+    try:
+        return np.asarray(flat, _DTYPES[spec.dtype]).reshape(shape)
+    except OverflowError:
+        raise InvalidInput(f"a value is out of range for {spec.dtype}") from None
+
+
+def _check_shape(name: str, array: np.ndarray, spec: TensorSpec) -> None:
+    """What TF itself would refuse with a graph error, said first and plainly."""
+    if spec.shape is None:
+        return
+    if array.ndim != len(spec.shape) or any(
+        want not in (-1, got) for want, got in zip(spec.shape, array.shape, strict=False)
+    ):
+        expected = "[" + ",".join("?" if d < 0 else str(d) for d in spec.shape) + "]"
+        raise InvalidInput(
+            f"input {name} has shape {list(array.shape)}, the signature expects {expected}"
+        )
+
+
+def _instances(rows: list[Any], inputs: dict[str, TensorSpec]) -> dict[str, np.ndarray]:
+    def is_object(v: Any) -> bool:
+        return isinstance(v, dict) and not _is_b64(v)
+
+    if not is_object(rows[0]) and len(inputs) > 1:
+        raise InvalidInput(
+            "instances is a plain list, but expecting list of objects as multiple input tensors"
+            " required as per tensorinfo_map"
+        )
+    objects = is_object(rows[0])
+    names = sorted(inputs)
+    columns: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for i, row in enumerate(rows):
+        if objects:
+            if not is_object(row):
+                raise InvalidInput(f"Expecting object but got list at item {i} of input list")
+            for key, value in row.items():
+                if key not in inputs:
+                    raise InvalidInput(
+                        f"Failed to process element: {i} key: {key} of 'instances' list."
+                        f" Error: JSON object: does not have named input: {key}"
+                    )
+                columns[key].append(_item(value, key, inputs[key], i, columns[key]))
+            if set(row) != set(names):
+                raise InvalidInput(
+                    f"Failed to process element: {i} of 'instances' list. JSON object:"
+                    f" {_debug(row)} keys must be equal to: {','.join(names)}"
+                )
+        else:
+            if is_object(row):
+                raise InvalidInput(f"Expecting value/list but got object at item {i} of input list")
+            name = names[0]
+            columns[name].append(_item(row, name, inputs[name], i, columns[name], keyed=False))
+    return {n: np.stack(c) for n, c in columns.items()}
+
+
+def _item(
+    value: Any, name: str, spec: TensorSpec, i: int, seen: list[np.ndarray], keyed: bool = True
+) -> np.ndarray:
+    where = f"Failed to process element: {i}" + (f" key: {name}" if keyed else "")
+    try:
+        array = _tensor(value, spec)
+    except InvalidInput as e:
+        raise InvalidInput(f"{where} of 'instances' list. Error: {e.message}") from None
+    if seen and array.shape != seen[0].shape:
+        raise InvalidInput(
+            f"{where} of 'instances' list. Error: Expecting shape {list(seen[0].shape)} but got:"
+            f" {list(array.shape)}"
+        )
+    return array
+
+
+def _columns(value: Any, inputs: dict[str, TensorSpec]) -> dict[str, np.ndarray]:
+    if not isinstance(value, dict) or _is_b64(value):
+        if len(inputs) > 1:
+            raise InvalidInput(
+                "inputs is a plain value/list, but expecting an object as multiple input tensors"
+                " required as per tensorinfo_map"
+            )
+        name = next(iter(inputs))
+        return {name: _tensor(value, inputs[name])}
+    tensors = {}
+    for name in sorted(inputs):
+        if name not in value:
+            raise InvalidInput(f"Missing named input: {name} in 'inputs' object.")
+        tensors[name] = _tensor(value[name], inputs[name])
+    return tensors
+
+
+def parse_request(body: dict[str, Any], signature: SignatureSpec) -> tuple[dict, Form]:
+    """A predict body -> the signature's input tensors and the form to answer in."""
+    if not signature.inputs:
+        raise InvalidInput(f"Failed to get input map for signature: {signature.name}")
+    if "instances" in body and "inputs" in body:
+        raise InvalidInput(
+            "JSON Value: {...} Not formatted correctly expecting only one of 'inputs' or"
+            " 'instances' keys to exist "
+        )
+    if "instances" in body:
+        rows = body["instances"]
+        if not isinstance(rows, list):
+            raise InvalidInput("JSON Value: {...} Expecting 'instances' to be an list/array")
+        if not rows:
+            raise InvalidInput("JSON Value: {...} No values in 'instances' array")
+        tensors, form = _instances(rows, signature.inputs), "row"
+    elif "inputs" in body:
+        tensors, form = _columns(body["inputs"], signature.inputs), "columnar"
+    else:
+        raise InvalidInput("Missing 'inputs' or 'instances' key")
+    for name, array in tensors.items():
+        _check_shape(name, array, signature.inputs[name])
+    return tensors, form  # type: ignore[return-value]
+
+
+def _values(name: str, array: np.ndarray) -> Any:
+    """An output tensor (or one row of it) as TF Serving writes it."""
+    if array.dtype.kind in ("S", "O", "U"):
+        as_bytes = name.endswith("_bytes")
+
+        def text(v: Any) -> Any:
+            raw = v if isinstance(v, bytes) else str(v).encode()
+            if as_bytes:
+                return {"b64": base64.b64encode(raw).decode("ascii")}
+            return raw.decode("utf-8", errors="replace")
+
+        return (
+            np.vectorize(text, otypes=[object])(array).tolist()
+            if array.ndim
+            else text(array.item())
+        )
+    return array.tolist()
+
+
+def rows(outputs: dict[str, np.ndarray]) -> list[Any]:
+    """`predictions`: one entry per batch item, an object of outputs (or the one output bare)."""
+    if not outputs:
+        raise InvalidInput("Cannot convert empty tensor map to JSON")
+    batch = -1
+    for name in sorted(outputs):
+        array = outputs[name]
+        if array.ndim == 0:
+            raise InvalidInput(f"Tensor name: {name} has no shape information ")
+        if batch >= 0 and array.shape[0] != batch:
+            raise InvalidInput(
+                f"Tensor name: {name} has inconsistent batch size: {array.shape[0]}"
+                f" expecting: {batch}"
+            )
+        batch = array.shape[0]
+    columns = {name: _values(name, outputs[name]) for name in sorted(outputs)}
+    if len(columns) == 1:
+        return next(iter(columns.values()))
+    return [{name: column[i] for name, column in columns.items()} for i in range(batch)]
+
+
+def columns(outputs: dict[str, np.ndarray]) -> Any:
+    """`outputs`: the whole tensors by name (the one output bare)."""
+    if not outputs:
+        raise InvalidInput("Cannot convert empty tensor map to JSON")
+    values = {name: _values(name, outputs[name]) for name in sorted(outputs)}
+    return next(iter(values.values())) if len(values) == 1 else values
+
+
+def row_values(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """One batch item's outputs (already sliced) as the object of its row."""
+    return {name: _values(name, np.asarray(value)) for name, value in outputs.items()}
