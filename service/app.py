@@ -24,7 +24,7 @@ from service.instances import explain_validation
 from service.metrics import Metrics
 from service.middleware import GatewayMiddleware
 from service.predictor import Predictor
-from service.routes import demo, explain, health, jobs, models, predict, resources
+from service.routes import demo, explain, health, jobs, models, predict, resources, vertex
 from service.savedmodel import LoadedModels
 from service.settings import GatewaySettings
 from service.state import GatewayState
@@ -127,6 +127,7 @@ def create_app(settings: GatewaySettings, predictor: Predictor | None = None) ->
 
     app.include_router(predict.router)
     app.include_router(explain.router)
+    app.include_router(vertex.router)
     app.include_router(models.router)
     app.include_router(resources.router)  # ml v1 models.get, versions.get/list
     app.include_router(health.router)

@@ -101,6 +101,11 @@ class GatewaySettings(BaseSettings):
     # Jobs may read and write gs:// paths; local paths only under this folder (None: none).
     jobs_local_root: Path | None = None
 
+    # Vertex AI online prediction (service/routes/vertex.py): the one endpoint this gateway
+    # answers as (None: its model name, e.g. .../endpoints/saccader), and the one location it
+    # answers in (None: any, as one deployment is one endpoint wherever the client says it is).
+    vertex_endpoint_id: str | None = Field(None, pattern=r"^[\w-]+$")
+    vertex_location: str | None = Field(None, pattern=r"^[\w-]+$")
 
     auth_token: str | None = None  # if set, all but probes and demo need "Bearer <token>"
     log_format: Literal["json", "text"] = "json"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from service.decoding import Decoder
 from service.errors import redact_paths
@@ -40,6 +41,7 @@ class GatewayState:
     started: bool = False
     load_error: str | None = None
     shutting_down: bool = False
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     # Image decoding: its own threads and processes, so that neither the event loop (health
     # probes) nor the model's thread ever waits on a costly image.
     decoder: Decoder = field(init=False)

@@ -1,0 +1,179 @@
+"""Vertex AI's online prediction bodies (google/cloud/aiplatform/v1), and how the gateway's own
+answers map onto them.
+
+Vertex's names are camelCase on the wire (the proto JSON names); the Python attributes are
+snake_case with camelCase aliases, so dump with `by_alias=True`. Google's clients parse these
+bodies into protos and drop keys the proto does not define, so what a GAPIC or SDK user must
+see sits in Vertex's own fields (`predictions` and `featureAttributions` are free JSON); the
+gateway's other explanation keys are added beside Vertex's for clients reading the JSON.
+
+The explanation mapping (docs/gateway.md, "Vertex AI"), per instance, from the gateway's one
+`attributions_by_label` entry (service/explain/schemas.py):
+
+| Vertex `Attribution`  | the gateway's explanation                                         |
+|-----------------------|-------------------------------------------------------------------|
+| `outputIndex`         | `[label_index]`, the class explained (the top one unless asked)   |
+| `outputDisplayName`   | `label_name`                                                      |
+| `outputName`          | `output_name`: `logits`, the output the scores are taken from     |
+| `instanceOutputValue` | `example_score`: the class's logit on the instance                |
+| `baselineOutputValue` | `baseline_score`: its logit at the method's baseline (glimpses:   |
+|                       | no glimpse seen, zero logits)                                     |
+| `approximationError`  | `approx_error`, the completeness gap of path methods (IG, Blur IG,|
+|                       | XRAI); absent where the method reports none (proto readers: 0)    |
+| `featureAttributions` | `{"input_image_bytes": {"b64_jpeg"|"b64_png": the rendered map,   |
+|                       | "glimpses": [per-glimpse probability, without, drop, ...],        |
+|                       | "attribution_map": {"shape", "values"} when asked}}`              |
+
+Logits, not probabilities, because the attributions are of the logit: for path methods they
+sum to about `instanceOutputValue - baselineOutputValue`, Vertex's completeness relation. The
+probability is beside them (`probability`), and in `predictions`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from service.explain.schemas import (
+    ExplainParameters,
+    Explanation,
+    Faithfulness,
+    LabelAttribution,
+    StructuredAttentionGraph,
+    VisualizationConfig,
+)
+from service.schemas import Instance, PredictParameters
+
+
+class _Vertex(BaseModel):
+    """camelCase on the wire, as Vertex's proto JSON names are."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class VertexPredictRequest(_Vertex):
+    """`endpoints/{e}:predict`'s body. Unknown names are a 400, as Google's APIs answer."""
+
+    model_config = ConfigDict(extra="forbid")
+    instances: list[Instance] = Field(min_length=1)
+    parameters: PredictParameters = Field(default_factory=PredictParameters)
+
+
+class VertexExplainRequest(_Vertex):
+    """`endpoints/{e}:explain`'s body: `parameters` choose the method, as on the ml v1 route."""
+
+    model_config = ConfigDict(extra="forbid")
+    instances: list[Instance] = Field(min_length=1)
+    parameters: ExplainParameters = Field(default_factory=ExplainParameters)
+    deployed_model_id: str | None = Field(
+        None, description="Must name the one deployed model, if given."
+    )
+    explanation_spec_override: dict[str, Any] | None = Field(
+        None, description="Not supported: choose the method in `parameters.method`."
+    )
+
+
+class VertexPredictResponse(_Vertex):
+    predictions: list[dict[str, Any]] = Field(
+        description="The gateway's :predict object for each instance, in order."
+    )
+    deployed_model_id: str
+    model: str = Field(description="projects/{p}/locations/{l}/models/{model}")
+    model_version_id: str | None = None
+    model_display_name: str
+
+
+class VertexAttribution(_Vertex):
+    """Vertex's `Attribution`, then the gateway's own keys (proto parsers drop those)."""
+
+    baseline_output_value: float
+    instance_output_value: float
+    feature_attributions: dict[str, Any]
+    output_index: list[int]
+    output_display_name: str
+    approximation_error: float | None = None
+    output_name: str
+    method: str = Field(alias="method")
+    probability: float = Field(alias="probability")
+    synset: str = Field(alias="synset")
+    explained_model: str = Field(alias="explained_model")
+    faithfulness: Faithfulness | None = Field(None, alias="faithfulness")
+    sag: StructuredAttentionGraph | None = Field(None, alias="sag")
+    visualization: VisualizationConfig = Field(alias="visualization")
+
+    @classmethod
+    def of(cls, entry: LabelAttribution) -> VertexAttribution:
+        """The mapping in the module docstring."""
+        features: dict[str, Any] = {}
+        for name, image in entry.attributions.items():
+            feature = image.model_dump(exclude_none=True)
+            if entry.glimpses is not None:
+                feature["glimpses"] = [g.model_dump() for g in entry.glimpses]
+            if entry.attribution_map is not None:
+                feature["attribution_map"] = entry.attribution_map.model_dump()
+            features[name] = feature
+        return cls(
+            baseline_output_value=entry.baseline_score,
+            instance_output_value=entry.example_score,
+            feature_attributions=features,
+            output_index=[entry.label_index],
+            output_display_name=entry.label_name,
+            approximation_error=entry.approx_error,
+            output_name=entry.output_name,
+            method=entry.method,
+            probability=entry.probability,
+            synset=entry.synset,
+            explained_model=entry.explained_model,
+            faithfulness=entry.faithfulness,
+            sag=entry.sag,
+            visualization=entry.visualization,
+        )
+
+
+class VertexExplanation(_Vertex):
+    """Vertex's `Explanation` (one per instance), then the gateway's own keys."""
+
+    attributions: list[VertexAttribution]
+    key: str | int | float | None = Field(None, alias="key")  # the instance's, as given
+    model_evaluations: int = Field(alias="model_evaluations")
+    timing_ms: dict[str, float] = Field(alias="timing_ms")
+
+    @classmethod
+    def of(cls, explanation: Explanation) -> VertexExplanation:
+        return cls(
+            attributions=[VertexAttribution.of(e) for e in explanation.attributions_by_label],
+            key=explanation.key,
+            model_evaluations=explanation.model_evaluations,
+            timing_ms=explanation.timing_ms,
+        )
+
+
+class VertexExplainResponse(_Vertex):
+    explanations: list[VertexExplanation]
+    deployed_model_id: str
+    predictions: list[dict[str, Any]] = Field(
+        description="The gateway's :predict object for each instance (no annotated image)."
+    )
+
+
+class VertexDeployedModel(_Vertex):
+    id: str
+    model: str
+    model_version_id: str | None = None
+    display_name: str
+    create_time: str
+
+
+class VertexEndpoint(_Vertex):
+    """The Endpoint resource the SDK reads before it predicts: one deployed model, all the
+    traffic."""
+
+    name: str
+    display_name: str
+    description: str
+    deployed_models: list[VertexDeployedModel]
+    traffic_split: dict[str, int]
+    create_time: str
+    update_time: str
