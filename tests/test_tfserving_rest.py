@@ -23,7 +23,8 @@ FLOAT_TOL = 1e-4  # batched on the gateway, one call in-process: float noise, ne
 
 @pytest.fixture(scope="module")
 def gateway(gateway_settings):
-    with live_server(gateway_settings(max_payload_bytes=3_000_000)) as server:
+    settings = gateway_settings(max_payload_bytes=3_000_000, version_labels={"stable": 1})
+    with live_server(settings) as server:
         yield server
 
 
@@ -86,6 +87,25 @@ def test_rows_carry_every_output_of_the_default_signature(gateway, saved_model, 
             assert_tensor_equal(name, row[name], tensor[i])
         assert row["top_class"]["index"] == row["classes"][0]  # the labelled fields beside
         assert len(row["glimpses"]) == len(row["glimpse_boxes"])
+
+
+@pytest.mark.parametrize("path", [f"{MODEL}/versions/1:predict", f"{MODEL}/labels/stable:predict"])
+def test_version_and_label_routes_answer_the_same_rows(gateway, saved_model, photos, path):
+    r = post(gateway, {"instances": [{"b64": b64(photos[1])}]}, path)
+    assert r.status_code == 200, r.text
+    expected = in_process(saved_model, "serving_default", {"input_image_bytes": photos[1:]})
+    row = r.json()["predictions"][0]
+    for name, tensor in expected.items():
+        assert_tensor_equal(name, row[name], tensor[0])
+    r = post(gateway, {"inputs": [{"b64": b64(photos[1])}], "signature_name": "classify"}, path)
+    expected = in_process(saved_model, "classify", {"input_image_bytes": photos[1:]})
+    for name, tensor in expected.items():
+        assert_tensor_equal(name, r.json()["outputs"][name], tensor)
+
+
+def test_an_unknown_label_is_tf_servings_400(gateway, photos):
+    r = post(gateway, {"instances": [{"b64": b64(photos[0])}]}, f"{MODEL}/labels/canary:predict")
+    assert error_message(r, 400) == "Unrecognized servable version label: canary"
 
 
 def test_the_columnar_form_answers_outputs(gateway, saved_model, photos):
