@@ -25,7 +25,6 @@ RPC_STATUS = {
     409: "ALREADY_EXISTS",
     411: "INVALID_ARGUMENT",
     413: "INVALID_ARGUMENT",  # Google's own APIs answer an oversized request this way
-    415: "INVALID_ARGUMENT",
     429: "RESOURCE_EXHAUSTED",
     431: "INVALID_ARGUMENT",
     499: "CANCELLED",

@@ -81,6 +81,13 @@ def build_prediction(
     signature_row = row_values(
         {n: v for n, v in out.signature_outputs.items() if n not in Prediction.model_fields}
     )
+    if image.scale != 1.0 or image.offset != (0.0, 0.0):
+        # The model saw the gateway's cut-down copy of a huge photo: its crop box and size
+        # are given in the photo's own pixels here too, as in `preprocessing`.
+        if "crop_box" in signature_row:
+            signature_row["crop_box"] = [float(v) for v in crop_box]
+        if "image_size" in signature_row:
+            signature_row["image_size"] = list(image.original_size)
     return Prediction(
         **signature_row,
         key=image.key,

@@ -8,21 +8,17 @@ functions; nothing below them knows about HTTP.
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-
-from service import tensor_json
 from service.errors import BackendTimeout, InvalidInput, ModelNotFound, NotReady
 from service.instances import ImageInput
 from service.predictor import ModelOutput, Options, Predictor
 from service.responses import build_prediction
 from service.savedmodel import ModelInfo
-from service.schemas import B64, Instance, Prediction, PredictParameters
+from service.schemas import Instance, Prediction, PredictParameters
 
 if TYPE_CHECKING:  # batch jobs use the prediction functions without a gateway
     from service.explain.schemas import ExplainParameters, Explanation
@@ -170,7 +166,7 @@ async def _off_loop(inline: bool, fn, *args):
     return await asyncio.to_thread(fn, *args)
 
 
-def _remaining(deadline: float, what: str, timeout: float) -> float:
+def remaining(deadline: float, what: str, timeout: float) -> float:
     left = deadline - time.monotonic()
     if left <= 0:
         raise BackendTimeout(f"no answer within {timeout:g} s ({what})")
@@ -191,7 +187,7 @@ async def predict(
     decoded = time.perf_counter()
     metrics.stage.labels("decode").observe(decoded - started)
     options = [Options.of(params)] * len(images)
-    left = _remaining(deadline, "queue", timeout)  # before a coroutine exists to be dropped
+    left = remaining(deadline, "queue", timeout)  # before a coroutine exists to be dropped
     try:
         outputs = await asyncio.wait_for(state.predictor.predict(images, options), left)
     except TimeoutError:
@@ -261,76 +257,3 @@ async def explain(
     deadline = time.monotonic() + state.settings.request_timeout_s
     images = await state.decoder.decode(instances, deadline)
     return await state.explainer.explain(images, params)
-
-
-async def predict_tensors(
-    state: GatewayState, model: str, version: str | None, body: dict[str, Any]
-) -> dict[str, Any]:
-    """TF Serving's own forms (columnar `inputs`, any `signature_name`): the named signature
-    run on exactly the request's tensors, answered as TF Serving answers (`predictions` rows or
-    `outputs` columns). Images still pass the gateway's decoder first (its budgets, formats
-    and deadline), so no form of request reaches the model with a decode bomb."""
-    settings = state.settings
-    timeout = settings.request_timeout_s
-    deadline = time.monotonic() + timeout
-    wanted = admit(state, model, version, instances=1)
-    metadata = await state.predictor.metadata(wanted)
-    signature = tensor_json.signature_spec(metadata, body.get("signature_name"))
-    tensors, form = tensor_json.parse_request(body, signature)
-    batch = max((len(t) for t in tensors.values() if t.ndim), default=1)
-    if batch > settings.max_instances:
-        raise InvalidInput(f"{batch} instances is over the limit of {settings.max_instances}")
-    for name, spec in signature.inputs.items():
-        if name == IMAGE_INPUT and spec.dtype == "DT_STRING":
-            tensors[name] = await _checked_images(state, tensors[name], deadline)
-    left = _remaining(deadline, "queue", timeout)
-    try:
-        outputs = await asyncio.wait_for(
-            state.predictor.run_signature(wanted, signature.name, tensors), left
-        )
-    except TimeoutError:
-        raise BackendTimeout(f"no answer from the model within {timeout:g} s") from None
-    if form == "row":
-        return {"predictions": tensor_json.rows(outputs)}
-    return {"outputs": tensor_json.columns(outputs)}
-
-
-IMAGE_INPUT = "input_image_bytes"
-
-
-async def _checked_images(state: GatewayState, images: np.ndarray, deadline: float) -> np.ndarray:
-    """Encoded images through the decoder (budget, format checks, conversion); the bytes the
-    model gets back, in the tensor's shape."""
-    flat = images.reshape(-1)
-    instances = [
-        Instance(input_image_bytes=B64(b64=base64.b64encode(raw).decode("ascii"))) for raw in flat
-    ]
-    decoded = await state.decoder.decode(instances, deadline)
-    out = np.empty(len(decoded), object)
-    out[:] = [image.data for image in decoded]
-    return out.reshape(images.shape)
-
-
-_OTHER_APIS = {
-    "classify": ("classification", "tensorflow/serving/classify"),
-    "regress": ("regression", "tensorflow/serving/regress"),
-}
-
-
-async def refuse_other_api(
-    state: GatewayState, model: str, version: str | None, verb: str, signature: Any
-) -> None:
-    """TF Serving's `:classify` and `:regress` need a signature of that method, which the
-    exported model does not have: answered with TF Serving's own message for that case, after
-    the same model and version checks as every request."""
-    wanted = admit(state, model, version)
-    metadata = await state.predictor.metadata(wanted)
-    defs = metadata.get("metadata", {}).get("signature_def", {}).get("signature_def", {})
-    name = signature if isinstance(signature, str) and signature else "serving_default"
-    if name not in defs:
-        raise InvalidInput(f"No signature was found with the name: {name}")
-    kind, method = _OTHER_APIS[verb]
-    found = defs[name].get("method_name", "")
-    if found != method:
-        raise InvalidInput(f"Expected {kind} signature method_name to be {method}. Was: {found}")
-    raise InvalidInput(f":{verb} is not served by the gateway; TF Serving answers it")

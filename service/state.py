@@ -42,6 +42,7 @@ class GatewayState:
     load_error: str | None = None
     shutting_down: bool = False
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    tensor_calls: int = 0  # TF Serving tensor-form requests queued or running
     # Image decoding: its own threads and processes, so that neither the event loop (health
     # probes) nor the model's thread ever waits on a costly image.
     decoder: Decoder = field(init=False)

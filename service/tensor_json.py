@@ -85,6 +85,8 @@ def _is_b64(value: Any) -> bool:
 
 
 def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, (int, float)):
@@ -107,8 +109,10 @@ def _leaf(value: Any, dtype: str) -> Any:
     elif dtype == "DT_BOOL":
         if isinstance(value, bool):
             return value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        if dtype in ("DT_FLOAT", "DT_DOUBLE") or float(value).is_integer():
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return value  # its range is the dtype's to check (np.asarray: OverflowError)
+    elif isinstance(value, float):
+        if dtype in ("DT_FLOAT", "DT_DOUBLE") or value.is_integer():
             return value
     raise InvalidInput(
         f"JSON Value: {_debug(value)} Type: {_json_type(value)} is not of expected type: "
@@ -147,10 +151,17 @@ def _fill(value: Any, level: int, shape: tuple[int, ...], dtype: str, out: list)
         _fill(item, level + 1, shape, dtype, out)
 
 
+_MAX_RANK = 8  # more than any signature here; bounds the recursion below
+
+
 def _tensor(value: Any, spec: TensorSpec) -> np.ndarray:
+    """`value` as a tensor of `spec`'s dtype, its shape from its own nesting (as TF Serving
+    reads it; the signature's shape is checked after, _check_shape)."""
     if spec.dtype not in _DTYPES:
         raise InvalidInput(f"inputs of type {spec.dtype} are not supported in JSON")
     shape = _shape(value)
+    if len(shape) > _MAX_RANK:
+        raise InvalidInput(f"JSON Value: lists nested deeper than {_MAX_RANK} levels")
     flat: list = []
     _fill(value, 0, shape, spec.dtype, flat)
     if spec.dtype == "DT_STRING":
@@ -159,8 +170,10 @@ def _tensor(value: Any, spec: TensorSpec) -> np.ndarray:
         return array.reshape(shape)
     try:
         return np.asarray(flat, _DTYPES[spec.dtype]).reshape(shape)
-    except OverflowError:
-        raise InvalidInput(f"a value is out of range for {spec.dtype}") from None
+    except (OverflowError, ValueError):
+        raise InvalidInput(
+            f"a value is out of range for {spec.dtype.removeprefix('DT_').lower()}"
+        ) from None
 
 
 def _check_shape(name: str, array: np.ndarray, spec: TensorSpec) -> None:

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 
 
 class VersionForm(StrEnum):
-    """How a URL names a version."""
+    """How a URL names a version, where it is not a number (TF Serving's /versions/{N} is
+    read by admission directly)."""
 
-    NUMBER = "number"  # TF Serving's /versions/{N}
     LABEL = "label"  # TF Serving's /labels/{label}
     NAME = "name"  # AI Platform's versions/{name}: N, vN or a label
 
@@ -45,7 +45,7 @@ async def resolve(
     Serving's label routes; on AI Platform's routes a version name that names nothing is a
     404, as any unknown resource there. The model name is checked first, as admission does.
     """
-    if text is None or form is VersionForm.NUMBER:
+    if text is None:
         return text
     serving.check_model(state, model)
     if form is VersionForm.NAME and VERSION_NAME.fullmatch(text):

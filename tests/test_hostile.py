@@ -109,7 +109,7 @@ def test_an_animated_gif_with_thousands_of_frames_costs_one_frame(service):
     started = time.monotonic()
     r = post(service, body(bomb))
     assert r.status_code == 200, r.text
-    assert time.monotonic() - started < 5.0
+    assert time.monotonic() - started < 15.0  # a composite of every frame: minutes
     preprocessing = r.json()["predictions"][0]["preprocessing"]
     assert preprocessing["original_size"] == [2000, 2000]
     assert preprocessing["converted_from"] == "GIF/P"
@@ -289,6 +289,8 @@ def test_a_huge_converted_image_is_shrunk_and_its_boxes_mapped_back(service):
         {"ymin": expected[0], "xmin": expected[1], "ymax": expected[2], "xmax": expected[3]},
         abs=8,
     )
+    assert p["image_size"] == [4000, 5000]  # TF Serving's keys say the same, not the copy's
+    assert p["crop_box"] == pytest.approx(expected, abs=8)
     for g in p["glimpses"]:
         original = g["box_original"]
         assert expected[0] - 8 <= original["ymin"] < original["ymax"] <= expected[2] + 8

@@ -305,3 +305,23 @@ def test_number_keys_are_echoed_online(ml):
         body = {"instances": [instance(0, key=bad)]}
         call = ml.projects().predict(name=name, body=body).execute
         assert "instances[0].key" in refused(call, 400)
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        ("v2", "predictionInput.versionName: v2 is version 2; this gateway serves 1"),
+        ("canary", "predictionInput.versionName: 'canary' is not a version or a version label"),
+    ],
+)
+def test_a_job_for_another_version_is_refused_not_run_on_this_one(ml, gateway, version, message):
+    inputs = [write_lines(gateway, "v.jsonl", [instance(0, key="v")])]
+    body = job_body(
+        f"other_{version}",
+        inputs,
+        f"out_{version}",
+        versionName=f"projects/p/models/saccader/versions/{version}",
+    )
+    assert message in refused(lambda: create(ml, "p", body), 400)
+    body["predictionInput"]["versionName"] = "projects/p/models/saccader/versions/v1"
+    assert create(ml, "p", body)["state"] in ("QUEUED", "RUNNING", "SUCCEEDED")

@@ -529,3 +529,13 @@ def test_label_routes_document_a_label(client):
         (operation,) = paths[path].values()
         (param,) = [p for p in operation["parameters"] if p["name"] == "version"]
         assert param["description"].startswith("Version label"), path
+
+
+def test_vertex_ids_are_checked_before_they_reach_names_or_headers(client, jpeg):
+    """The project and location are echoed in resource names and rawPredict's headers: a
+    project that is no id (here non-latin-1, which no header can carry) is a 404, not a 500."""
+    path = "/v1/projects/%E2%82%AC/locations/us-central1/endpoints/saccader:rawPredict"
+    assert error(client.post(path, json=body(jpeg)), 404).startswith("Endpoint not found")
+    ok = "/v1/projects/demo/locations/us-central1/endpoints/saccader:rawPredict"
+    r = client.post(ok, json=body(jpeg))
+    assert r.status_code == 200 and r.headers["x-vertex-ai-deployed-model-id"] == "saccader-v1"

@@ -225,13 +225,73 @@ def test_row_form_of_another_signature(gateway, saved_model, photos):
         (
             {"signature_name": "classify", "inputs": [{"b64": b64(b"not an image")}]},
             400,
-            "instances[0].input_image_bytes: not a decodable image",
+            "inputs.input_image_bytes[0]: not a decodable image",
         ),
     ],
 )
 def test_tensor_form_errors_are_tf_servings(gateway, payload, status, message):
     r = post(gateway, payload)
     assert message in error_message(r, status)
+
+
+def _nested(depth: int) -> list:
+    value: list = [0.5]
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"signature_name": "explain_logits", "inputs": _nested(70)}, "nested deeper than 8"),
+        (
+            {
+                "signature_name": "serving_options",
+                "instances": [
+                    {"input_image_bytes": {"b64": "AA=="}, "top_k": 10**400, "num_glimpses": 1}
+                ],
+            },
+            "out of range for int32",
+        ),
+        (
+            {
+                "signature_name": "serving_options",
+                "instances": [
+                    {"input_image_bytes": {"b64": "AA=="}, "top_k": None, "num_glimpses": 1}
+                ],
+            },
+            "Type: null is not of expected type: int32",
+        ),
+        (
+            {
+                "signature_name": "explain_glimpse_sets",
+                "inputs": {
+                    "input_image_bytes": [{"b64": "AA=="}],
+                    "glimpse_boxes": [[[0, 0, 10, 10]] * 40],
+                    "glimpse_sets": [[True] * 40],
+                },
+            },
+            "glimpse_boxes: 40 glimpses is over the model's max_glimpses (16)",
+        ),
+        (
+            {"signature_name": "explain_view", "inputs": [{"b64": "AA=="}] * 40},
+            "would answer",
+        ),
+        ({"inputs": [{"b64": "AA=="}], "parameters": {"top_k": 3}}, "parameters apply"),
+    ],
+)
+def test_small_bodies_cannot_buy_large_work_or_a_500(gateway, payload, message):
+    """Deep nesting, huge numbers, nulls, glimpse axes and answers past their limits: a 400
+    naming the problem, before the model runs."""
+    r = post(gateway, payload)
+    assert message in error_message(r, 400)
+
+
+def test_json_nested_past_the_parser_is_a_400(gateway):
+    deep = '{"signature_name": "explain_logits", "inputs": ' + "[" * 5000 + "]" * 5000 + "}"
+    r = requests.post(gateway.url + PREDICT, data=deep, timeout=60)
+    assert r.status_code == 400, r.text
 
 
 def test_a_json_body_is_read_whatever_the_content_type(gateway, photos):

@@ -38,7 +38,7 @@ from service.errors import Conflict, InvalidInput, JobNotFound, redact_paths
 from service.instances import explain_validation
 from service.predictor import Predictor
 from service.serving import check_limits
-from service.settings import GatewaySettings
+from service.settings import VERSION_NAME, GatewaySettings
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,23 @@ class JobManager:
 
     # -- API -------------------------------------------------------------------------------
 
+    def _check_version(self, resource: str) -> None:
+        """A job runs on the served version: a versionName naming another (by number, `vN` or
+        one of the gateway's labels) is refused, not silently run on the served one."""
+        name = resource.rsplit("/", 1)[-1]
+        field = "predictionInput.versionName"
+        if VERSION_NAME.fullmatch(name):
+            wanted = int(name.removeprefix("v"))
+        elif name in self._settings.version_labels:
+            wanted = self._settings.version_labels[name]
+        else:
+            raise InvalidInput(f"{field}: {name!r} is not a version or a version label here")
+        if not self._predictor.is_ready():
+            return  # loading: which version it will be is not known yet
+        served = self._predictor.served_version(None)
+        if served is not None and wanted != served:
+            raise InvalidInput(f"{field}: {name} is version {wanted}; this gateway serves {served}")
+
     def create(self, project: str, request: CreateJob) -> Job:
         if not _PROJECT.match(project):
             raise InvalidInput(
@@ -114,6 +131,8 @@ class JobManager:
             raise InvalidInput(
                 f"predictionInput.modelName: only {self._settings.model_name!r} is served here"
             )
+        if given.version_name:
+            self._check_version(given.version_name)
         for i, path in enumerate(given.input_paths):
             self._check_path(path, f"predictionInput.inputPaths[{i}]")
         self._check_path(given.output_path, "predictionInput.outputPath")

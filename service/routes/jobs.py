@@ -62,7 +62,7 @@ async def get_job(project: str, job: str, jobs: JobsDep) -> Job:
     responses=_ERRORS,
     summary="The project's jobs, newest first",
 )
-async def list_jobs(
+def list_jobs(  # a plain def: a filtered page may parse thousands of stored jobs (threadpool)
     project: str,
     jobs: JobsDep,
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000)] = 100,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from service import serving
+from service import serving, tfserving_forms
 from service.routes.deps import (
     StateDep,
     add_model_verb_routes,
@@ -38,10 +37,10 @@ _ERRORS = error_responses(
 async def predict(request: Request, body: PredictRequest, state: StateDep) -> Response:
     path = request.path_params
     if body.tensor_request is not None:  # TF Serving's columnar form, or another signature
-        answer = await serving.predict_tensors(
+        content = await tfserving_forms.predict_tensors(
             state, path["model"], path.get("version"), body.tensor_request
         )
-        return Response(json.dumps(answer), media_type="application/json")
+        return Response(content, media_type="application/json")
     assert body.instances is not None  # the schema refuses a body with neither form
     serving.admit_prediction(
         state, path["model"], path.get("version"), len(body.instances), body.parameters
@@ -74,7 +73,9 @@ async def other_api(
     path = request.path_params
     verb = request.url.path.rsplit(":", 1)[-1]
     signature = (body or {}).get("signature_name")
-    await serving.refuse_other_api(state, path["model"], path.get("version"), verb, signature)
+    await tfserving_forms.refuse_other_api(
+        state, path["model"], path.get("version"), verb, signature
+    )
 
 
 for _verb in ("classify", "regress"):
@@ -87,7 +88,14 @@ for _verb in ("classify", "regress"):
             _path,
             other_api,
             methods=["POST"],
-            responses=error_responses({400: "The model has no signature for this API"}),
+            responses=error_responses(
+                {
+                    400: "The model has no signature for this API (TF Serving's message)",
+                    401: "Missing or invalid bearer token",
+                    404: "Unknown model or version",
+                    503: "Model not ready (loading, or shutting down)",
+                }
+            ),
             summary=f"TF Serving's :{_verb}: the model has no {_verb} signature (400)",
             openapi_extra=path_parameters(_path),
             dependencies=[] if _form is None else [version_named(_form)],

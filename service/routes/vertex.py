@@ -18,6 +18,7 @@ API (service/routes/jobs.py).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -82,9 +83,17 @@ class Deployment:
         return {k: v for k, v in found.items() if v is not None}
 
 
+# Google's project ids and numbers, and region names: what may appear in resource names.
+_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_LOCATION = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
 def _endpoint(state: GatewayState, project: str, location: str, endpoint: str) -> str:
     """The endpoint's resource name, or ModelNotFound (404) for one this gateway is not."""
     settings = state.settings
+    if not (_PROJECT.fullmatch(project) and _LOCATION.fullmatch(location)):
+        # They are echoed in names and rawPredict's headers: ids only.
+        raise ModelNotFound(f"Endpoint not found: project or location {project!r}/{location!r}")
     name = f"projects/{project}/locations/{location}/endpoints/{endpoint}"
     wanted_id = settings.vertex_endpoint_id or settings.model_name
     if endpoint != wanted_id or location != (settings.vertex_location or location):
