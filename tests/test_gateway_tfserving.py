@@ -137,6 +137,17 @@ def test_version_label(gateway_settings, tfserving, photos):
     ) as server:
         r = httpx.post(server.url + PREDICT, json=body(photos[0]), timeout=60)
         assert r.status_code == 200
+        # A rollout moves the label; readiness follows it, and says when it names nothing.
+        tfserving.labels["stable"] = 7
+        try:
+            time.sleep(2.1)  # past the readiness cache
+            ready = httpx.get(server.url + "/healthz/ready")
+            assert ready.status_code == 503
+            assert "label stable names no version" in ready.json()["error"]
+        finally:
+            tfserving.labels["stable"] = tfserving.servable.version
+        time.sleep(2.1)
+        assert httpx.get(server.url + "/healthz/ready").status_code == 200
     settings = gateway_settings(
         backend="tfserving", tfserving_address=address, model_version_label="canary"
     )

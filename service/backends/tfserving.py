@@ -231,7 +231,25 @@ class TFServingPredictor:
         states = [v.get("state") for v in body.get("model_version_status", [])]
         if "AVAILABLE" not in states:
             raise BackendUnavailable(f"no AVAILABLE version of {self.model_name}: {states}")
+        await self._follow_label()
         self._checked_at = time.monotonic()
+
+    async def _follow_label(self) -> None:
+        """With GLIMPSE_MODEL_VERSION_LABEL, predictions go by label, so a rollout that moves
+        the label in TF Serving's models.config moves them; the version the gateway reports
+        (and the local limits it reads) follow here, at each readiness check."""
+        label = self._settings.model_version_label
+        if not label:
+            return
+        try:
+            meta = await self.metadata(label)
+        except (InvalidInput, ModelNotFound) as e:
+            raise BackendUnavailable(f"label {label} names no version: {e.message}") from None
+        version = int(meta["model_spec"]["version"])
+        if version != self._version:
+            log.info("label %s moved from version %s to %s", label, self._version, version)
+            self._version = version
+            self._info = self._local_info()
 
     async def close(self) -> None:
         self._ready = False
