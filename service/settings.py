@@ -68,7 +68,7 @@ class GatewaySettings(BaseSettings):
     # one signature call each, outside the batcher: at most this many wait at once (429
     # beyond), and an answer may hold at most this many values (~10 bytes each in JSON).
     tensor_max_pending: int = Field(4, ge=1)
-    max_answer_values: int = Field(4_000_000, ge=1000)
+    max_answer_values: int = Field(2_000_000, ge=1000)
     # Connections (uvicorn): slow or idle clients must not hold the server's sockets.
     body_timeout_s: float = Field(30.0, gt=0.0)  # between two chunks of a body: 408 after
     keep_alive_s: float = Field(5.0, gt=0.0)  # an idle keep-alive connection is closed

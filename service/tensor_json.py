@@ -302,8 +302,36 @@ def _values(name: str, array: np.ndarray) -> Any:
     return array.tolist()
 
 
-def rows(outputs: dict[str, np.ndarray]) -> list[Any]:
-    """`predictions`: one entry per batch item, an object of outputs (or the one output bare)."""
+# Values per json.dumps call: a few milliseconds each. The C encoder holds the interpreter
+# lock for a whole call, so a large tensor written in one (380 ms per million floats here)
+# would stall the event loop, and the health probes with it; in pieces, it yields between.
+_CHUNK = 8192
+
+
+def _array(value: Any) -> np.ndarray:
+    """One item of a string tensor is a bare `bytes`: kept whole (np.asarray would make it a
+    fixed-width bytes array, which drops trailing NUL bytes)."""
+    if isinstance(value, bytes | str):
+        array = np.empty((), object)
+        array[()] = value
+        return array
+    return np.asarray(value)
+
+
+def _json(name: str, array: np.ndarray) -> str:
+    """A tensor (or one batch item of it) as TF Serving writes it, as JSON text."""
+    array = _array(array)
+    if array.dtype.kind in ("S", "O", "U") or array.size <= _CHUNK or array.ndim == 0:
+        return json.dumps(_values(name, array))
+    if array.ndim == 1:
+        pieces = (
+            json.dumps(array[i : i + _CHUNK].tolist())[1:-1] for i in range(0, len(array), _CHUNK)
+        )
+        return "[" + ",".join(pieces) + "]"
+    return "[" + ",".join(_json(name, item) for item in array) + "]"
+
+
+def _batch(outputs: dict[str, np.ndarray]) -> int:
     if not outputs:
         raise InvalidInput("Cannot convert empty tensor map to JSON")
     batch = -1
@@ -317,20 +345,33 @@ def rows(outputs: dict[str, np.ndarray]) -> list[Any]:
                 f" expecting: {batch}"
             )
         batch = array.shape[0]
-    columns = {name: _values(name, outputs[name]) for name in sorted(outputs)}
-    if len(columns) == 1:
-        return next(iter(columns.values()))
-    return [{name: column[i] for name, column in columns.items()} for i in range(batch)]
+    return batch
 
 
-def columns(outputs: dict[str, np.ndarray]) -> Any:
-    """`outputs`: the whole tensors by name (the one output bare)."""
+def rows_json(outputs: dict[str, np.ndarray]) -> str:
+    """`predictions`: one entry per batch item, an object of outputs (or the one output bare),
+    as JSON text."""
+    batch = _batch(outputs)
+    names = sorted(outputs)
+    if len(names) == 1:
+        return _json(names[0], outputs[names[0]])
+    items = (
+        "{" + ",".join(f"{json.dumps(n)}:{_json(n, outputs[n][i])}" for n in names) + "}"
+        for i in range(batch)
+    )
+    return "[" + ",".join(items) + "]"
+
+
+def columns_json(outputs: dict[str, np.ndarray]) -> str:
+    """`outputs`: the whole tensors by name (the one output bare), as JSON text."""
     if not outputs:
         raise InvalidInput("Cannot convert empty tensor map to JSON")
-    values = {name: _values(name, outputs[name]) for name in sorted(outputs)}
-    return next(iter(values.values())) if len(values) == 1 else values
+    names = sorted(outputs)
+    if len(names) == 1:
+        return _json(names[0], outputs[names[0]])
+    return "{" + ",".join(f"{json.dumps(n)}:{_json(n, outputs[n])}" for n in names) + "}"
 
 
 def row_values(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
     """One batch item's outputs (already sliced) as the object of its row."""
-    return {name: _values(name, np.asarray(value)) for name, value in outputs.items()}
+    return {name: _values(name, _array(value)) for name, value in outputs.items()}
