@@ -118,6 +118,8 @@ def create_app(settings: GatewaySettings, predictor: Predictor | None = None) ->
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc.__cause__, RecursionError):  # FastAPI's body parse, deep nesting
+            return _error(request, 400, "JSON Parse error: nested deeper than the parser allows")
         return _error(request, exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)

@@ -291,7 +291,7 @@ def test_small_bodies_cannot_buy_large_work_or_a_500(gateway, payload, message):
 def test_json_nested_past_the_parser_is_a_400(gateway):
     deep = '{"signature_name": "explain_logits", "inputs": ' + "[" * 5000 + "]" * 5000 + "}"
     r = requests.post(gateway.url + PREDICT, data=deep, timeout=60)
-    assert r.status_code == 400, r.text
+    assert error_message(r, 400) == "JSON Parse error: nested deeper than the parser allows"
 
 
 def test_a_json_body_is_read_whatever_the_content_type(gateway, photos):
