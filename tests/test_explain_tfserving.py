@@ -62,3 +62,22 @@ def test_no_local_copy_is_503_naming_the_setting(gateway_settings, tfserving, ph
         )
         r = httpx.post(remote.url + EXPLAIN, json=body(photo), timeout=60)
         assert r.status_code == 503 and "GLIMPSE_MODEL_DIR" in r.json()["error"]
+
+
+def test_vertex_explain_refuses_to_mix_versions(
+    gateway_settings, tfserving, tiny_export, photo, tmp_path
+):
+    """TF Serving serves version 1 while the gateway's local copy is version 2: one Vertex
+    answer must not put version 2's explanation beside version 1's predictions."""
+    import shutil
+
+    shutil.copytree(tiny_export, tmp_path / "saccader" / "2")
+    settings = gateway_settings(
+        backend="tfserving", tfserving_address=f"127.0.0.1:{tfserving.port}", model_dir=tmp_path
+    )
+    vertex = "/v1/projects/p/locations/us-central1/endpoints/saccader:explain"
+    with live_server(settings) as remote:
+        r = httpx.post(remote.url + vertex, json=body(photo), timeout=60)
+        assert r.status_code == 503, r.text
+        message = r.json()["error"]["message"]
+        assert message.startswith("explanations are of version 2, predictions of version 1")

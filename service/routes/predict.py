@@ -17,6 +17,7 @@ from service.routes.deps import (
     version_named,
 )
 from service.schemas import PredictRequest, PredictResponse, TensorResponse
+from service.state import GatewayState
 from service.versions import VersionForm
 
 router = APIRouter(tags=["predict"], dependencies=[Depends(require_token)])
@@ -36,15 +37,19 @@ _ERRORS = error_responses(
 
 async def predict(request: Request, body: PredictRequest, state: StateDep) -> Response:
     path = request.path_params
+    return await answer(state, path["model"], path.get("version"), body)
+
+
+async def answer(
+    state: GatewayState, model: str, version: str | None, body: PredictRequest
+) -> Response:
+    """A :predict body, in any of its forms, answered for `model` and `version` (also what
+    Vertex's :rawPredict answers: the gateway is the model's container)."""
     if body.tensor_request is not None:  # TF Serving's columnar form, or another signature
-        content = await tfserving_forms.predict_tensors(
-            state, path["model"], path.get("version"), body.tensor_request
-        )
+        content = await tfserving_forms.predict_tensors(state, model, version, body.tensor_request)
         return Response(content, media_type="application/json")
     assert body.instances is not None  # the schema refuses a body with neither form
-    serving.admit_prediction(
-        state, path["model"], path.get("version"), len(body.instances), body.parameters
-    )
+    serving.admit_prediction(state, model, version, len(body.instances), body.parameters)
     predictions = await serving.predict(state, body.instances, body.parameters)
 
     def encode() -> bytes:

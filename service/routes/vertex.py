@@ -23,15 +23,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from service import serving
-from service.errors import InvalidInput, ModelNotFound
+from service.errors import InvalidInput, ModelNotFound, NotReady
 from service.routes import predict as predict_route
 from service.routes.deps import StateDep, error_responses, require_token
-from service.schemas import Prediction, PredictParameters, PredictRequest, PredictResponse
+from service.schemas import (
+    Prediction,
+    PredictParameters,
+    PredictRequest,
+    PredictResponse,
+    TensorResponse,
+)
 from service.state import GatewayState
 from service.vertex_schemas import (
     VertexDeployedModel,
@@ -198,23 +204,21 @@ async def predict(
 
 @router.post(
     ENDPOINT + ":rawPredict",
-    response_model=PredictResponse,
+    response_model=PredictResponse | TensorResponse,
     responses=_ERRORS,
     summary="The body as the model's container takes it (:predict's), and its answer",
 )
 async def raw_predict(
-    request: Request,
     project: str,
     location: str,
     endpoint: str,
     body: PredictRequest,
     state: StateDep,
 ) -> Response:
-    """The model's container is the gateway itself: its own `:predict` handler answers the
-    body, whatever form of :predict body it is, and Vertex's headers are added."""
+    """The model's container is the gateway itself: its own :predict answers the body,
+    whatever form of :predict body it is, and Vertex's headers are added."""
     name = _endpoint(state, project, location, endpoint)
-    scope = {**request.scope, "path_params": {"model": state.settings.model_name}}
-    answer = await predict_route.predict(Request(scope, request.receive), body, state)
+    answer = await predict_route.answer(state, state.settings.model_name, None, body)
     answer.headers.update(_deployment(state, name).headers())
     return answer
 
@@ -241,6 +245,14 @@ async def explain(
     serving.admit_explanation(state, model, None, count, params)
     serving.admit_prediction(state, model, None, count, predict_params)
     deployed = _deployment(state, name)
+    explained = state.explainer.served_version(None)
+    if deployed.version is not None and str(explained) != deployed.version:
+        # TF Serving may serve a version the gateway's local copy is not: one answer must
+        # not mix the two under one deployedModelId.
+        raise NotReady(
+            f"explanations are of version {explained}, predictions of version"
+            f" {deployed.version}; the gateway needs the served version's SavedModel"
+        )
     if body.deployed_model_id and body.deployed_model_id != deployed.deployed_model_id:
         raise ModelNotFound(
             f"DeployedModel {body.deployed_model_id} not found on endpoint `{name}`"
