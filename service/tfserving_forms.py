@@ -103,7 +103,8 @@ async def predict_tensors(
     wanted = admit(state, model, version, instances=1)
     metadata = await state.predictor.metadata(wanted)
     signature = tensor_json.signature_spec(metadata, body.get("signature_name"))
-    tensors, form = tensor_json.parse_request(body, signature)
+    # Pure Python over every value (~26 ms for one 224x224x3 float input): off the event loop.
+    tensors, form = await asyncio.to_thread(tensor_json.parse_request, body, signature)
     _check_cost(state, signature, tensors)
     if state.tensor_calls >= settings.tensor_max_pending:
         raise Overloaded(f"{state.tensor_calls} tensor requests are queued or running; retry")
