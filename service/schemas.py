@@ -170,7 +170,7 @@ class PredictRequest(BaseModel):
     signature_name: str | None = Field(
         None, description="Any signature the model's metadata lists; empty: serving_default."
     )
-    # The raw body of a tensor request (is_tensor_request), read by service/tensor_json.py.
+    # The raw body of a tensor request (is_tensor_request): service/tfserving_forms.py reads it.
     _tensors: dict[str, Any] | None = PrivateAttr(None)
 
     @model_validator(mode="wrap")
