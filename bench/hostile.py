@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 
 from bench.common import environment, load_photos, markdown_table, write_report
-from bench.load import free_port, request_body, rss_growth, sample_rss, start_gateway
+from bench.load import gateway_run, request_body, rss_growth
 from tests.hostile_images import gif_canvas, jpeg_with_scans, png_corrupt_pixels
 
 PREDICT = "/v1/models/saccader:predict"
@@ -146,24 +146,15 @@ async def main_async(args: argparse.Namespace) -> dict:
     photos, _, _ = load_photos(args.images, args.photos)
     good = [request_body([p]) for p in photos]
     hostile = bombs()
-    port = free_port()
-    proc = start_gateway(args.model_dir, port, args.queue_limit)
-    url = f"http://127.0.0.1:{port}"
-    samples: list[tuple[float, int]] = []
-    stop = asyncio.Event()
-    sampler = asyncio.create_task(sample_rss(proc.pid, samples, stop))
-    try:
+    async with gateway_run(args.model_dir, args.queue_limit) as gateway:
         clean, mixed = Phase("clean"), Phase("mixed")
-        await run_phase(url, clean, good, hostile, 0.0, args.seconds, args.concurrency)
-        await run_phase(url, mixed, good, hostile, args.bomb_share, args.seconds, args.concurrency)
-        stop.set()
-        await sampler
-        ready = httpx.get(url + "/healthz/ready", timeout=5).status_code
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        for phase, share in ((clean, 0.0), (mixed, args.bomb_share)):
+            await run_phase(
+                gateway.url, phase, good, hostile, share, args.seconds, args.concurrency
+            )
+    ready = gateway.ready_after
     c, m = clean.summary(), mixed.summary()
-    memory = rss_growth(samples, mixed.start, mixed.end)
+    memory = rss_growth(gateway.rss, mixed.start, mixed.end)
     bombs_ok = all(
         all(400 <= int(s) < 500 or (name == "gif_canvas_6000x6000" and s == 200) for s in counts)
         for name, counts in m["bombs"].items()

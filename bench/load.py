@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,6 +112,36 @@ async def sample_rss(pid: int, samples: list[tuple[float, int]], stop: asyncio.E
             pass
 
 
+@dataclass
+class GatewayRun:
+    """A gateway process under load: its URL, its RSS each second, and whether it was still
+    ready when the load ended (set on leaving `gateway_run`)."""
+
+    url: str
+    rss: list[tuple[float, int]] = field(default_factory=list)
+    ready_after: int | None = None
+
+
+@contextlib.asynccontextmanager
+async def gateway_run(model_dir: Path, queue_limit: int) -> AsyncIterator[GatewayRun]:
+    """`glimpse serve` on a free port, its RSS sampled until the block ends; then readiness
+    is asked once more and the process stopped (on any exit)."""
+    port = free_port()
+    proc = start_gateway(model_dir, port, queue_limit)
+    run = GatewayRun(f"http://127.0.0.1:{port}")
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample_rss(proc.pid, run.rss, stop))
+    try:
+        yield run
+        stop.set()
+        await sampler
+        run.ready_after = httpx.get(run.url + "/healthz/ready", timeout=5).status_code
+    finally:
+        stop.set()
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
 async def run_phase(
     url: str,
     phase: Phase,
@@ -174,26 +206,19 @@ async def main_async(args: argparse.Namespace) -> dict:
         request_body([small[(i + j) % len(small)] for j in range(args.burst_instances)])
         for i in range(len(small))
     ]
-    port = free_port()
-    proc = start_gateway(args.model_dir, port, args.queue_limit)
-    url = f"http://127.0.0.1:{port}"
-    samples: list[tuple[float, int]] = []
-    stop = asyncio.Event()
-    sampler = asyncio.create_task(sample_rss(proc.pid, samples, stop))
-    try:
+    async with gateway_run(args.model_dir, args.queue_limit) as gateway:
         steady = Phase("steady")
         steady_start = time.monotonic()
-        await run_phase(url, steady, singles, args.requests, args.concurrency, allowed=set())
+        await run_phase(
+            gateway.url, steady, singles, args.requests, args.concurrency, allowed=set()
+        )
         steady_end = time.monotonic()
         overload = Phase("overload")
-        await run_phase(url, overload, bursts, args.burst_requests, args.concurrency, allowed={429})
-        stop.set()
-        await sampler
-        alive = httpx.get(url + "/healthz/ready", timeout=5).status_code
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-    memory = rss_growth(samples, steady_start, steady_end)
+        await run_phase(
+            gateway.url, overload, bursts, args.burst_requests, args.concurrency, allowed={429}
+        )
+    alive = gateway.ready_after
+    memory = rss_growth(gateway.rss, steady_start, steady_end)
     return {
         "environment": environment(),
         "model_dir": str(args.model_dir),

@@ -8,7 +8,9 @@ passed as a header the way a user's proxy would add it.
 from __future__ import annotations
 
 import httplib2
+import pytest
 from googleapiclient import discovery
+from googleapiclient.errors import HttpError
 from googleapiclient.http import HttpRequest
 
 
@@ -32,3 +34,13 @@ def ml_v1(base_url: str, token: str | None = None):
         requestBuilder=HttpRequest,
         cache_discovery=False,
     )
+
+
+def refused(call, status: int) -> str:
+    """The gateway's message, as the client's HttpError carries it."""
+    with pytest.raises(HttpError) as raised:
+        call()
+    error = raised.value
+    assert error.resp.status == status, error
+    assert error.reason in str(error)
+    return error.reason

@@ -13,11 +13,10 @@ import json
 import time
 
 import pytest
-from googleapiclient.errors import HttpError
 
 from tests.batch_inputs import photo
 from tests.conftest import b64
-from tests.google_clients import ml_v1
+from tests.google_clients import ml_v1, refused
 from tests.servers import live_server
 
 
@@ -86,16 +85,6 @@ def list_all(ml, project: str, page_size: int, **kw) -> tuple[list[str], int]:
         pages += 1
         request = jobs.list_next(request, response)
     return ids, pages
-
-
-def refused(call, status: int) -> str:
-    """The gateway's message, as the client's HttpError carries it."""
-    with pytest.raises(HttpError) as raised:
-        call()
-    error = raised.value
-    assert error.resp.status == status, error
-    assert error.reason in str(error)
-    return error.reason
 
 
 def typed(value) -> tuple[str, str]:

@@ -15,10 +15,9 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
-from googleapiclient.errors import HttpError
 
 from tests.conftest import b64, encode
-from tests.google_clients import ml_v1
+from tests.google_clients import ml_v1, refused
 from tests.servers import live_server
 
 MODEL = "projects/demo/models/saccader"
@@ -49,16 +48,6 @@ def photo() -> bytes:
 
 def instances(photo: bytes, **parameters) -> dict:
     return {"instances": [{"input_image_bytes": {"b64": b64(photo)}}], "parameters": parameters}
-
-
-def refused(call, status: int) -> str:
-    """The gateway's message, as the client's HttpError carries it."""
-    with pytest.raises(HttpError) as raised:
-        call()
-    error = raised.value
-    assert error.resp.status == status, error
-    assert error.reason in str(error)
-    return error.reason
 
 
 def test_predict_on_the_model_and_on_every_version_name(ml, photo):
