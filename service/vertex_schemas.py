@@ -44,7 +44,7 @@ from service.explain.schemas import (
     StructuredAttentionGraph,
     VisualizationConfig,
 )
-from service.schemas import Instance, PredictParameters
+from service.schemas import Instance, Prediction, PredictParameters
 
 
 class _Vertex(BaseModel):
@@ -76,7 +76,7 @@ class VertexExplainRequest(_Vertex):
 
 
 class VertexPredictResponse(_Vertex):
-    predictions: list[dict[str, Any]] = Field(
+    predictions: list[Prediction] = Field(
         description="The gateway's :predict object for each instance, in order."
     )
     deployed_model_id: str
@@ -153,7 +153,7 @@ class VertexExplanation(_Vertex):
 class VertexExplainResponse(_Vertex):
     explanations: list[VertexExplanation]
     deployed_model_id: str
-    predictions: list[dict[str, Any]] = Field(
+    predictions: list[Prediction] = Field(
         description="The gateway's :predict object for each instance (no annotated image)."
     )
 

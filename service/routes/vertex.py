@@ -19,20 +19,17 @@ API (service/routes/jobs.py).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
 from service import serving
 from service.errors import InvalidInput, ModelNotFound, NotReady
 from service.routes import predict as predict_route
 from service.routes.deps import StateDep, error_responses, require_token
 from service.schemas import (
-    Prediction,
     PredictParameters,
     PredictRequest,
     PredictResponse,
@@ -124,41 +121,39 @@ def _deployment(state: GatewayState, endpoint: str) -> Deployment:
     )
 
 
-def _json(predictions: list[Prediction]) -> list[dict[str, Any]]:
-    return [p.model_dump(mode="json", exclude_none=True) for p in predictions]
+def endpoint_name(project: str, location: str, endpoint: str, state: StateDep) -> str:
+    """A route dependency: the endpoint's resource name, or 404 (every Vertex route checks it
+    before anything else)."""
+    return _endpoint(state, project, location, endpoint)
 
 
-async def _encoded(
-    predictions: list[Prediction], build: Callable[[list[dict[str, Any]]], BaseModel]
-) -> bytes:
-    """`build(predictions as JSON)` serialised; off the event loop unless it is one small
-    item (as on :predict)."""
+EndpointDep = Annotated[str, Depends(endpoint_name)]
+
+
+async def _encoded(answer: BaseModel, items: int) -> Response:
+    """Vertex's camelCase JSON, encoded as every route encodes (serving.off_loop)."""
 
     def encode() -> bytes:
-        return build(_json(predictions)).model_dump_json(by_alias=True, exclude_none=True).encode()
+        return answer.model_dump_json(by_alias=True, exclude_none=True).encode()
 
-    return encode() if len(predictions) == 1 else await run_in_threadpool(encode)
+    return Response(await serving.off_loop(items == 1, encode), media_type="application/json")
 
 
 @router.get(
     ENDPOINT,
     response_model=VertexEndpoint,
-    response_model_by_alias=True,
     response_model_exclude_none=True,
     responses=_ERRORS,
     summary="The Vertex Endpoint resource: one deployed model, all the traffic",
 )
-async def get_endpoint(
-    project: str, location: str, endpoint: str, state: StateDep
-) -> VertexEndpoint:
-    name = _endpoint(state, project, location, endpoint)
+async def get_endpoint(name: EndpointDep, state: StateDep) -> VertexEndpoint:
     serving.admit(state, state.settings.model_name, None)
     deployed = _deployment(state, name)
     # The endpoint exists while this gateway runs: its create and update times are the start.
     started = state.started_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return VertexEndpoint(
         name=name,
-        display_name=endpoint,
+        display_name=name.rsplit("/", 1)[1],
         description=f"Glimpse gateway serving {deployed.display_name}",
         deployed_models=[
             VertexDeployedModel(
@@ -181,25 +176,19 @@ async def get_endpoint(
     responses=_ERRORS,
     summary="Classify photos (Vertex AI): each prediction is :predict's object",
 )
-async def predict(
-    project: str, location: str, endpoint: str, body: VertexPredictRequest, state: StateDep
-) -> Response:
-    name = _endpoint(state, project, location, endpoint)
+async def predict(name: EndpointDep, body: VertexPredictRequest, state: StateDep) -> Response:
     model = state.settings.model_name
     serving.admit_prediction(state, model, None, len(body.instances), body.parameters)
     predictions = await serving.predict(state, body.instances, body.parameters)
     deployed = _deployment(state, name)
-
-    def build(items: list[dict[str, Any]]) -> VertexPredictResponse:
-        return VertexPredictResponse(
-            predictions=items,
-            deployed_model_id=deployed.deployed_model_id,
-            model=deployed.model,
-            model_version_id=deployed.version,
-            model_display_name=deployed.display_name,
-        )
-
-    return Response(await _encoded(predictions, build), media_type="application/json")
+    answer = VertexPredictResponse(
+        predictions=predictions,
+        deployed_model_id=deployed.deployed_model_id,
+        model=deployed.model,
+        model_version_id=deployed.version,
+        model_display_name=deployed.display_name,
+    )
+    return await _encoded(answer, len(predictions))
 
 
 @router.post(
@@ -208,16 +197,9 @@ async def predict(
     responses=_ERRORS,
     summary="The body as the model's container takes it (:predict's), and its answer",
 )
-async def raw_predict(
-    project: str,
-    location: str,
-    endpoint: str,
-    body: PredictRequest,
-    state: StateDep,
-) -> Response:
+async def raw_predict(name: EndpointDep, body: PredictRequest, state: StateDep) -> Response:
     """The model's container is the gateway itself: its own :predict answers the body,
     whatever form of :predict body it is, and Vertex's headers are added."""
-    name = _endpoint(state, project, location, endpoint)
     answer = await predict_route.answer(state, state.settings.model_name, None, body)
     answer.headers.update(_deployment(state, name).headers())
     return answer
@@ -229,10 +211,7 @@ async def raw_predict(
     responses=_ERRORS,
     summary="Explain the classification of photos (Vertex AI's explanation shape)",
 )
-async def explain(
-    project: str, location: str, endpoint: str, body: VertexExplainRequest, state: StateDep
-) -> Response:
-    name = _endpoint(state, project, location, endpoint)
+async def explain(name: EndpointDep, body: VertexExplainRequest, state: StateDep) -> Response:
     if body.explanation_spec_override is not None:
         raise InvalidInput(
             "explanationSpecOverride is not supported: choose the method and its settings in"
@@ -258,15 +237,13 @@ async def explain(
             f"DeployedModel {body.deployed_model_id} not found on endpoint `{name}`"
             f" (its one deployed model is {deployed.deployed_model_id})"
         )
-    predictions = await serving.predict(state, body.instances, predict_params)
-    explanations = await serving.explain(state, body.instances, params)
-
-    def encode() -> bytes:
-        response = VertexExplainResponse(
-            explanations=[VertexExplanation.of(e) for e in explanations],
-            deployed_model_id=deployed.deployed_model_id,
-            predictions=_json(predictions),
-        )
-        return response.model_dump_json(by_alias=True, exclude_none=True).encode()
-
-    return Response(await run_in_threadpool(encode), media_type="application/json")
+    # One decode and one deadline for both answers.
+    images, deadline = await serving.decode(state, body.instances)
+    predictions = await serving.predict_images(state, images, predict_params, deadline)
+    explanations = await serving.explain_images(state, images, params)
+    answer = VertexExplainResponse(
+        explanations=[VertexExplanation.of(e) for e in explanations],
+        deployed_model_id=deployed.deployed_model_id,
+        predictions=predictions,
+    )
+    return await _encoded(answer, count)
