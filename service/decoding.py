@@ -29,6 +29,7 @@ from service.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 _INLINE_B64 = 200_000  # ~150 KB: base64 and a header walk of it take well under a millisecond
+_JPEG_B64 = "/9j/"  # FF D8 FF, a JPEG's first bytes, in base64
 
 
 class _NeedsPixels(Exception):
@@ -42,6 +43,7 @@ def _needs_pixels(fn: Callable[..., Any], *args: Any) -> Any:
 class Decoder:
     def __init__(self, settings: GatewaySettings):
         self._settings = settings
+        self._limits = DecodeLimits.of(settings)
         self._threads = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         self._lock = threading.Lock()
         self._processes: ProcessPoolExecutor | None = None
@@ -78,10 +80,12 @@ class Decoder:
 
     async def decode(self, instances: Sequence[Instance], deadline: float) -> list[ImageInput]:
         """Every instance decoded and checked within the request's deadline (monotonic)."""
-        limits = DecodeLimits.of(self._settings)
-        if len(instances) == 1 and len(instances[0].input_image_bytes.b64) < _INLINE_B64:
-            # The common case, a photo passed through untouched, costs a header parse: done
-            # here, without a thread hop. Any pixel work sends the request to the pool.
+        limits = self._limits
+        b64 = instances[0].input_image_bytes.b64 if len(instances) == 1 else ""
+        if b64.startswith(_JPEG_B64) and len(b64) < _INLINE_B64:
+            # The common case, a JPEG passed through untouched, costs a header parse: done
+            # here, without a thread hop. Any other format needs pixel work (PNGs are
+            # checked by decoding): straight to the pool, not parsed twice.
             quick = limits.budget(run=_needs_pixels, run_above_pixels=0)
             try:
                 return decode_instances(list(instances), limits.image_pixels, quick)

@@ -109,7 +109,7 @@ _STANDALONE = {0x01, *range(0xD0, 0xD9)}  # TEM, RSTn, SOI: no length field
 _SOS = b"\xff\xda"
 
 
-def jpeg_scans(raw: bytes, limit: int) -> int:
+def jpeg_scans(raw: bytes) -> int:
     """Start-of-scan markers in a JPEG. The segments before the first scan are walked (so a
     thumbnail inside an APP segment is skipped with it); after it, entropy-coded data never
     holds 0xFF 0xDA (byte stuffing), so the remaining markers are counted at C speed."""
@@ -127,7 +127,7 @@ def jpeg_scans(raw: bytes, limit: int) -> int:
             i += 2
             continue
         if marker == 0xDA:
-            return min(raw.count(_SOS, i), limit + 1)
+            return raw.count(_SOS, i)
         i += 2 + int.from_bytes(raw[i + 2 : i + 4], "big")
     return 0
 
@@ -190,7 +190,7 @@ def decode_instance(
             image.seek(0)
             fmt = "JPEG" if image.format == "MPO" else image.format
             if fmt == "JPEG":
-                scans = jpeg_scans(raw, budget.max_jpeg_scans)
+                scans = jpeg_scans(raw)
                 if scans > budget.max_jpeg_scans:
                     raise InvalidInput(
                         f"{where}: JPEG with more than {budget.max_jpeg_scans} scans (decoding"
@@ -220,7 +220,7 @@ def decode_instance(
                 budget.charge(width * height, where)
             try:
                 far = budget.run is not None and width * height > budget.run_above_pixels
-                run = budget.run if far and budget.run else _run_here
+                run = budget.run if far else _run_here
                 converted = run(decode_pixels, raw, draft, passthrough)
             except InvalidInput as e:
                 raise InvalidInput(f"{where}: {e.message}") from None

@@ -25,8 +25,8 @@ class GatewayMiddleware:
         app,
         metrics: Metrics,
         max_body: int,
-        body_timeout_s: float = 30.0,
-        max_header_bytes: int = 65_536,
+        body_timeout_s: float,
+        max_header_bytes: int,
     ):
         self.app = app
         self.metrics = metrics
@@ -95,12 +95,12 @@ class GatewayMiddleware:
                 message = await asyncio.wait_for(receive(), self.body_timeout_s)
             except TimeoutError:
                 failed = (408, f"request body stalled for {self.body_timeout_s:g} s")
-                raise _BodyStalled() from None
+                raise _BodyUnreadable() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
                     failed = (413, self._too_large())
-                    raise _BodyTooLarge()
+                    raise _BodyUnreadable()
             return message
 
         replaced = False
@@ -121,9 +121,8 @@ class GatewayMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except (_BodyTooLarge, _BodyStalled):
+        except _BodyUnreadable:
             if failed and not replaced:
-                status["code"] = failed[0]
                 await self._reply(send, scope, *failed, rid)
         finally:
             if failed:
@@ -148,9 +147,5 @@ class GatewayMiddleware:
         request_id.reset(token)
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _BodyStalled(Exception):
-    pass
+class _BodyUnreadable(Exception):
+    """The body stream was cut (too large, or stalled); `failed` in __call__ says why."""

@@ -117,23 +117,23 @@ def split_outputs(outputs: dict[str, np.ndarray], options: list[Options]) -> lis
     """Batched signature outputs -> one ModelOutput per instance (shared by every backend)."""
     results = []
     for i, opt in enumerate(options):
-        k, t = opt.top_k, opt.num_glimpses
+        row = {n: _row(n, v[i], opt.top_k, opt.num_glimpses) for n, v in outputs.items()}
         results.append(
             ModelOutput(
-                classes=outputs["classes"][i, :k].astype(int),
-                scores=outputs["scores"][i, :k].astype(float),
-                class_names=[_text(v) for v in outputs["class_names"][i, :k]],
-                synsets=[_text(v) for v in outputs["synsets"][i, :k]],
-                glimpse_boxes=outputs["glimpse_boxes"][i, :t].astype(float),
-                coverage=float(outputs["coverage"][i]),
-                full_image_class=int(outputs["full_image_class"][i]),
-                full_image_score=float(outputs["full_image_score"][i]),
-                full_image_name=_text(outputs["full_image_name"][i]),
-                full_image_synset=_text(outputs["full_image_synset"][i]),
-                crop_box=outputs["crop_box"][i].astype(float),
-                image_size=(int(outputs["image_size"][i][0]), int(outputs["image_size"][i][1])),
-                annotated_png=bytes(outputs["annotated_image_bytes"][i]),
-                signature_outputs={n: _row(n, v[i], k, t) for n, v in outputs.items()},
+                classes=row["classes"].astype(int),
+                scores=row["scores"].astype(float),
+                class_names=[_text(v) for v in row["class_names"]],
+                synsets=[_text(v) for v in row["synsets"]],
+                glimpse_boxes=row["glimpse_boxes"].astype(float),
+                coverage=float(row["coverage"]),
+                full_image_class=int(row["full_image_class"]),
+                full_image_score=float(row["full_image_score"]),
+                full_image_name=_text(row["full_image_name"]),
+                full_image_synset=_text(row["full_image_synset"]),
+                crop_box=row["crop_box"].astype(float),
+                image_size=(int(row["image_size"][0]), int(row["image_size"][1])),
+                annotated_png=bytes(row["annotated_image_bytes"]),
+                signature_outputs=row,
             )
         )
     return results
@@ -150,7 +150,23 @@ def assemble(
     return [results[i] for i in range(len(options))]
 
 
-class Predictor(Protocol):
+class Served(Protocol):
+    """Whoever will do admitted work (a predictor, or the explainer's model copy): what
+    admission (service/serving.py) asks before any work starts."""
+
+    def is_ready(self) -> bool: ...
+
+    def served_version(self, version: int | None) -> int | None:
+        """The version that answers a request for `version` (None: the default; None back:
+        whichever the model server picks); ModelNotFound for one not served, NotReady before
+        loading."""
+
+    def model_info(self) -> ModelInfo | None:
+        """What the served model says about itself (its limits); None if the gateway cannot
+        know, and then the model checks its own limits."""
+
+
+class Predictor(Served, Protocol):
     """A model behind the gateway: in-process (embedded) or remote (TF Serving)."""
 
     model_name: str
@@ -160,17 +176,6 @@ class Predictor(Protocol):
 
     async def close(self) -> None:
         """Finish what was accepted, then release resources."""
-
-    def is_ready(self) -> bool: ...
-
-    def served_version(self, version: int | None) -> int | None:
-        """The version that answers a request for `version` (None: the default; None back:
-        whichever the model server picks); ModelNotFound for one not served, NotReady before
-        loading. Admission (service/serving.py) asks this before any work starts."""
-
-    def model_info(self) -> ModelInfo | None:
-        """What the served model says about itself (its limits); None if the gateway cannot
-        know, and then the model checks its own limits."""
 
     async def check(self) -> None:
         """Raise BackendUnavailable if the model cannot serve right now (readiness)."""

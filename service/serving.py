@@ -8,23 +8,22 @@ functions; nothing below them knows about HTTP.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from service.errors import BackendTimeout, InvalidInput, ModelNotFound, NotReady
 from service.instances import ImageInput
-from service.predictor import ModelOutput, Options, Predictor
+from service.predictor import ModelOutput, Options, Predictor, Served
 from service.responses import build_prediction
 from service.savedmodel import ModelInfo
 from service.schemas import Instance, Prediction, PredictParameters
+from service.settings import VERSION_NAME
 
 if TYPE_CHECKING:  # batch jobs use the prediction functions without a gateway
     from service.explain.schemas import ExplainParameters, Explanation
     from service.state import GatewayState
 
-_VERSION = re.compile(r"\Av?([0-9]+)\Z")  # ASCII digits only, no trailing newline
 _INT64_MAX = 2**63 - 1
 
 
@@ -34,7 +33,7 @@ def parse_version(text: str | None) -> int | None:
     int64 is TF Serving's 400; anything else that is not a number names no version (404)."""
     if text is None:
         return None
-    match = _VERSION.match(text)
+    match = VERSION_NAME.fullmatch(text)
     if not match:
         raise ModelNotFound(f"Could not find version {text}")
     digits = match.group(1).lstrip("0") or "0"
@@ -47,20 +46,6 @@ def check_model(state: GatewayState, model: str) -> None:
     """The model name, first of admission's questions (one deployment serves one model)."""
     if model != state.settings.model_name:
         raise ModelNotFound(f"Servable not found for request: Latest({model})")
-
-
-class Served(Protocol):
-    """Whoever will do the admitted work: the predictor, or the explainer's model copy."""
-
-    def is_ready(self) -> bool: ...
-
-    def served_version(self, version: int | None) -> int | None:
-        """The version that answers a request for `version` (None: the default; None back:
-        whichever the model server picks), or ModelNotFound / NotReady naming why none does."""
-
-    def model_info(self) -> ModelInfo | None:
-        """What the served model says about itself (limits, view); None when the gateway
-        cannot know (TF Serving without a local copy: the model checks its own limits)."""
 
 
 def admit(
@@ -209,12 +194,12 @@ async def predict_images(
         raise BackendTimeout(f"no answer from the model within {timeout:g} s") from None
     except InvalidInput as e:  # the model could not read one image: name it
         index = getattr(e, "item_index", None)
-        if index is None or e.message.startswith("instances["):
+        if index is None:
             raise
         raise InvalidInput(f"instances[{index}].input_image_bytes: {e.message}") from None
     answered = time.perf_counter()
     info = state.predictor.model_info()
-    predictions = await off_loop(len(images) == 1, build, images, outputs, params, info)
+    predictions = await off_loop(len(images) == 1, _build, images, outputs, params, info)
     state.metrics.stage.labels("encode").observe(time.perf_counter() - answered)
     state.metrics.instances.inc(len(images))
     return predictions
@@ -253,13 +238,13 @@ async def predict_each(
     return out
 
 
-def build(
+def _build(
     images: Sequence[ImageInput],
     outputs: Sequence[ModelOutput],
     params: PredictParameters,
     info: ModelInfo | None,
 ) -> list[Prediction]:
-    """Model outputs -> the prediction objects clients see (online and batch alike)."""
+    """Model outputs -> the prediction objects clients see."""
     return [build_prediction(i, o, params, info) for i, o in zip(images, outputs, strict=True)]
 
 

@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # TF Serving's label syntax (g3doc/serving_config.md), and the names that are versions: `N`,
 # and AI Platform's `vN`.
 LABEL_NAME = re.compile(r"[A-Za-z0-9_]+")
-VERSION_NAME = re.compile(r"v?[0-9]+")
+VERSION_NAME = re.compile(r"v?([0-9]+)")  # fullmatch: ASCII digits, no trailing newline
 
 
 class GatewaySettings(BaseSettings):

@@ -4,7 +4,6 @@ reaches only the jobs routes."""
 
 from __future__ import annotations
 
-import gc
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,22 +13,10 @@ from service.errors import redact_paths
 from service.explain.explainer import Explainer
 from service.metrics import Metrics
 from service.predictor import Predictor
+from service.savedmodel import freeze_heap
 from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
-
-
-def freeze_heap() -> None:
-    """Move every object alive now out of the garbage collector's reach.
-
-    A loaded TensorFlow model is ~600,000 Python objects that live as long as the process; a
-    full collection walks them all, 250-400 ms with the interpreter lock held, and it comes when
-    the allocation count says so: an event loop (and the health probes) paused that long at
-    random. Frozen after loading, they are never walked again (gc.freeze, as CPython's docs
-    advise for long-lived servers).
-    """
-    gc.collect()
-    gc.freeze()
 
 
 @dataclass

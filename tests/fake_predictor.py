@@ -26,10 +26,7 @@ PNG_1X1 = bytes.fromhex(
 INFO = ModelInfo(
     view_size=224,
     preprocessing="shorter side resized to 256 (bicubic), central 224x224 crop",
-    glimpse_size=64,
-    default_glimpses=6,
     max_glimpses=16,
-    default_top_k=5,
     max_top_k=20,
 )
 

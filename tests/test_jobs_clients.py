@@ -301,14 +301,16 @@ def test_number_keys_are_echoed_online(ml):
     [
         ("v2", "predictionInput.versionName: v2 is version 2; this gateway serves 1"),
         ("canary", "predictionInput.versionName: 'canary' is not a version or a version label"),
+        ("9" * 5000, "predictionInput.versionName: Failed to convert version"),
     ],
+    ids=["v2", "canary", "5000-digits"],
 )
 def test_a_job_for_another_version_is_refused_not_run_on_this_one(ml, gateway, version, message):
     inputs = [write_lines(gateway, "v.jsonl", [instance(0, key="v")])]
     body = job_body(
-        f"other_{version}",
+        f"other_{version[:8]}",
         inputs,
-        f"out_{version}",
+        f"out_{version[:8]}",
         versionName=f"projects/p/models/saccader/versions/{version}",
     )
     assert message in refused(lambda: create(ml, "p", body), 400)

@@ -13,7 +13,9 @@ from service.predictor import Predictor
 
 MEMBERS = {
     name
-    for name, value in vars(Predictor).items()
+    for cls in Predictor.__mro__
+    if cls is not object
+    for name, value in vars(cls).items()
     if not name.startswith("_") and (callable(value) or name in Predictor.__annotations__)
 } | set(Predictor.__annotations__)
 

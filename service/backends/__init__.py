@@ -19,7 +19,7 @@ def make_predictor(
     if settings.backend == "tfserving":
         from service.backends.tfserving import TFServingPredictor
 
-        return TFServingPredictor(settings, on_batch, models)
+        return TFServingPredictor(settings, on_batch)  # TF Serving holds the model
     from service.backends.embedded import EmbeddedPredictor
 
     return EmbeddedPredictor(settings, on_batch, models)

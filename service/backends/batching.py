@@ -25,7 +25,15 @@ Result = TypeVar("Result")
 class _Pending(Generic[Item, Result]):
     item: Item
     future: asyncio.Future[Result]
+    index: int  # its place in its own request, to name the instance when it alone fails
     enqueued: float = field(default_factory=time.perf_counter)
+
+    def fail(self, error: BaseException, alone: bool) -> None:
+        """An error that belongs to this item alone is tagged with its index (serving names
+        `instances[i]`); one shared by a whole batch names no instance."""
+        if alone:
+            error.item_index = self.index  # type: ignore[attr-defined]
+        self.future.set_exception(error)
 
 
 @dataclass
@@ -71,7 +79,7 @@ class MicroBatcher(Generic[Item, Result]):
         if len(self._queue) + len(items) > self._limit:
             raise Overloaded(f"request queue is full ({self._limit} instances); retry shortly")
         loop = asyncio.get_running_loop()
-        pending = [_Pending(item, loop.create_future()) for item in items]
+        pending = [_Pending(item, loop.create_future(), i) for i, item in enumerate(items)]
         self._queue.extend(pending)
         self._wake.set()
         try:
@@ -80,9 +88,8 @@ class MicroBatcher(Generic[Item, Result]):
             for p in pending:  # timed out or cancelled: the worker skips these
                 p.future.cancel()
             raise
-        for index, result in enumerate(results):
+        for result in results:
             if isinstance(result, BaseException):
-                result.item_index = index  # type: ignore[attr-defined]  # which item failed
                 raise result
         return results  # type: ignore[return-value]
 
@@ -119,7 +126,7 @@ class MicroBatcher(Generic[Item, Result]):
             except Exception as e:  # noqa: BLE001 - delivered to every waiting request
                 for p in batch:
                     if not p.future.done():
-                        p.future.set_exception(e)
+                        p.fail(e, alone=len(batch) == 1)
                 continue
             finally:
                 self._busy = False
@@ -128,7 +135,7 @@ class MicroBatcher(Generic[Item, Result]):
                 if p.future.done():
                     continue
                 if isinstance(r, BaseException):  # one bad item fails only its own request
-                    p.future.set_exception(r)
+                    p.fail(r, alone=True)
                 else:
                     p.future.set_result(r)
             if self._on_batch:

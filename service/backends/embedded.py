@@ -24,10 +24,7 @@ from service.errors import (
 )
 from service.instances import ImageInput
 from service.predictor import (
-    BOXES_SIGNATURE,
-    SIGNATURE,
     WARMUP_OPTIONS,
-    ModelCall,
     ModelOutput,
     Options,
     assemble,
@@ -62,16 +59,16 @@ class EmbeddedPredictor:
         self._batcher = batcher_for(settings, self._run_batch, on_batch)
         self._version: int | None = None
         self._info: ModelInfo | None = None
-        self._signatures: Any = None
-        self._fn: dict[str, Any] = {}
+        self._metadata: dict[str, Any] = {}
+        self._fn: Any = None  # the loaded SavedModel's signatures, by name
         self._ready = False
 
     def _load(self, version: int) -> None:
         path = self._base / str(version)
         self._info = ModelInfo.read(path)
-        loaded = self._models.load(path).signatures
-        self._fn = {name: loaded[name] for name in (SIGNATURE, BOXES_SIGNATURE)}
-        self._signatures = signature_def_map(path)
+        self._fn = self._models.load(path).signatures
+        # Built once: TF Serving's metadata body is read on every tensor-form request.
+        self._metadata = metadata_body(self.model_name, version, signature_def_map(path))
 
     async def start(self) -> None:
         version = resolve_version(self._base, self.model_name, self._settings.model_version)
@@ -91,16 +88,17 @@ class EmbeddedPredictor:
         if not self._ready:
             raise NotReady("model is not loaded yet")
 
-    def _call(self, call: ModelCall) -> dict[str, np.ndarray]:
+    def _call(self, signature: str, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """One signature call, on the model's thread."""
         import tensorflow as tf
 
-        out = self._fn[call.signature](**{k: tf.constant(v) for k, v in call.inputs.items()})
+        out = self._fn[signature](**{k: tf.constant(v) for k, v in inputs.items()})
         return {k: v.numpy() for k, v in out.items()}
 
     def _run_calls(self, items: list[tuple[ImageInput, Options]]) -> list[ModelOutput]:
         options = [o for _, o in items]
         calls = model_calls([image.data for image, _ in items], options)
-        return assemble(calls, [self._call(c) for c in calls], options)
+        return assemble(calls, [self._call(c.signature, c.inputs) for c in calls], options)
 
     async def _run_batch(
         self, items: list[tuple[ImageInput, Options]]
@@ -127,18 +125,16 @@ class EmbeddedPredictor:
         return await self._batcher.submit(list(zip(images, options, strict=True)))
 
     def _call_signature(self, signature: str, inputs: dict[str, np.ndarray]) -> dict:
+        """`_call` for a client's tensors: what the model refuses is the client's 400."""
         import tensorflow as tf
 
-        path = self._base / str(self.served_version(None))
-        fn = self._models.load(path).signatures[signature]
         try:
-            out = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+            return self._call(signature, inputs)
         except (tf.errors.InvalidArgumentError, TypeError, ValueError) as e:
             text = e.message if isinstance(e, tf.errors.OpError) else str(e)
             raise InvalidInput(model_error_reason(text)) from None
         except tf.errors.OpError as e:
             raise BackendError(f"model error: {type(e).__name__}") from e
-        return {k: v.numpy() for k, v in out.items()}
 
     async def run_signature(
         self, version: int | None, signature: str, inputs: dict[str, np.ndarray]
@@ -166,8 +162,8 @@ class EmbeddedPredictor:
     async def metadata(self, version: int | str | None) -> dict[str, Any]:
         if isinstance(version, str):  # the gateway's own labels are numbers by now
             raise InvalidInput(f"Unrecognized servable version label: {version}")
-        v = self.served_version(version)
-        return metadata_body(self.model_name, v, self._signatures)
+        self.served_version(version)
+        return self._metadata
 
     async def close(self) -> None:
         self._ready = False

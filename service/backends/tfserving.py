@@ -29,7 +29,7 @@ from service.errors import (
 )
 from service.instances import ImageInput
 from service.predictor import WARMUP_OPTIONS, ModelCall, ModelOutput, Options, assemble, model_calls
-from service.savedmodel import LoadedModels, ModelInfo, message_to_dict, warmup_image
+from service.savedmodel import ModelInfo, message_to_dict, warmup_image
 from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,6 @@ class TFServingPredictor:
         self,
         settings: GatewaySettings,
         on_batch: Callable[[BatchStats], None] | None = None,
-        models: LoadedModels | None = None,  # unused: TF Serving holds the model
     ):
         self.model_name = settings.model_name
         self._settings = settings
@@ -82,19 +81,17 @@ class TFServingPredictor:
         )
         self._predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._model_stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
-        body = await self.status(None)
-        available = [
-            int(v["version"])
-            for v in body.get("model_version_status", [])
-            if v.get("state") == "AVAILABLE"
-        ]
         if self._settings.model_version_label:  # the version TF Serving's label names
-            meta = await self.metadata(self._settings.model_version_label)
-            self._version = int(meta["model_spec"]["version"])
+            await self._follow_label()
         else:
             configured = self._settings.model_version
-            self._version = configured if configured is not None else max(available, default=None)
-        self._info = self._local_info()
+            if configured is None:
+                body = await self.status(None)
+                states = body.get("model_version_status", [])
+                available = [int(v["version"]) for v in states if v.get("state") == "AVAILABLE"]
+                configured = max(available, default=None)
+            self._version = configured
+            self._info = self._local_info()
         self._batcher.start()
         for options in WARMUP_OPTIONS:  # one at a time: any queue_limit fits
             await self._batcher.submit([(warmup_image(), options)])
@@ -138,23 +135,11 @@ class TFServingPredictor:
         raise AssertionError("unreachable")
 
     async def _predict(self, call: ModelCall) -> dict[str, np.ndarray]:
-        import tensorflow as tf
-        from tensorflow_serving.apis import predict_pb2
-
-        request = predict_pb2.PredictRequest(
-            model_spec=self._spec(None, call.signature, label=True)
-        )
-        for name, value in call.inputs.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-        # The warm-up may wait for TF Serving's first run of each signature (and a busy
-        # machine): it gets its own deadline, so a short request deadline cannot fail start-up.
-        timeout = self._settings.request_timeout_s if self._ready else WARMUP_TIMEOUT_S
-        response = await self._call(self._predict_stub.Predict, request, timeout)
-        outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+        outputs = await self.run_signature(None, call.signature, call.inputs)
         missing = {"classes", "glimpse_boxes", "annotated_image_bytes"} - set(outputs)
         if missing:
             raise BackendError(f"model server response lacks outputs {sorted(missing)}")
-        return {k: np.asarray(v) for k, v in outputs.items()}
+        return outputs
 
     async def _run_batch(self, items: list[tuple[ImageInput, Options]]) -> list[ModelOutput]:
         options = [o for _, o in items]
@@ -196,9 +181,11 @@ class TFServingPredictor:
         )
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-        timeout = self._settings.request_timeout_s
+        # The warm-up may wait for TF Serving's first run of each signature (and a busy
+        # machine): it gets its own deadline, so a short request deadline cannot fail start-up.
+        timeout = self._settings.request_timeout_s if self._ready else WARMUP_TIMEOUT_S
         response = await self._call(self._predict_stub.Predict, request, timeout)
-        return {k: np.asarray(tf.make_ndarray(v)) for k, v in response.outputs.items()}
+        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
 
     async def status(self, version: int | None) -> dict[str, Any]:
         from tensorflow_serving.apis import get_model_status_pb2

@@ -34,10 +34,10 @@ from service.batch.job_store import JobStore
 from service.batch.runner import run_job
 from service.batch.spec import JobReport, JobSpec, JobState, Progress
 from service.batch.storage import Storage, is_gcs
-from service.errors import Conflict, InvalidInput, JobNotFound, redact_paths
+from service.errors import Conflict, GlimpseError, InvalidInput, JobNotFound, redact_paths
 from service.instances import explain_validation
 from service.predictor import Predictor
-from service.serving import check_limits
+from service.serving import check_limits, parse_version
 from service.settings import VERSION_NAME, GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,10 @@ class JobManager:
         name = resource.rsplit("/", 1)[-1]
         field = "predictionInput.versionName"
         if VERSION_NAME.fullmatch(name):
-            wanted = int(name.removeprefix("v"))
+            try:
+                wanted = parse_version(name)  # what admission reads (int64, TF's message)
+            except GlimpseError as e:
+                raise InvalidInput(f"{field}: {e.message}") from None
         elif name in self._settings.version_labels:
             wanted = self._settings.version_labels[name]
         else:

@@ -25,6 +25,7 @@ from service.errors import (
 )
 from service.instances import DecodeLimits, ImageInput
 from service.predictor import ModelOutput, Predictor
+from service.responses import build_prediction
 from service.savedmodel import ModelInfo
 from service.schemas import PredictParameters
 
@@ -55,7 +56,7 @@ def _encode(
         if isinstance(out, InvalidInput):
             outcomes.append(Failure(ref, item.key, "model_rejected", out.message))
         else:
-            prediction = serving.build([item], [out], params, info)[0]
+            prediction = build_prediction(item, out, params, info)
             outcomes.append(Success(ref, prediction.model_dump_json(exclude_none=True)))
     return outcomes
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import gc
 import logging
 import threading
 import time
@@ -46,7 +45,7 @@ from service.explain.schemas import (
     VisualizationConfig,
 )
 from service.instances import ImageInput
-from service.savedmodel import LoadedModels, ModelInfo, versions
+from service.savedmodel import LoadedModels, ModelInfo, freeze_heap, versions
 from service.schemas import Box
 from service.settings import GatewaySettings
 
@@ -76,7 +75,8 @@ class Explainer:
         self._base = Path(settings.model_dir) / settings.model_name
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="explain")
         self._model: ExplainModel | None = None
-        self._info: tuple[int, ModelInfo] | None = None
+        self._local: int | None = None  # the local copy's version, once found
+        self._info: ModelInfo | None = None
         self._load_lock = threading.Lock()
         self._pending = 0
 
@@ -85,20 +85,27 @@ class Explainer:
         a missing copy is refused by `served_version`, naming it."""
         return True
 
+    def _local_version(self) -> int:
+        """The configured version, else the highest on disk: looked up until found, then
+        fixed (as a predictor fixes the version it loads), so admission reads no folder."""
+        if self._local is None:
+            found = versions(self._base)
+            wanted = self._settings.model_version
+            if not found or (wanted is not None and wanted not in found):
+                # The folder goes to the log, not to the client (no server paths in answers).
+                log.warning("explanations: no SavedModel for them under %s", self._base)
+                raise NotReady(
+                    f"no local copy of model {self._settings.model_name}"
+                    f"{'' if wanted is None else f' version {wanted}'} in the gateway:"
+                    " explanations need the SavedModel there (GLIMPSE_MODEL_DIR)"
+                )
+            self._local = wanted if wanted is not None else found[0]
+        return self._local
+
     def served_version(self, version: int | None) -> int:
-        """The local copy's version: the configured one, else the highest on disk. Another
-        version in the URL is a 404 naming the one explanations use."""
-        found = versions(self._base)
-        wanted = self._settings.model_version
-        if not found or (wanted is not None and wanted not in found):
-            # The folder goes to the log, not to the client (no server paths in answers).
-            log.warning("explanations: no SavedModel for them under %s", self._base)
-            raise NotReady(
-                f"no local copy of model {self._settings.model_name}"
-                f"{'' if wanted is None else f' version {wanted}'} in the gateway:"
-                " explanations need the SavedModel there (GLIMPSE_MODEL_DIR)"
-            )
-        local = wanted if wanted is not None else found[0]
+        """The local copy's version. Another version in the URL is a 404 naming the one
+        explanations use."""
+        local = self._local_version()
         if version is not None and version != local:
             raise ModelNotFound(
                 f"Could not find version {version} of model {self._settings.model_name}"
@@ -107,24 +114,19 @@ class Explainer:
         return local
 
     def model_info(self) -> ModelInfo:
-        """Read once per version (admission asks on every request)."""
-        version = self.served_version(None)
-        if self._info is None or self._info[0] != version:
-            self._info = (version, ModelInfo.read(self._base / str(version)))
-        return self._info[1]
+        """Read once (admission asks on every request)."""
+        if self._info is None:
+            self._info = ModelInfo.read(self._base / str(self._local_version()))
+        return self._info
 
     def _loaded(self) -> ExplainModel:
         with self._load_lock:
             if self._model is None:
-                path = self._base / str(self.served_version(None))
+                path = self._base / str(self._local_version())
                 started = time.perf_counter()
                 model = ExplainModel(path, self._models)
                 model.warm_up()  # first calls optimise each graph (about a second each)
-                # The explain graphs' objects are long-lived too: out of the collector's
-                # walks, as the model's are (service/state.py, freeze_heap). Garbage is
-                # collected first, or it would be kept for good: one ~0.3 s pause, once.
-                gc.collect()
-                gc.freeze()
+                freeze_heap()  # the explain graphs' objects live as long as the model's
                 self._model = model
                 log.info("explain model %s loaded in %.1f s", path, time.perf_counter() - started)
             return self._model
