@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from service.errors import BackendTimeout, InvalidInput
-from service.instances import DecodeLimits, ImageInput, decode_instances
+from service.instances import DecodeLimits, ImageInput, decode_images, decode_instances
 from service.schemas import Instance
 from service.settings import GatewaySettings
 
@@ -91,10 +91,24 @@ class Decoder:
                 return decode_instances(list(instances), limits.image_pixels, quick)
             except _NeedsPixels:
                 pass
-        budget = limits.budget(run=self._run_pixels(deadline))
+        return await self._in_pool(decode_instances, list(instances), deadline)
+
+    async def decode_bytes(
+        self, raws: list[bytes], deadline: float, where: Callable[[int], str]
+    ) -> list[ImageInput]:
+        """`decode` for images already out of their JSON (TF Serving's tensor forms); image i
+        is named `where(i)` in errors."""
+        return await self._in_pool(decode_images, raws, deadline, where)
+
+    async def _in_pool(
+        self, fn: Callable[..., list[ImageInput]], items: Any, deadline: float, *rest: Any
+    ) -> list[ImageInput]:
+        """`fn(items, max pixels, budget, *rest)` on a decode thread, pixel work in the
+        processes, within the deadline."""
+        budget = self._limits.budget(run=self._run_pixels(deadline))
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(
-            self._threads, decode_instances, list(instances), limits.image_pixels, budget
+            self._threads, fn, items, self._limits.image_pixels, budget, *rest
         )
         timeout = self._settings.request_timeout_s
         try:

@@ -170,8 +170,19 @@ def decode_instance(
     `max_pixels` bounds any one image (from its header); `budget` what the gateway decodes
     for the whole request (None: one image's worth)."""
     where = f"{name}.input_image_bytes"
-    budget = budget or DecodeBudget(max_pixels)
     raw = _b64decode(instance.input_image_bytes.b64, where)
+    return decode_image(raw, instance.key, max_pixels, where, budget)
+
+
+def decode_image(
+    raw: bytes,
+    key: str | int | float | None,
+    max_pixels: int,
+    where: str,
+    budget: DecodeBudget | None = None,
+) -> ImageInput:
+    """Encoded bytes -> model-ready bytes; errors start with `where`."""
+    budget = budget or DecodeBudget(max_pixels)
     if not raw:
         raise InvalidInput(f"{where}: empty image")
     try:
@@ -208,7 +219,7 @@ def decode_instance(
             if passthrough and fmt == "PNG" and width * height > SHRINK_ABOVE_PIXELS:
                 passthrough = False  # re-encoded smaller: the model need not inflate it all
             if passthrough and fmt == "JPEG" and _intact_jpeg(raw):
-                return ImageInput(instance.key, raw, (height, width), None)
+                return ImageInput(key, raw, (height, width), None)
             draft = passthrough and fmt == "JPEG"
             if draft:
                 # Decode at 1/8 scale in the DCT domain: reads the whole stream, so truncated
@@ -236,9 +247,9 @@ def decode_instance(
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise InvalidInput(f"{where}: corrupt or truncated image ({e})") from None
     if converted is None:
-        return ImageInput(instance.key, raw, (height, width), None)
+        return ImageInput(key, raw, (height, width), None)
     data, scale, offset = converted
-    return ImageInput(instance.key, data, (height, width), f"{fmt}/{image.mode}", scale, offset)
+    return ImageInput(key, data, (height, width), f"{fmt}/{image.mode}", scale, offset)
 
 
 def _run_here(fn: Callable[..., Any], *args: Any) -> Any:
@@ -309,3 +320,11 @@ def decode_instances(
         decode_instance(inst, max_pixels, f"instances[{i}]", budget)
         for i, inst in enumerate(instances)
     ]
+
+
+def decode_images(
+    raws: list[bytes], max_pixels: int, budget: DecodeBudget, where: Callable[[int], str]
+) -> list[ImageInput]:
+    """Encoded images already out of their JSON (TF Serving's tensor forms), image i named
+    `where(i)` in errors, all or none."""
+    return [decode_image(raw, None, max_pixels, where(i), budget) for i, raw in enumerate(raws)]

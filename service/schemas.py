@@ -19,12 +19,19 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic.alias_generators import to_camel
 
 from service.geometry import VIEW_SIZE
 
 _TINY_PNG = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
 )
+
+
+class GoogleJson(BaseModel):
+    """Google's JSON APIs (ml v1, Vertex): camelCase names on the wire, snake_case here."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
 class B64(BaseModel):

@@ -18,7 +18,7 @@ from service.predictor import ModelOutput, Options, Predictor, Served
 from service.responses import build_prediction
 from service.savedmodel import ModelInfo
 from service.schemas import Instance, Prediction, PredictParameters
-from service.settings import VERSION_NAME
+from service.settings import VERSION_NAME, GatewaySettings
 
 if TYPE_CHECKING:  # batch jobs use the prediction functions without a gateway
     from service.explain.schemas import ExplainParameters, Explanation
@@ -74,10 +74,7 @@ def admit(
     if state.load_error:
         raise NotReady(f"model failed to load: {state.load_error}")
     if instances is not None:
-        if instances > settings.max_instances:
-            raise InvalidInput(
-                f"{instances} instances is over the limit of {settings.max_instances}"
-            )
+        check_instances(settings, instances)
         if state.shutting_down:
             raise NotReady("the service is shutting down")
     if not served.is_ready():
@@ -85,6 +82,12 @@ def admit(
     served.served_version(wanted)
     check_limits(served.model_info(), num_glimpses, top_k, boxes_given)
     return wanted
+
+
+def check_instances(settings: GatewaySettings, instances: int) -> None:
+    """One request's instances against the gateway's limit (GLIMPSE_MAX_INSTANCES)."""
+    if instances > settings.max_instances:
+        raise InvalidInput(f"{instances} instances is over the limit of {settings.max_instances}")
 
 
 def check_limits(
@@ -109,6 +112,12 @@ def check_limits(
             f"parameters.top_k: Input should be less than or equal to {info.max_top_k}"
             " (the model's max_top_k)"
         )
+
+
+def check_parameters(info: ModelInfo | None, params: PredictParameters) -> None:
+    """:predict's parameters against the model's limits (online, job creation, batch)."""
+    boxes = params.glimpse_boxes is not None
+    check_limits(info, params.num_glimpses, params.top_k, boxes)
 
 
 def admit_prediction(

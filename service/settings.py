@@ -126,6 +126,12 @@ class GatewaySettings(BaseSettings):
             "timeout_graceful_shutdown": int(self.shutdown_grace_s) or None,
         }
 
+    @property
+    def model_base(self) -> Path:
+        """Where the model's versions are (the embedded backend's, or the gateway's local copy
+        beside TF Serving): `<model_dir>/<model_name>/<version>/`."""
+        return self.model_dir / self.model_name
+
     @model_validator(mode="after")
     def _backend_needs_its_address(self) -> GatewaySettings:
         if self.backend == "tfserving" and not self.tfserving_address:

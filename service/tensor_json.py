@@ -60,10 +60,15 @@ def _spec(info: dict[str, Any]) -> TensorSpec:
     return TensorSpec(info.get("dtype", "DT_INVALID"), dims)
 
 
+def signature_defs(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The signature defs of a GetModelMetadata body, by name."""
+    return metadata.get("metadata", {}).get("signature_def", {}).get("signature_def", {})
+
+
 def signature_spec(metadata: dict[str, Any], name: str | None) -> SignatureSpec:
     """The named signature from a GetModelMetadata body; TF Serving's 400 when it has none."""
     wanted = name or "serving_default"
-    defs = metadata.get("metadata", {}).get("signature_def", {}).get("signature_def", {})
+    defs = signature_defs(metadata)
     if wanted not in defs:
         raise InvalidInput(f'Serving signature name: "{wanted}" not found in signature def')
     sig = defs[wanted]

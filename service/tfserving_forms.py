@@ -13,7 +13,6 @@ the signature's output shapes, and few such calls wait at once (429 beyond).
 from __future__ import annotations
 
 import asyncio
-import base64
 import math
 import time
 from typing import TYPE_CHECKING, Any
@@ -22,8 +21,7 @@ import numpy as np
 
 from service import tensor_json
 from service.errors import BackendTimeout, InvalidInput, Overloaded
-from service.schemas import B64, Instance
-from service.serving import admit, remaining
+from service.serving import admit, check_instances, remaining
 
 if TYPE_CHECKING:
     from service.state import GatewayState
@@ -36,11 +34,11 @@ _GLIMPSE_AXIS = {"glimpse_boxes": -2, "glimpse_sets": -1}
 
 def _check_cost(
     state: GatewayState, signature: tensor_json.SignatureSpec, tensors: dict[str, np.ndarray]
-) -> None:
+) -> int:
+    """The request's batch size, once what it would cost is known to be within bounds."""
     settings = state.settings
     batch = max((len(t) for t in tensors.values() if t.ndim), default=1)
-    if batch > settings.max_instances:
-        raise InvalidInput(f"{batch} instances is over the limit of {settings.max_instances}")
+    check_instances(settings, batch)
     info = state.predictor.model_info()
     for name, axis in _GLIMPSE_AXIS.items():
         array = tensors.get(name)
@@ -60,28 +58,21 @@ def _check_cost(
             f"signature {signature.name} would answer {values} values for {batch} instances,"
             f" over the limit of {settings.max_answer_values}; send fewer instances"
         )
+    return batch
 
 
 async def _checked_images(
     state: GatewayState, images: np.ndarray, deadline: float, form: tensor_json.Form
 ) -> np.ndarray:
     """Encoded images through the decoder (budget, formats, conversion): the bytes the model
-    gets, in the tensor's shape. The decoder takes instances, so the bytes go back to base64
-    (this path is TF Serving's, not the hot one)."""
-    flat = images.reshape(-1)
-    instances = [
-        Instance(input_image_bytes=B64(b64=base64.b64encode(raw).decode("ascii"))) for raw in flat
-    ]
-    try:
-        decoded = await state.decoder.decode(instances, deadline)
-    except InvalidInput as e:
-        if form == "columnar":  # the decoder names rows; here the input is a column
-            for i in range(len(instances)):
-                prefix = f"instances[{i}].{IMAGE_INPUT}"
-                if e.message.startswith(prefix):
-                    rest = e.message[len(prefix) :]
-                    raise InvalidInput(f"inputs.{IMAGE_INPUT}[{i}]{rest}") from None
-        raise
+    gets, in the tensor's shape, each named as the request placed it."""
+
+    def where(i: int) -> str:
+        if form == "columnar":
+            return f"inputs.{IMAGE_INPUT}[{i}]"
+        return f"instances[{i}].{IMAGE_INPUT}"
+
+    decoded = await state.decoder.decode_bytes(list(images.reshape(-1)), deadline, where)
     out = np.empty(len(decoded), object)
     out[:] = [image.data for image in decoded]
     return out.reshape(images.shape)
@@ -105,7 +96,7 @@ async def predict_tensors(
     signature = tensor_json.signature_spec(metadata, body.get("signature_name"))
     # Pure Python over every value (~26 ms for one 224x224x3 float input): off the event loop.
     tensors, form = await asyncio.to_thread(tensor_json.parse_request, body, signature)
-    _check_cost(state, signature, tensors)
+    batch = _check_cost(state, signature, tensors)
     if state.tensor_calls >= settings.tensor_max_pending:
         raise Overloaded(f"{state.tensor_calls} tensor requests are queued or running; retry")
     state.tensor_calls += 1
@@ -133,7 +124,7 @@ async def predict_tensors(
     answered = time.perf_counter()
     content = await asyncio.to_thread(encode)
     metrics.stage.labels("encode").observe(time.perf_counter() - answered)
-    metrics.instances.inc(max((len(t) for t in tensors.values() if t.ndim), default=1))
+    metrics.instances.inc(batch)
     return content
 
 
@@ -151,7 +142,7 @@ async def refuse_other_api(
     as every request."""
     wanted = admit(state, model, version)
     metadata = await state.predictor.metadata(wanted)
-    defs = metadata.get("metadata", {}).get("signature_def", {}).get("signature_def", {})
+    defs = tensor_json.signature_defs(metadata)
     name = signature if isinstance(signature, str) and signature else "serving_default"
     if name not in defs:
         raise InvalidInput(f"No signature was found with the name: {name}")

@@ -12,7 +12,6 @@ of the model server, so TF Serving's own labels work and TF Serving refuses the 
 from __future__ import annotations
 
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service import savedmodel, serving
@@ -65,12 +64,6 @@ async def resolve(
     return str(body["model_spec"]["version"])
 
 
-def model_base(state: GatewayState) -> Path:
-    """The gateway's local copy of the model (the embedded backend's, or the one kept for
-    explanations and limits beside TF Serving): `<model_dir>/<model_name>/<version>/`."""
-    return Path(state.settings.model_dir) / state.settings.model_name
-
-
 def default_version(state: GatewayState) -> int | None:
     """The version requests without one get: the served one once loaded, else the one that
     will be (the configured one, or the embedded backend's highest on disk); None when only
@@ -84,7 +77,7 @@ def default_version(state: GatewayState) -> int | None:
     if state.settings.model_version is not None:
         return state.settings.model_version
     if state.settings.backend == "embedded":
-        return next(iter(savedmodel.versions(model_base(state))), None)
+        return next(iter(savedmodel.versions(state.settings.model_base)), None)
     return None
 
 
@@ -94,7 +87,7 @@ async def known_versions(state: GatewayState) -> list[int]:
     (which may be missing from disk, and then failed to load)."""
     found: set[int] = set()
     if state.settings.backend == "embedded":
-        found.update(savedmodel.versions(model_base(state)))
+        found.update(savedmodel.versions(state.settings.model_base))
     elif state.predictor.is_ready():
         body = await state.predictor.status(None)
         found.update(int(v["version"]) for v in body.get("model_version_status", []))

@@ -33,8 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field
 
 from service.explain.schemas import (
     ExplainParameters,
@@ -44,16 +43,10 @@ from service.explain.schemas import (
     StructuredAttentionGraph,
     VisualizationConfig,
 )
-from service.schemas import Instance, Prediction, PredictParameters
+from service.schemas import GoogleJson, Instance, Prediction, PredictParameters
 
 
-class _Vertex(BaseModel):
-    """camelCase on the wire, as Vertex's proto JSON names are."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
-
-class VertexPredictRequest(_Vertex):
+class VertexPredictRequest(GoogleJson):
     """`endpoints/{e}:predict`'s body. Unknown names are a 400, as Google's APIs answer."""
 
     model_config = ConfigDict(extra="forbid")
@@ -61,7 +54,7 @@ class VertexPredictRequest(_Vertex):
     parameters: PredictParameters = Field(default_factory=PredictParameters)
 
 
-class VertexExplainRequest(_Vertex):
+class VertexExplainRequest(GoogleJson):
     """`endpoints/{e}:explain`'s body: `parameters` choose the method, as on the ml v1 route."""
 
     model_config = ConfigDict(extra="forbid")
@@ -75,7 +68,7 @@ class VertexExplainRequest(_Vertex):
     )
 
 
-class VertexPredictResponse(_Vertex):
+class VertexPredictResponse(GoogleJson):
     predictions: list[Prediction] = Field(
         description="The gateway's :predict object for each instance, in order."
     )
@@ -85,7 +78,7 @@ class VertexPredictResponse(_Vertex):
     model_display_name: str
 
 
-class VertexAttribution(_Vertex):
+class VertexAttribution(GoogleJson):
     """Vertex's `Attribution`, then the gateway's own keys (proto parsers drop those)."""
 
     baseline_output_value: float
@@ -132,7 +125,7 @@ class VertexAttribution(_Vertex):
         )
 
 
-class VertexExplanation(_Vertex):
+class VertexExplanation(GoogleJson):
     """Vertex's `Explanation` (one per instance), then the gateway's own keys."""
 
     attributions: list[VertexAttribution]
@@ -150,7 +143,7 @@ class VertexExplanation(_Vertex):
         )
 
 
-class VertexExplainResponse(_Vertex):
+class VertexExplainResponse(GoogleJson):
     explanations: list[VertexExplanation]
     deployed_model_id: str
     predictions: list[Prediction] = Field(
@@ -158,7 +151,7 @@ class VertexExplainResponse(_Vertex):
     )
 
 
-class VertexDeployedModel(_Vertex):
+class VertexDeployedModel(GoogleJson):
     id: str
     model: str
     model_version_id: str | None = None
@@ -166,7 +159,7 @@ class VertexDeployedModel(_Vertex):
     create_time: str
 
 
-class VertexEndpoint(_Vertex):
+class VertexEndpoint(GoogleJson):
     """The Endpoint resource the SDK reads before it predicts: one deployed model, all the
     traffic."""
 

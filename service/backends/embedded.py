@@ -54,7 +54,7 @@ class EmbeddedPredictor:
         self.model_name = settings.model_name
         self._settings = settings
         self._models = models or LoadedModels()
-        self._base = settings.model_dir / settings.model_name
+        self._base = settings.model_base
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tf-model")
         self._batcher = batcher_for(settings, self._run_batch, on_batch)
         self._version: int | None = None

@@ -155,7 +155,7 @@ class TFServingPredictor:
         """TF Serving does not serve assets, so the model's limits are read from the gateway's
         local copy of the same export (it has one for explanations). Without it the gateway
         does not check them and TF Serving's model refuses what is over its limits."""
-        base = self._settings.model_dir / self.model_name
+        base = self._settings.model_base
         try:
             if self._version is None:
                 raise NotReady("TF Serving reports no version")

@@ -37,7 +37,7 @@ from service.batch.storage import Storage, is_gcs
 from service.errors import Conflict, GlimpseError, InvalidInput, JobNotFound, redact_paths
 from service.instances import explain_validation
 from service.predictor import Predictor
-from service.serving import check_limits, parse_version
+from service.serving import check_parameters, parse_version
 from service.settings import VERSION_NAME, GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -148,10 +148,8 @@ class JobManager:
         )
         self._spec(job)  # what the runner will be given: refused now, not after it starts
         if self._predictor.is_ready():
-            params = given.parameters
-            boxes = params.glimpse_boxes is not None
             try:
-                check_limits(self._predictor.model_info(), params.num_glimpses, params.top_k, boxes)
+                check_parameters(self._predictor.model_info(), given.parameters)
             except InvalidInput as e:
                 raise InvalidInput(f"predictionInput.{e.message}") from None
         self._prune()

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -20,14 +19,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 
 from service.batch.spec import JOB_ID, JobState
-from service.schemas import PredictParameters
+from service.schemas import GoogleJson, PredictParameters
 
 
-class _Api(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+class _Api(GoogleJson):
+    model_config = ConfigDict(extra="forbid")  # a typo in a job is a 400, not ignored
 
 
 def _check_job_id(v: str) -> str:

@@ -71,8 +71,7 @@ async def predict_lines(
 ) -> list[Outcome]:
     """One outcome per line, in order."""
     try:
-        boxes = params.glimpse_boxes is not None
-        serving.check_limits(predictor.model_info(), params.num_glimpses, params.top_k, boxes)
+        serving.check_parameters(predictor.model_info(), params)
     except InvalidInput as e:
         raise BatchFailed(e.message) from None
     decoded = await asyncio.to_thread(_decode, lines, limits)

@@ -16,7 +16,6 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
@@ -72,7 +71,7 @@ class Explainer:
     def __init__(self, settings: GatewaySettings, models: LoadedModels):
         self._settings = settings
         self._models = models
-        self._base = Path(settings.model_dir) / settings.model_name
+        self._base = settings.model_base
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="explain")
         self._model: ExplainModel | None = None
         self._local: int | None = None  # the local copy's version, once found

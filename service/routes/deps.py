@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, params
 
@@ -50,12 +50,12 @@ _PATH_PARAMETERS = {
 _LABEL = "Version label: the gateway's (GLIMPSE_VERSION_LABELS), else TF Serving's own"
 
 
-def path_parameters(path: str) -> dict:
+def path_parameters(path: str, form: VersionForm | None = None) -> dict:
     """OpenAPI `parameters` for a route whose handler reads `request.path_params` itself (one
     handler serves several URL forms), so that the documented path templates are complete."""
     names = re.findall(r"{(\w+)}", path)
     described = dict(_PATH_PARAMETERS)
-    if "/labels/{version}" in path:  # TF Serving's label form (see version_named)
+    if form is VersionForm.LABEL:  # TF Serving's label form (see version_named)
         described["version"] = _LABEL
     return {
         "parameters": [
@@ -104,49 +104,53 @@ def version_named(form: VersionForm) -> params.Depends:
     return Depends(resolve)
 
 
-def add_model_verb_routes(
+# The URL forms of one model: (prefix, how `{version}` names a version when it is resolved
+# before the handler (version_named), summary of a verb's route in that form).
+TF_SERVING_FORMS = [
+    ("/v1/models/{model}", None, None),
+    ("/v1/models/{model}/versions/{version}", None, "The same, with a given version"),
+    ("/v1/models/{model}/labels/{version}", VersionForm.LABEL, "The same, with a version label"),
+]
+AI_PLATFORM_FORMS = [
+    ("/v1/projects/{project}/models/{model}", None, "The same, AI Platform URL form"),
+    (
+        "/v1/projects/{project}/models/{model}/versions/{version}",
+        VersionForm.NAME,
+        "The same, AI Platform URL form with a version (`v<N>`, `N` or a version label)",
+    ),
+]
+
+
+def add_model_routes(
     router: APIRouter,
-    verb: str,
+    suffix: str,
     endpoint: Callable,
     summary: str,
-    response_model: type,
     responses: dict[int, dict],
+    *,
+    method: str = "POST",
+    response_model: Any = None,
+    ai_platform: bool = True,
 ) -> None:
-    """Register `endpoint` on TF Serving's and AI Platform's URL forms of `:verb`: TF
-    Serving's with a version or a version label, AI Platform's with a version name.
+    """Register `endpoint` on every URL form of one model resource + `suffix` (`:predict`,
+    `/metadata`, ...): TF Serving's with a version or a version label, and (`ai_platform`)
+    AI Platform's with a version name.
 
     AI Platform's project is not checked (one deployment serves one project); its version
     names are `v<N>`, `N` or a version label. The endpoint reads the path parameters itself,
     `version` already resolved to a number (version_named).
     """
-    forms = {
-        f"/v1/models/{{model}}:{verb}": (summary, None),
-        f"/v1/models/{{model}}/versions/{{version}}:{verb}": (
-            "The same, with a given version",
-            None,
-        ),
-        f"/v1/models/{{model}}/labels/{{version}}:{verb}": (
-            "The same, with a version label",
-            VersionForm.LABEL,
-        ),
-        f"/v1/projects/{{project}}/models/{{model}}:{verb}": (
-            "The same, AI Platform URL form",
-            None,
-        ),
-        f"/v1/projects/{{project}}/models/{{model}}/versions/{{version}}:{verb}": (
-            "The same, AI Platform URL form with a version (`v<N>`, `N` or a version label)",
-            VersionForm.NAME,
-        ),
-    }
-    for path, (text, form) in forms.items():
+    forms = TF_SERVING_FORMS + (AI_PLATFORM_FORMS if ai_platform else [])
+    for prefix, form, text in forms:
+        path = prefix + suffix
         router.add_api_route(
             path,
             endpoint,
-            methods=["POST"],
+            methods=[method],
             response_model=response_model,
             responses=responses,
-            summary=text,
+            summary=text or summary,
             name=path,
-            openapi_extra=path_parameters(path),
+            openapi_extra=path_parameters(path, form),
             dependencies=[] if form is None else [version_named(form)],
         )

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from service import serving
 from service.explain.schemas import ExplainRequest, ExplainResponse
-from service.routes.deps import StateDep, add_model_verb_routes, error_responses, require_token
+from service.routes.deps import StateDep, add_model_routes, error_responses, require_token
 
 router = APIRouter(tags=["explain"], dependencies=[Depends(require_token)])
 
@@ -38,6 +38,11 @@ async def explain(request: Request, body: ExplainRequest, state: StateDep) -> Re
     return Response(content, media_type="application/json")
 
 
-add_model_verb_routes(
-    router, "explain", explain, "Explain the classification of photos", ExplainResponse, _ERRORS
+add_model_routes(
+    router,
+    ":explain",
+    explain,
+    "Explain the classification of photos",
+    _ERRORS,
+    response_model=ExplainResponse,
 )

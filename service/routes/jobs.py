@@ -12,26 +12,23 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from service.batch.job_resource import CreateJob, Job, JobList
-from service.routes.deps import JobsDep, require_token
-from service.schemas import ErrorBody
+from service.routes.deps import JobsDep, error_responses, require_token
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_token)])
-_ERRORS = {
-    400: {"model": ErrorBody, "description": "Invalid job (the message names the field)"},
-    401: {"model": ErrorBody, "description": "Missing or invalid bearer token"},
-    404: {"model": ErrorBody, "description": "Unknown job (or another project's)"},
-    409: {"model": ErrorBody, "description": "The project has a job with this id"},
-}
-_BODY_ERRORS = {
-    **_ERRORS,
-    413: {"model": ErrorBody, "description": "Body over the payload limit"},
-}
+_ERRORS = error_responses(
+    {
+        400: "Invalid job (the message names the field)",
+        401: "Missing or invalid bearer token",
+        404: "Unknown job (or another project's)",
+        409: "The project has a job with this id",
+    }
+)
+_BODY_ERRORS = {**_ERRORS, **error_responses({413: "Body over the payload limit"})}
 
 
 @router.post(
     "/v1/projects/{project}/jobs",
     response_model=Job,
-    response_model_by_alias=True,
     response_model_exclude_none=True,
     responses=_BODY_ERRORS,
     summary="Create a batch prediction job (runs in the background)",
@@ -45,7 +42,6 @@ async def create_job(project: str, body: CreateJob, jobs: JobsDep) -> Job:
 @router.get(
     "/v1/projects/{project}/jobs/{job}",
     response_model=Job,
-    response_model_by_alias=True,
     response_model_exclude_none=True,
     responses=_ERRORS,
     summary="A job's state and counts",
@@ -57,7 +53,6 @@ async def get_job(project: str, job: str, jobs: JobsDep) -> Job:
 @router.get(
     "/v1/projects/{project}/jobs",
     response_model=JobList,
-    response_model_by_alias=True,
     response_model_exclude_none=True,
     responses=_ERRORS,
     summary="The project's jobs, newest first",

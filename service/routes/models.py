@@ -7,17 +7,22 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from service import serving
-from service.routes.deps import StateDep, path_parameters, require_token, version_named
-from service.schemas import ErrorBody
-from service.versions import VersionForm
+from service.routes.deps import (
+    StateDep,
+    add_model_routes,
+    error_responses,
+    require_token,
+)
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_token)])
-_ERRORS = {
-    400: {"model": ErrorBody, "description": "Unknown version label, or a version past int64"},
-    401: {"model": ErrorBody, "description": "Missing or invalid bearer token"},
-    404: {"model": ErrorBody, "description": "Unknown model or version"},
-    503: {"model": ErrorBody, "description": "Model not loaded yet, or failed to load"},
-}
+_ERRORS = error_responses(
+    {
+        400: "Unknown version label, or a version past int64",
+        401: "Missing or invalid bearer token",
+        404: "Unknown model or version",
+        503: "Model not loaded yet, or failed to load",
+    }
+)
 
 
 def _admitted(request: Request, state) -> int | None:
@@ -35,20 +40,15 @@ async def model_metadata(request: Request, state: StateDep) -> dict[str, Any]:
     return await state.predictor.metadata(_admitted(request, state))
 
 
-# TF Serving's label form keeps the parameter's name `version`; the dependency resolves it
-# to the version number the handlers read (service/routes/deps.py, version_named).
-_PREFIXES = {
-    "/v1/models/{model}": [],
-    "/v1/models/{model}/versions/{version}": [],
-    "/v1/models/{model}/labels/{version}": [version_named(VersionForm.LABEL)],
-}
-for _prefix, _resolve in _PREFIXES.items():
-    for _path, _handler in ((_prefix, model_status), (_prefix + "/metadata", model_metadata)):
-        router.add_api_route(
-            _path,
-            _handler,
-            methods=["GET"],
-            responses=_ERRORS,
-            openapi_extra=path_parameters(_path),
-            dependencies=_resolve,
-        )
+add_model_routes(
+    router, "", model_status, "TF Serving's model status", _ERRORS, method="GET", ai_platform=False
+)
+add_model_routes(
+    router,
+    "/metadata",
+    model_metadata,
+    "TF Serving's model metadata: the signatures",
+    _ERRORS,
+    method="GET",
+    ai_platform=False,  # AI Platform's models.get and versions.get: routes/resources.py
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
@@ -10,15 +11,12 @@ from starlette.concurrency import run_in_threadpool
 from service import serving, tfserving_forms
 from service.routes.deps import (
     StateDep,
-    add_model_verb_routes,
+    add_model_routes,
     error_responses,
-    path_parameters,
     require_token,
-    version_named,
 )
 from service.schemas import PredictRequest, PredictResponse, TensorResponse
 from service.state import GatewayState
-from service.versions import VersionForm
 
 router = APIRouter(tags=["predict"], dependencies=[Depends(require_token)])
 
@@ -61,47 +59,45 @@ async def answer(
     return Response(content, media_type="application/json")
 
 
-add_model_verb_routes(
+add_model_routes(
     router,
-    "predict",
+    ":predict",
     predict,
     "Classify photos and return the glimpses",
-    PredictResponse | TensorResponse,  # type: ignore[arg-type]
     _ERRORS,
+    response_model=PredictResponse | TensorResponse,
+)
+
+_OTHER_API_ERRORS = error_responses(
+    {
+        400: "The model has no signature for this API (TF Serving's message)",
+        401: "Missing or invalid bearer token",
+        404: "Unknown model or version",
+        503: "Model not ready (loading, or shutting down)",
+    }
 )
 
 
-async def other_api(
-    request: Request, state: StateDep, body: Annotated[dict[str, Any] | None, Body()] = None
-) -> None:
-    """`:classify` / `:regress`: refused as TF Serving refuses them for this model."""
-    path = request.path_params
-    verb = request.url.path.rsplit(":", 1)[-1]
-    signature = (body or {}).get("signature_name")
-    await tfserving_forms.refuse_other_api(
-        state, path["model"], path.get("version"), verb, signature
-    )
+def _refuser(verb: str) -> Callable:
+    async def other_api(
+        request: Request, state: StateDep, body: Annotated[dict[str, Any] | None, Body()] = None
+    ) -> None:
+        """`:classify` / `:regress`: refused as TF Serving refuses them for this model."""
+        path = request.path_params
+        signature = (body or {}).get("signature_name")
+        await tfserving_forms.refuse_other_api(
+            state, path["model"], path.get("version"), verb, signature
+        )
+
+    return other_api
 
 
 for _verb in ("classify", "regress"):
-    for _path, _form in (
-        (f"/v1/models/{{model}}:{_verb}", None),
-        (f"/v1/models/{{model}}/versions/{{version}}:{_verb}", None),
-        (f"/v1/models/{{model}}/labels/{{version}}:{_verb}", VersionForm.LABEL),
-    ):
-        router.add_api_route(
-            _path,
-            other_api,
-            methods=["POST"],
-            responses=error_responses(
-                {
-                    400: "The model has no signature for this API (TF Serving's message)",
-                    401: "Missing or invalid bearer token",
-                    404: "Unknown model or version",
-                    503: "Model not ready (loading, or shutting down)",
-                }
-            ),
-            summary=f"TF Serving's :{_verb}: the model has no {_verb} signature (400)",
-            openapi_extra=path_parameters(_path),
-            dependencies=[] if _form is None else [version_named(_form)],
-        )
+    add_model_routes(
+        router,
+        f":{_verb}",
+        _refuser(_verb),
+        f"TF Serving's :{_verb}: the model has no {_verb} signature (400)",
+        _OTHER_API_ERRORS,
+        ai_platform=False,  # TF Serving's APIs; AI Platform has none of that name
+    )

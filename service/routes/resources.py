@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 import sys
 from datetime import UTC, datetime
@@ -21,12 +22,11 @@ from importlib import metadata
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
 
 from service import serving, versions
 from service.errors import InvalidInput
 from service.routes.deps import StateDep, error_responses, require_token
+from service.schemas import GoogleJson
 from service.state import GatewayState
 from service.versions import VersionForm
 
@@ -43,13 +43,7 @@ DESCRIPTION = "ImageNet classification that shows the glimpses it decided from (
 PAGE_SIZE, MAX_PAGE_SIZE = 20, 100  # ml v1's default and maximum for list methods
 
 
-class _Api(BaseModel):
-    """Google's JSON: camelCase names, and fields with nothing to say left out."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
-
-class Version(_Api):
+class Version(GoogleJson):
     """ml v1 `Version`, with what the gateway knows of one version of its model."""
 
     name: str  # projects/{p}/models/{m}/versions/v{N}
@@ -66,7 +60,7 @@ class Version(_Api):
     labels: dict[str, str] | None = None
 
 
-class Model(_Api):
+class Model(GoogleJson):
     """ml v1 `Model`."""
 
     name: str  # projects/{p}/models/{m}
@@ -74,7 +68,7 @@ class Model(_Api):
     default_version: Version | None = None
 
 
-class VersionList(_Api):
+class VersionList(GoogleJson):
     """ml v1 `ListVersionsResponse` (`{}` when there are none, as Google answers)."""
 
     versions: list[Version] | None = None
@@ -82,22 +76,26 @@ class VersionList(_Api):
 
 
 def _create_time(state: GatewayState, version: int) -> str | None:
-    path = versions.model_base(state) / str(version)
+    path = state.settings.model_base / str(version)
     if not path.is_dir():
         return None
     when = datetime.fromtimestamp(path.stat().st_mtime, UTC)
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _runtime(state: GatewayState) -> str | None:
-    """The TensorFlow that runs the model, for the embedded backend (TF Serving's own is not
-    known to the gateway)."""
-    if state.settings.backend != "embedded":
-        return None
+@functools.cache
+def _tensorflow() -> str | None:
+    """The installed TensorFlow's major.minor (a package-metadata search: once a process)."""
     try:
         return ".".join(metadata.version("tensorflow").split(".")[:2])
     except metadata.PackageNotFoundError:
         return None
+
+
+def _runtime(state: GatewayState) -> str | None:
+    """The TensorFlow that runs the model, for the embedded backend (TF Serving's own is not
+    known to the gateway)."""
+    return _tensorflow() if state.settings.backend == "embedded" else None
 
 
 def _state(state: GatewayState) -> tuple[str, str | None]:
@@ -109,10 +107,12 @@ def _state(state: GatewayState) -> tuple[str, str | None]:
     return "READY", None
 
 
-def version_resource(state: GatewayState, project: str, version: int) -> Version:
-    """One version, as ml v1's `Version`."""
+def version_resource(
+    state: GatewayState, project: str, version: int, default: int | None
+) -> Version:
+    """One version, as ml v1's `Version`; `default` is the version requests without one get
+    (versions.default_version, asked once per request)."""
     model = state.settings.model_name
-    default = versions.default_version(state)
     if version == default:
         status, error = _state(state)
         backend = "in-process" if state.settings.backend == "embedded" else "by TF Serving"
@@ -160,7 +160,6 @@ def _read_token(token: str) -> int:
 @router.get(
     "/v1/projects/{project}/models/{model}",
     response_model=Model,
-    response_model_by_alias=True,
     response_model_exclude_none=True,
     responses=_ERRORS,
     summary="The model, with its default version (ml v1 projects.models.get)",
@@ -171,14 +170,15 @@ async def get_model(project: str, model: str, state: StateDep) -> Model:
     return Model(
         name=f"projects/{project}/models/{model}",
         description=DESCRIPTION,
-        default_version=None if default is None else version_resource(state, project, default),
+        default_version=(
+            None if default is None else version_resource(state, project, default, default)
+        ),
     )
 
 
 @router.get(
     "/v1/projects/{project}/models/{model}/versions",
     response_model=VersionList,
-    response_model_by_alias=True,
     response_model_exclude_none=True,
     responses=_ERRORS,
     summary="The model's versions, lowest first (ml v1 projects.models.versions.list)",
@@ -198,8 +198,9 @@ async def list_versions(
     after = _read_token(page_token) if page_token else -1
     remaining = [v for v in await versions.known_versions(state) if v > after]
     page = remaining[:size]
+    default = versions.default_version(state)
     return VersionList(
-        versions=[version_resource(state, project, v) for v in page] or None,
+        versions=[version_resource(state, project, v, default) for v in page] or None,
         next_page_token=_token(page[-1]) if len(remaining) > size else None,
     )
 
@@ -207,7 +208,6 @@ async def list_versions(
 @router.get(
     "/v1/projects/{project}/models/{model}/versions/{version}",
     response_model=Version,
-    response_model_by_alias=True,
     response_model_exclude_none=True,
     responses=_ERRORS,
     summary="One version, by `vN`, `N` or a version label (ml v1 projects.models.versions.get)",
@@ -217,4 +217,4 @@ async def get_version(project: str, model: str, version: str, state: StateDep) -
     number = serving.parse_version(named)
     if number not in await versions.known_versions(state):
         raise versions.no_such_version(model, str(number))
-    return version_resource(state, project, number)
+    return version_resource(state, project, number, versions.default_version(state))
