@@ -41,7 +41,7 @@ class B64(BaseModel):
     b64: str = Field(description="Base64 (standard alphabet, padding optional) of the bytes.")
 
 
-def _instance_key(value: Any) -> str | int | float:
+def instance_key(value: Any) -> str | int | float:
     """gcloud's own examples key instances with numbers (`"key": 3`): a key is any JSON
     scalar but a boolean, kept as given (3 stays 3, "3" stays "3"), in one clear message."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -55,7 +55,7 @@ def _instance_key(value: Any) -> str | int | float:
 
 InstanceKey = Annotated[
     str | int | float,
-    PlainValidator(_instance_key),
+    PlainValidator(instance_key),
     WithJsonSchema({"anyOf": [{"type": "string", "maxLength": 256}, {"type": "number"}]}),
 ]
 
@@ -135,14 +135,14 @@ class PredictParameters(BaseModel):
         return self
 
 
-_DEFAULT_SIGNATURES = (None, "", "serving_default")
+DEFAULT_SIGNATURES = (None, "", "serving_default")  # what names the default signature
 
 
 def is_tensor_request(body: Any) -> bool:
     """TF Serving's forms the gateway answers tensor for tensor: columnar `inputs`, or any
     signature but the default (whose rows the gateway labels)."""
     return isinstance(body, dict) and (
-        "inputs" in body or body.get("signature_name") not in _DEFAULT_SIGNATURES
+        "inputs" in body or body.get("signature_name") not in DEFAULT_SIGNATURES
     )
 
 

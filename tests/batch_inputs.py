@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 
+import httpx
 import numpy as np
 
 from tests.conftest import b64, encode
@@ -48,3 +50,20 @@ def mixed_file(first_seed: int, goods: int) -> tuple[str, int, int]:
     for extra in bad[goods:]:
         lines.append(extra)
     return "\n".join(lines) + "\n", goods, len(bad)
+
+
+def job_body(job_id: str, inputs: list[str], output: str, **extra) -> dict:
+    """A jobs API create body for a JSON-lines prediction job."""
+    given = {"dataFormat": "JSON", "inputPaths": inputs, "outputPath": output, **extra}
+    return {"jobId": job_id, "predictionInput": given}
+
+
+def wait_state(jobs_url: str, job_id: str, states: set[str], timeout: float = 120) -> dict:
+    """The job once it is in one of `states` (polled over HTTP); fails past `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{jobs_url}/{job_id}").json()
+        if job["state"] in states:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} stuck in {job['state']}")

@@ -44,3 +44,14 @@ def refused(call, status: int) -> str:
     assert error.resp.status == status, error
     assert error.reason in str(error)
     return error.reason
+
+
+def every_page(collection, request, field: str) -> tuple[list[dict], int]:
+    """Every page as the client's own pager (`list_next`) walks them: (items, pages)."""
+    items, pages = [], 0
+    while request is not None:
+        response = request.execute()
+        items += response.get(field, [])
+        pages += 1
+        request = collection.list_next(request, response)
+    return items, pages

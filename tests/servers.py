@@ -66,3 +66,24 @@ def live_server(settings: GatewaySettings, predictor=None, ready: bool = True):
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def explainer_held(server: LiveServer):
+    """The live gateway's explainer with its one worker thread busy until the block ends:
+    explanations admitted meanwhile stay pending, so limits on them are tested without
+    racing the clock. Yields the explainer (its `pending` count)."""
+    explainer = server.app.state.gateway.explainer
+    gate = threading.Event()
+    explainer._executor.submit(gate.wait)
+    try:
+        yield explainer
+    finally:
+        gate.set()
+
+
+def wait_until(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never met"
+        time.sleep(0.01)

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
-from tests.batch_inputs import good_line, mixed_file
+from tests.batch_inputs import good_line, job_body, mixed_file, wait_state
 from tests.errors import error_message
 from tests.servers import live_server
 
 JOBS = "/v1/projects/demo/jobs"
-
-
-def job_body(job_id: str, inputs: list[str], output: str, **extra) -> dict:
-    given = {"dataFormat": "JSON", "inputPaths": inputs, "outputPath": output, **extra}
-    return {"jobId": job_id, "predictionInput": given}
-
-
-def wait_state(url: str, job_id: str, states: set[str], timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{url}{JOBS}/{job_id}").json()
-        if job["state"] in states:
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} stuck in {job['state']}")
 
 
 @pytest.fixture
@@ -44,7 +27,7 @@ def test_create_get_list_and_errors(bucket, settings):
         assert created.json()["state"] in ("QUEUED", "RUNNING")
         given = created.json()["predictionInput"]  # int64 fields are strings, as Google's
         assert (given["batchSize"], given["maxWorkerCount"]) == ("4", "4")
-        job = wait_state(gw.url, "job_1", {"SUCCEEDED", "FAILED"})
+        job = wait_state(gw.url + JOBS, "job_1", {"SUCCEEDED", "FAILED"})
         assert job["state"] == "SUCCEEDED", job.get("errorMessage")
         output = job["predictionOutput"]
         assert (output["predictionCount"], output["errorCount"]) == (str(goods), str(bads))
@@ -86,14 +69,14 @@ def test_cancel_queued_and_running_jobs(tmp_path, settings):
         assert httpx.post(gw.url + JOBS, json=body).status_code == 200
         queued = job_body("queued", ["in.jsonl"], "out2")
         assert httpx.post(gw.url + JOBS, json=queued).status_code == 200
-        wait_state(gw.url, "long", {"RUNNING"})
+        wait_state(gw.url + JOBS, "long", {"RUNNING"})
         assert httpx.get(f"{gw.url}{JOBS}/queued").json()["state"] == "QUEUED"
 
         assert httpx.post(f"{gw.url}{JOBS}/queued:cancel").json() == {}
         assert httpx.get(f"{gw.url}{JOBS}/queued").json()["state"] == "CANCELLED"
         assert httpx.post(f"{gw.url}{JOBS}/long:cancel").status_code == 200
         assert httpx.get(f"{gw.url}{JOBS}/long").json()["state"] in ("CANCELLING", "CANCELLED")
-        job = wait_state(gw.url, "long", {"CANCELLED", "SUCCEEDED", "FAILED"})
+        job = wait_state(gw.url + JOBS, "long", {"CANCELLED", "SUCCEEDED", "FAILED"})
         assert job["state"] == "CANCELLED" and job["errorMessage"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["keep.txt"]
 
@@ -106,7 +89,7 @@ def test_jobs_survive_a_restart(tmp_path, settings):
     (tmp_path / "in.jsonl").write_text("\n".join(good_line(i) for i in range(5)) + "\n")
     with live_server(settings) as gw:
         httpx.post(gw.url + JOBS, json=job_body("before", ["in.jsonl"], "out-before"))
-        wait_state(gw.url, "before", {"SUCCEEDED"})
+        wait_state(gw.url + JOBS, "before", {"SUCCEEDED"})
 
     # The gateway died while these were running: one had attempts left, one had not.
     store = JobStore(settings.jobs_db)
@@ -126,7 +109,7 @@ def test_jobs_survive_a_restart(tmp_path, settings):
         assert (
             before["state"] == "SUCCEEDED" and before["predictionOutput"]["predictionCount"] == "5"
         )
-        again = wait_state(gw.url, "crashed_once", {"SUCCEEDED", "FAILED"})
+        again = wait_state(gw.url + JOBS, "crashed_once", {"SUCCEEDED", "FAILED"})
         assert again["state"] == "SUCCEEDED" and again["predictionOutput"]["attempt"] == 2
         given_up = httpx.get(f"{gw.url}{JOBS}/crashed_often").json()
         assert given_up["state"] == "FAILED" and "3 times" in given_up["errorMessage"]
@@ -138,9 +121,9 @@ def test_graceful_shutdown_requeues_a_running_job(tmp_path, settings):
     with live_server(settings) as gw:
         body = job_body("interrupted", ["in.jsonl"], "out", batchSize=2, maxWorkerCount=1)
         httpx.post(gw.url + JOBS, json=body)
-        wait_state(gw.url, "interrupted", {"RUNNING"})
+        wait_state(gw.url + JOBS, "interrupted", {"RUNNING"})
     with live_server(settings) as gw:
-        job = wait_state(gw.url, "interrupted", {"SUCCEEDED", "FAILED"})
+        job = wait_state(gw.url + JOBS, "interrupted", {"SUCCEEDED", "FAILED"})
         assert job["state"] == "SUCCEEDED"
         assert job["predictionOutput"]["attempt"] == 1  # the shutdown did not count
         assert job["predictionOutput"]["predictionCount"] == "300"

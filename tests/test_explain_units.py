@@ -161,8 +161,8 @@ def test_polarity_and_colours():
     assert tuple(pixels[10, 10]) == (100, 100, 100) and pixels[112, 112].max() == 0
 
 
-# The tables each method used to be spread over, before the registry: the registry must give
-# them back unchanged (the API's enum order included).
+# What the API promises per method (its enum order, which take SmoothGrad, default steps,
+# region maps, sign, cost): the registry's rows must keep giving exactly this.
 OLD_METHODS = (
     "glimpses",
     "vanilla_gradients",
@@ -199,7 +199,8 @@ def test_every_method_has_one_row_in_the_api_order():
     assert ExplainParameters.model_json_schema()["properties"]["method"]["enum"] == list(
         OLD_METHODS
     )
-    assert all(s.description and "\n" not in s.description for s in registry.REGISTRY)
+    documented = ExplainParameters.model_json_schema()["properties"]["method"]["description"]
+    assert all(f"`{s.name}`: {s.description}" in documented for s in registry.REGISTRY)
 
 
 def test_derived_tables_match_the_old_ones():
@@ -210,7 +211,6 @@ def test_derived_tables_match_the_old_ones():
     assert {s.name for s in registry.REGISTRY if s.explained_model == "glimpses"} == glimpse_methods
     # Post-hoc rows name a function of methods.py; the glimpse ones are computed apart.
     assert set(methods._POST_HOC) == set(OLD_METHODS) - glimpse_methods
-    assert all(callable(f) for f in methods._POST_HOC.values())
 
 
 @pytest.mark.parametrize("method", OLD_METHODS)

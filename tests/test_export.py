@@ -254,8 +254,9 @@ def test_pretrained_export_sees_the_cat(lite0_export, photo_bytes):
 
 
 def test_if_missing_redoes_an_export_from_an_older_exporter(tiny_export, tmp_path):
-    """`make serve` must not keep serving a model that lacks signatures the service needs,
-    nor one made with other settings."""
+    """`make serve` must not keep serving a model that lacks signatures the service needs
+    (re-exported here end to end), nor one made with other settings (found stale: the same
+    stale_reason() gates the re-export, not run a second time)."""
     import shutil
     import subprocess
     import sys
@@ -281,7 +282,7 @@ def test_if_missing_redoes_an_export_from_an_older_exporter(tiny_export, tmp_pat
     assert "lacks ['explain_conv']" in export()
     assert signature_names(old) == SIGNATURE_NAMES
     assert "reusing it" in export()
-    # Another cell's settings make it stale too (the same re-export path as above).
+    # Another cell's settings make it stale too: stale_reason() is what --if-missing asks.
     info = old / "assets" / "model_info.json"
     info.write_text(info.read_text().replace('"glimpse_size": 64', '"glimpse_size": 96'))
     assert stale_reason(old, SaccaderConfig(variant="tiny")) == "was made with other settings"

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import body, encode
 from tests.predictions import assert_same_prediction
-from tests.servers import live_server
+from tests.servers import live_server, wait_until
 from tests.tfserving_server import TFServingServer
 
 PREDICT = "/v1/models/saccader:predict"
@@ -96,11 +96,8 @@ def test_deadline_is_504(gateway_settings, tiny_export, photos):
         with live_server(settings) as server:
             slow.delay_s = 3.0
             r = httpx.post(server.url + PREDICT, json=body(photos[0]), timeout=60)
-            assert (
-                r.status_code == 504
-                and "DEADLINE_EXCEEDED" in r.json()["error"]
-                or "within" in r.json()["error"]
-            )
+            assert r.status_code == 504, r.text
+            assert "DEADLINE_EXCEEDED" in r.json()["error"] or "within" in r.json()["error"]
             slow.delay_s = 0.0
             time.sleep(2.5)  # let the abandoned call finish on the server
             assert (
@@ -122,9 +119,8 @@ def test_server_gone_is_503_and_not_ready(gateway_settings, tiny_export, photos)
         r = httpx.post(server.url + PREDICT, json=body(photos[0]), timeout=60)
         assert r.status_code == 503 and "UNAVAILABLE" in r.json()["error"]
         assert r.headers["retry-after"] == "5"
-        time.sleep(2.1)  # past the readiness cache
-        ready = httpx.get(server.url + "/healthz/ready")
-        assert ready.status_code == 503
+        # Readiness caches its answer 2 s: polled until it says so.
+        wait_until(lambda: httpx.get(server.url + "/healthz/ready").status_code == 503, 30)
         assert httpx.get(server.url + "/healthz/live").status_code == 200
 
 
@@ -138,16 +134,14 @@ def test_version_label(gateway_settings, tfserving, photos):
         r = httpx.post(server.url + PREDICT, json=body(photos[0]), timeout=60)
         assert r.status_code == 200
         # A rollout moves the label; readiness follows it, and says when it names nothing.
+        ready = lambda: httpx.get(server.url + "/healthz/ready")  # noqa: E731
         tfserving.labels["stable"] = 7
-        try:
-            time.sleep(2.1)  # past the readiness cache
-            ready = httpx.get(server.url + "/healthz/ready")
-            assert ready.status_code == 503
-            assert "label stable names no version" in ready.json()["error"]
+        try:  # readiness caches its answer 2 s: polled until it follows
+            wait_until(lambda: ready().status_code == 503, timeout=30)
+            assert "label stable names no version" in ready().json()["error"]
         finally:
             tfserving.labels["stable"] = tfserving.servable.version
-        time.sleep(2.1)
-        assert httpx.get(server.url + "/healthz/ready").status_code == 200
+        wait_until(lambda: ready().status_code == 200, timeout=30)
     settings = gateway_settings(
         backend="tfserving", tfserving_address=address, model_version_label="canary"
     )

@@ -9,21 +9,26 @@ Each test uses its own projects, so they share one gateway.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
-from tests.batch_inputs import photo
+from tests.batch_inputs import job_body, photo
 from tests.conftest import b64
-from tests.google_clients import ml_v1, refused
+from tests.google_clients import every_page, ml_v1, refused
 from tests.servers import live_server
 
 
 @pytest.fixture(scope="module")
 def gateway(gateway_settings, tmp_path_factory):
     root = tmp_path_factory.mktemp("jobs")
-    settings = gateway_settings(jobs_local_root=root, jobs_db=root / "jobs.sqlite3")
+    settings = gateway_settings(
+        jobs_local_root=root, jobs_db=root / "jobs.sqlite3", jobs_max_running=1
+    )
     with live_server(settings) as server:
         server.root = root
         yield server
@@ -42,15 +47,6 @@ def write_lines(gateway, name: str, lines: list[dict | str]) -> str:
     text = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines)
     (gateway.root / name).write_text(text + "\n")
     return name
-
-
-def job_body(job_id: str, inputs: list[str], output: str, **given) -> dict:
-    return {
-        "jobId": job_id,
-        "predictionInput": {
-            "dataFormat": "JSON", "inputPaths": inputs, "outputPath": output, **given
-        },
-    }  # fmt: skip
 
 
 def create(ml, project: str, body: dict) -> dict:
@@ -78,13 +74,8 @@ def list_all(ml, project: str, page_size: int, **kw) -> tuple[list[str], int]:
     """Every page as the client's own pager (list_next) walks them: (job ids, pages)."""
     jobs = ml.projects().jobs()
     request = jobs.list(parent=f"projects/{project}", pageSize=page_size, **kw)
-    ids, pages = [], 0
-    while request is not None:
-        response = request.execute()
-        ids += [j["jobId"] for j in response.get("jobs", [])]
-        pages += 1
-        request = jobs.list_next(request, response)
-    return ids, pages
+    found, pages = every_page(jobs, request, "jobs")
+    return [j["jobId"] for j in found], pages
 
 
 def typed(value) -> tuple[str, str]:
@@ -133,9 +124,37 @@ def test_create_get_list_cancel(ml, gateway):
 
 
 def test_projects_see_only_their_own_jobs(ml, gateway):
-    long = write_lines(gateway, "long.jsonl", [instance(i % 5, key=i) for i in range(400)])
+    long = write_lines(gateway, "long.jsonl", [instance(i % 5, key=i) for i in range(20)])
     quick = write_lines(gateway, "quick.jsonl", [instance(1, key="q")])
-    # One running slot: the long job holds it while the others wait, QUEUED.
+    # One running slot (jobs_max_running=1): the long job holds it, its predictions held
+    # until the end of the test, while the others wait, QUEUED.
+    with predictions_held(gateway):
+        _projects_see_only_their_own_jobs(ml, long, quick)
+    assert wait(ml, "alpha", "long", {"CANCELLED", "SUCCEEDED", "FAILED"})["state"] == "CANCELLED"
+    assert wait(ml, "alpha", "daily", {"SUCCEEDED", "FAILED"})["state"] == "SUCCEEDED"
+
+
+@contextmanager
+def predictions_held(gateway):
+    """Every prediction of the live gateway waits until the block ends (the jobs' too)."""
+    predictor = gateway.app.state.gateway.predictor
+    gate = threading.Event()
+    real = predictor.predict
+
+    async def held(images, options):
+        while not gate.is_set():
+            await asyncio.sleep(0.01)
+        return await real(images, options)
+
+    predictor.predict = held
+    try:
+        yield
+    finally:
+        gate.set()
+        del predictor.predict
+
+
+def _projects_see_only_their_own_jobs(ml, long: str, quick: str) -> None:
     create(ml, "alpha", job_body("long", [long], "out_long", batchSize=2, maxWorkerCount=1))
     wait(ml, "alpha", "long", {"RUNNING"})
     create(ml, "alpha", job_body("daily", [quick], "out_alpha"))
@@ -157,8 +176,6 @@ def test_projects_see_only_their_own_jobs(ml, gateway):
     assert get(ml, "beta", "daily")["state"] == "CANCELLED"
     assert get(ml, "alpha", "daily")["state"] == "QUEUED"  # the same id elsewhere: untouched
     cancel(ml, "alpha", "long")
-    assert wait(ml, "alpha", "long", {"CANCELLED", "SUCCEEDED", "FAILED"})["state"] == "CANCELLED"
-    assert wait(ml, "alpha", "daily", {"SUCCEEDED", "FAILED"})["state"] == "SUCCEEDED"
 
 
 def test_list_filters_and_pages(ml, gateway):

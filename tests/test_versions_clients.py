@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import b64, encode
-from tests.google_clients import ml_v1, refused
+from tests.google_clients import every_page, ml_v1, refused
 from tests.servers import live_server
 
 MODEL = "projects/demo/models/saccader"
@@ -94,13 +94,8 @@ def test_versions_get_by_any_name(ml):
 
 def test_versions_list_pages_with_the_clients_pager(ml):
     versions = ml.projects().models().versions()
-    request = versions.list(parent=MODEL, pageSize=1)
-    names, pages = [], 0
-    while request is not None:
-        response = request.execute()
-        names += [v["name"] for v in response.get("versions", [])]
-        pages += 1
-        request = versions.list_next(request, response)
+    found, pages = every_page(versions, versions.list(parent=MODEL, pageSize=1), "versions")
+    names = [v["name"] for v in found]
     assert names == [f"{MODEL}/versions/v1", f"{MODEL}/versions/v2"] and pages == 2
     everything = versions.list(parent=MODEL).execute()
     assert [v["name"] for v in everything["versions"]] == names

@@ -226,11 +226,3 @@ def test_raw_predict_is_the_container_answer(server, photo):
     assert r.headers["X-Vertex-AI-Endpoint-Id"] == "saccader"
     expected = direct(server, "/v1/models/saccader:predict", payload)
     assert r.json() == expected
-
-
-def test_raw_predict_url_in_the_sdk_is_fixed():
-    """Why :rawPredict is not driven through the SDK: its URL is built from constants."""
-    import inspect
-
-    source = inspect.getsource(aiplatform.Endpoint.raw_predict)
-    assert "https://{self.location}-{constants.base.API_BASE_PATH}" in source

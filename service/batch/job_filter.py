@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from service.batch.job_resource import Job
+from service.batch.job_resource import LABEL_KEY, Job
 from service.batch.spec import JobState
 from service.errors import InvalidInput
 
@@ -42,7 +42,6 @@ _OP = re.compile(r"<=|>=|!=|=|<|>|:")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _BARE = re.compile(r'[^\s()"]+')
 _WORD = re.compile(r"\S+")
-_LABEL_KEY = re.compile(r"\A[a-z][a-z0-9_-]{0,62}\Z")  # Google Cloud's rule (job_resource.py)
 _KEYWORDS = ("OR", "NOT")  # AIP-160's, refused in any case
 _SYMBOLS = ("-", "(", ")")  # negation and grouping
 _COMPARE: dict[str, Callable[[datetime, datetime], bool]] = {
@@ -191,7 +190,7 @@ def _condition(field: str, op: str, value: str) -> Condition:
             )
         return Condition(field, "=" if op == ":" else op, value)
     if field == "jobId" or field.startswith("labels."):
-        if field.startswith("labels.") and not _LABEL_KEY.match(field.removeprefix("labels.")):
+        if field.startswith("labels.") and not LABEL_KEY.match(field.removeprefix("labels.")):
             raise InvalidInput(
                 f"filter: {field!r}: a label key is a lowercase letter, then a-z0-9_-"
             )

@@ -29,7 +29,14 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from service.batch import job_filter
-from service.batch.job_resource import CreateJob, Job, JobList, PredictionOutput, now
+from service.batch.job_resource import (
+    CreateJob,
+    Job,
+    JobList,
+    PredictionOutput,
+    now,
+    rfc3339,
+)
 from service.batch.job_store import JobStore
 from service.batch.runner import run_job
 from service.batch.spec import JobReport, JobSpec, JobState, Progress
@@ -265,8 +272,8 @@ class JobManager:
 
     def _prune(self) -> None:
         cutoff = time.time() - self._settings.jobs_retention_days * 86400
-        before = datetime.fromtimestamp(cutoff, UTC).isoformat(timespec="milliseconds")
-        gone = self._store.prune(self._settings.jobs_max_stored, before.replace("+00:00", "Z"))
+        before = rfc3339(datetime.fromtimestamp(cutoff, UTC))
+        gone = self._store.prune(self._settings.jobs_max_stored, before)
         if gone:
             log.info("forgot %d finished jobs (retention)", gone)
 

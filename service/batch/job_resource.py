@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from service.batch.spec import JOB_ID, JobState
-from service.schemas import GoogleJson, PredictParameters
+from service.schemas import DEFAULT_SIGNATURES, GoogleJson, PredictParameters
 
 
 class _Api(GoogleJson):
@@ -36,7 +36,7 @@ def _check_job_id(v: str) -> str:
 
 MAX_PATH_CHARS = 1024
 MAX_LABELS = 64  # Google Cloud's limits for labels
-_LABEL_KEY = re.compile(r"\A[a-z][a-z0-9_-]{0,62}\Z")
+LABEL_KEY = re.compile(r"\A[a-z][a-z0-9_-]{0,62}\Z")
 _LABEL_VALUE = re.compile(r"\A[a-z0-9_-]{0,63}\Z")
 
 
@@ -53,7 +53,7 @@ def _check_labels(v: dict[str, str]) -> dict[str, str]:
     if len(v) > MAX_LABELS:
         raise ValueError(f"at most {MAX_LABELS} labels")
     for key, value in v.items():
-        if not _LABEL_KEY.match(key):
+        if not LABEL_KEY.match(key):
             raise ValueError(
                 f"label key {key[:70]!r}: a lowercase letter, then up to 62 lowercase letters,"
                 " digits, '_' or '-'"
@@ -90,8 +90,13 @@ OUTPUT_ONLY = frozenset(
 )
 
 
+def rfc3339(moment: datetime) -> str:
+    """Google's timestamps, to the millisecond, in UTC: compared as text by the job store."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339(datetime.now(UTC))
 
 
 class PredictionInput(_Api):
@@ -128,7 +133,7 @@ class PredictionInput(_Api):
     @field_validator("signature_name")
     @classmethod
     def _default_signature(cls, v: str | None) -> str | None:
-        if v not in (None, "", "serving_default"):
+        if v not in DEFAULT_SIGNATURES:
             raise ValueError("only the default signature is served")
         return v
 

@@ -9,14 +9,13 @@ and reason: nothing is dropped silently.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from service.errors import InvalidInput
 from service.instances import DecodeLimits, ImageInput, decode_instance, explain_validation
-from service.schemas import Instance
+from service.schemas import Instance, instance_key
 
 
 @dataclass(frozen=True, order=True)
@@ -51,22 +50,14 @@ RawLine = tuple[LineRef, bytes | int]  # bytes, or the length of a line over the
 _BOM = b"\xef\xbb\xbf"
 
 
-_MAX_KEY_CHARS = 256  # schemas.Instance's limit
-
-
 def _key_of(raw: bytes) -> str | int | float | None:
-    """Best effort: the key of a line that failed validation, so users can find it; a string
-    or a number as the line gave it, or None for what could not be a key (too long, not a
-    JSON scalar, NaN) and would make the record unreadable."""
+    """Best effort: the key of a line that failed validation, so users can find it, as the
+    line gave it; None for what could not be a key (schemas.instance_key's rules) and would
+    make the record unreadable."""
     try:
-        key = json.loads(raw).get("key")
+        return instance_key(json.loads(raw).get("key"))
     except (ValueError, AttributeError, RecursionError):
         return None
-    if isinstance(key, str):
-        return key if len(key) <= _MAX_KEY_CHARS else None
-    if isinstance(key, float):
-        return key if math.isfinite(key) else None
-    return key if isinstance(key, int) and not isinstance(key, bool) else None
 
 
 def decode_line(ref: LineRef, raw: bytes | int, limits: DecodeLimits) -> ImageInput | Failure:

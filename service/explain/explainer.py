@@ -79,6 +79,11 @@ class Explainer:
         self._load_lock = threading.Lock()
         self._pending = 0
 
+    @property
+    def pending(self) -> int:
+        """Explanations queued or running (at most GLIMPSE_EXPLAIN_MAX_PENDING)."""
+        return self._pending
+
     def is_ready(self) -> bool:
         """Always: the local copy loads on the first request (not billed to its deadline);
         a missing copy is refused by `served_version`, naming it."""

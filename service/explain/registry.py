@@ -184,6 +184,8 @@ REGISTRY: tuple[MethodSpec, ...] = (
 )
 SPECS: dict[str, MethodSpec] = {spec.name: spec for spec in REGISTRY}
 NAMES: tuple[str, ...] = tuple(SPECS)
+# What the API documents for `method`: each row's own description.
+METHOD_HELP = " ".join(f"`{s.name}`: {s.description}" for s in REGISTRY)
 SMOOTHABLE: frozenset[str] = frozenset(s.name for s in REGISTRY if s.smoothable)
 DEFAULT_STEPS: dict[str, int] = {
     s.name: s.default_steps for s in REGISTRY if s.default_steps is not None

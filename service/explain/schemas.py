@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from service.explain.registry import DEFAULT_STEPS, NAMES, SMOOTHABLE
-from service.schemas import _TINY_PNG, Box, Instance
+from service.explain.registry import DEFAULT_STEPS, METHOD_HELP, NAMES, SMOOTHABLE
+from service.schemas import _TINY_PNG, DEFAULT_SIGNATURES, Box, Instance
 
 # Built from the registry, so a new row is a new enum value; the registry's order is the API's.
 Method = Literal[NAMES]  # type: ignore[valid-type]
@@ -59,7 +59,7 @@ class ExplainParameters(BaseModel):
     """Options for the whole request. Unknown names are an error, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
-    method: Method = Field("glimpses", description="The explanation method.")
+    method: Method = Field("glimpses", description=f"The explanation method. {METHOD_HELP}")
     label_index: int | None = Field(
         None, ge=0, le=999, description="Class to explain; default: the explained model's top."
     )
@@ -162,7 +162,7 @@ class ExplainRequest(BaseModel):
     @field_validator("signature_name")
     @classmethod
     def _default_signature_only(cls, v: str | None) -> str | None:
-        if v not in (None, "", "serving_default"):
+        if v not in DEFAULT_SIGNATURES:
             raise ValueError("explanations are of the default signature (serving_default)")
         return v
 
