@@ -32,10 +32,8 @@ import httpx
 import numpy as np
 
 from bench.common import environment, load_photos, markdown_table, write_report
-from bench.load import gateway_run, request_body, rss_growth
+from bench.load import PREDICT, gateway_run, request_body, rss_growth
 from tests.hostile_images import gif_canvas, jpeg_with_scans, png_corrupt_pixels
-
-PREDICT = "/v1/models/saccader:predict"
 
 
 def bombs() -> dict[str, bytes]:

@@ -92,7 +92,8 @@ async def predict_tensors(
             " takes its own inputs (see /metadata)"
         )
     wanted = admit(state, model, version, instances=1)
-    metadata = await state.predictor.metadata(wanted)
+    # The number, when the gateway knows it: a numbered version's metadata is kept.
+    metadata = await state.predictor.metadata(state.predictor.served_version(wanted))
     signature = tensor_json.signature_spec(metadata, body.get("signature_name"))
     # Pure Python over every value (~26 ms for one 224x224x3 float input): off the event loop.
     tensors, form = await asyncio.to_thread(tensor_json.parse_request, body, signature)
@@ -141,7 +142,7 @@ async def refuse_other_api(
     does not have: TF Serving's own 400 for that case, after the same model and version checks
     as every request."""
     wanted = admit(state, model, version)
-    metadata = await state.predictor.metadata(wanted)
+    metadata = await state.predictor.metadata(state.predictor.served_version(wanted))
     defs = tensor_json.signature_defs(metadata)
     name = signature if isinstance(signature, str) and signature else "serving_default"
     if name not in defs:

@@ -313,10 +313,12 @@ def test_the_tfserving_backend_runs_any_signature(gateway_settings, tfserving, s
         backend="tfserving", tfserving_address=f"127.0.0.1:{tfserving.port}"
     )
     with live_server(settings) as server:
-        r = post(
-            server, {"signature_name": "classify", "inputs": [{"b64": b64(p)} for p in photos]}
-        )
+        request = {"signature_name": "classify", "inputs": [{"b64": b64(p)} for p in photos]}
+        r = post(server, request)
         assert r.status_code == 200, r.text
+        asked = tfserving.metadata_calls
+        assert post(server, request).status_code == 200
+        assert tfserving.metadata_calls == asked  # the version's signatures were kept
         expected = in_process(saved_model, "classify", {"input_image_bytes": photos})
         for name, tensor in expected.items():
             assert_tensor_equal(name, r.json()["outputs"][name], tensor)

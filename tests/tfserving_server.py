@@ -59,6 +59,7 @@ class TFServingServer(
         self.labels = labels if labels is not None else {"stable": self.servable.version}
         self.delay_s = delay_s
         self.calls = 0
+        self.metadata_calls = 0
         self._lock = threading.Lock()
         self._server: grpc.Server | None = None
         self.port = 0
@@ -108,6 +109,8 @@ class TFServingServer(
 
     def GetModelMetadata(self, request, context):  # noqa: N802
         s = self._find(request.model_spec, context)
+        with self._lock:
+            self.metadata_calls += 1
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = s.name
         response.model_spec.version.value = s.version

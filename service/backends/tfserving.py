@@ -68,6 +68,7 @@ class TFServingPredictor:
         self._ready = False
         self._checked_at = 0.0
         self._version: int | None = None  # what TF Serving reported AVAILABLE at start-up
+        self._metadata: dict[int, dict[str, Any]] = {}  # by version number
 
     async def start(self) -> None:
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
@@ -195,6 +196,10 @@ class TFServingPredictor:
         return message_to_dict(response)
 
     async def metadata(self, version: int | str | None) -> dict[str, Any]:
+        """A numbered version's signatures never change: asked of TF Serving once each (the
+        tensor forms read them on every request). A label or the default is asked each time."""
+        if isinstance(version, int) and version in self._metadata:
+            return self._metadata[version]
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         request = get_model_metadata_pb2.GetModelMetadataRequest(
@@ -203,10 +208,13 @@ class TFServingPredictor:
         response = await self._call(self._predict_stub.GetModelMetadata, request, 5.0)
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signature_map)
-        return {
+        body = {
             "model_spec": message_to_dict(response.model_spec),
             "metadata": {"signature_def": message_to_dict(signature_map)},
         }
+        if isinstance(version, int):
+            self._metadata[version] = body
+        return body
 
     async def check(self) -> None:
         """Readiness: the model server reports an AVAILABLE version (cached for 2 s)."""
