@@ -11,10 +11,10 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.batch_inputs import mixed_file
+from tests.batch_inputs import job_body, mixed_file, wait_state
 from tests.conftest import body, encode
 from tests.servers import live_server
-from tests.test_batch_jobs import JOBS, job_body, wait_state
+from tests.test_batch_jobs import JOBS
 from tests.tfserving_server import TFServingServer
 
 PREDICT = "/v1/models/saccader:predict"
@@ -116,7 +116,7 @@ def test_job_failed_by_a_storage_outage_resumes_as_a_new_job(
         try:
             created = httpx.post(gw.url + JOBS, json=job_body("first", inputs, out))
             assert created.status_code == 200, created.text
-            failed = wait_state(gw.url, "first", {"SUCCEEDED", "FAILED"}, timeout=60)
+            failed = wait_state(gw.url + JOBS, "first", {"SUCCEEDED", "FAILED"}, timeout=60)
         finally:
             gcs.start()
         assert failed["state"] == "FAILED" and failed["errorMessage"]
@@ -124,7 +124,7 @@ def test_job_failed_by_a_storage_outage_resumes_as_a_new_job(
 
         again = httpx.post(gw.url + JOBS, json=job_body("second", inputs, out))
         assert again.status_code == 200, again.text
-        job = wait_state(gw.url, "second", {"SUCCEEDED", "FAILED"}, timeout=120)
+        job = wait_state(gw.url + JOBS, "second", {"SUCCEEDED", "FAILED"}, timeout=120)
         assert job["state"] == "SUCCEEDED", job.get("errorMessage")
         counts = job["predictionOutput"]
         assert (counts["predictionCount"], counts["errorCount"]) == (str(goods), str(bads))
