@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[export,bench,dev]'
+	$(BIN)/pip install --quiet -e '.[export,bench,dev,gcs,beam]'
 	touch $@
 
 # The SavedModel is built once and reused. Always asked: it keeps an export that has every

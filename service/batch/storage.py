@@ -33,6 +33,18 @@ def _split_gcs(path: str) -> tuple[str, str]:
     return bucket, name
 
 
+def _gcs_module():
+    """google.cloud.storage, imported on the first gs:// path: it is the `gcs` extra, and
+    local-only installs (and the gateway's start-up) never import it."""
+    try:
+        from google.cloud import storage
+    except ImportError:
+        raise InvalidInput(
+            "gs:// paths need Google Cloud Storage support: pip install 'glimpse[gcs]'"
+        ) from None
+    return storage
+
+
 def _local(path: str) -> Path:
     return Path(path[len("file://") :] if path.startswith("file://") else path)
 
@@ -94,8 +106,7 @@ class Storage:
     def _client(self):
         # Built on first use: STORAGE_EMULATOR_HOST is read here, and local-only jobs never
         # need credentials at all.
-        from google.cloud import storage
-
+        storage = _gcs_module()
         if os.environ.get("STORAGE_EMULATOR_HOST"):
             from google.auth.credentials import AnonymousCredentials
 
@@ -107,6 +118,7 @@ class Storage:
 
     @cached_property
     def _retry(self):
+        _gcs_module()
         from google.cloud.storage.retry import DEFAULT_RETRY
 
         return DEFAULT_RETRY.with_timeout(self._deadline)
@@ -151,9 +163,9 @@ class Storage:
     def stat(self, path: str) -> FileInfo | None:
         """Size of a file, or None if there is none (one request, not exists-then-stat)."""
         if is_gcs(path):
+            blob = self._blob(path)  # first: says which extra is missing
             from google.api_core.exceptions import NotFound
 
-            blob = self._blob(path)
             try:
                 blob.reload(retry=self._retry, timeout=self._timeout)
             except NotFound:
@@ -229,10 +241,11 @@ class Storage:
     def delete(self, path: str) -> None:
         """Remove a file; one already gone is not an error (a retried delete may see that)."""
         if is_gcs(path):
+            blob = self._blob(path)  # first: says which extra is missing
             from google.api_core.exceptions import NotFound
 
             try:
-                self._blob(path).delete(retry=self._retry, timeout=self._timeout)
+                blob.delete(retry=self._retry, timeout=self._timeout)
             except NotFound:
                 pass
             return
