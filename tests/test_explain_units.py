@@ -3,6 +3,7 @@ the method registry."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import combinations
 from typing import get_args
 
@@ -13,6 +14,7 @@ import tensorflow as tf
 from model_export.explain_signatures import guided_backbone, guided_relu6
 from service.explain import faithfulness, methods, registry, sag, visualise
 from service.explain.methods import softmax
+from service.explain.model import Budget
 from service.explain.schemas import METHODS, ExplainParameters, Method, VisualizationConfig
 
 
@@ -209,8 +211,127 @@ def test_derived_tables_match_the_old_ones():
     assert visualise.REGION_METHODS == OLD_REGION_METHODS
     glimpse_methods = {"glimpses", "sag"}
     assert {s.name for s in registry.REGISTRY if s.explained_model == "glimpses"} == glimpse_methods
-    # Post-hoc rows name a function of methods.py; the glimpse ones are computed apart.
-    assert set(methods._POST_HOC) == set(OLD_METHODS) - glimpse_methods
+
+
+# The function each row ran before the rows held them (smoothgrad is vanilla gradients under
+# SmoothGrad); post-hoc ones are wrapped by methods.post_hoc.
+OLD_COMPUTE = {
+    "glimpses": methods.glimpse_attribution,
+    "vanilla_gradients": methods.vanilla_gradients,
+    "guided_backprop": methods.guided_backprop,
+    "integrated_gradients": methods.integrated_gradients,
+    "blur_ig": methods.blur_ig,
+    "smoothgrad": methods.vanilla_gradients,
+    "grad_cam": methods.grad_cam,
+    "xrai": methods.xrai,
+    "occlusion": methods.occlusion,
+    "sag": methods.sag_attribution,
+}
+
+
+@pytest.mark.parametrize("spec", registry.REGISTRY, ids=lambda s: s.name)
+def test_every_row_holds_its_methods_function(spec):
+    assert callable(spec.compute)
+    if spec.explained_model == "glimpses":
+        assert spec.compute is OLD_COMPUTE[spec.name]
+    else:
+        assert spec.compute.__wrapped__ is OLD_COMPUTE[spec.name]
+
+
+def test_attribute_runs_the_rows_function(monkeypatch):
+    calls = []
+
+    def fake(model, image, params, budget):
+        calls.append((model, image, params, budget))
+        return "attribution"
+
+    monkeypatch.setitem(registry.SPECS, "xrai", replace(registry.SPECS["xrai"], compute=fake))
+    params, budget = ExplainParameters(method="xrai"), Budget()
+    assert methods.attribute("model", b"jpeg", params, budget) == "attribution"
+    assert calls == [("model", b"jpeg", params, budget)]
+
+
+class ViewModel:
+    """A stand-in for the model's view and full-image logits, for post-hoc methods."""
+
+    def __init__(self, logits: np.ndarray):
+        self.view_pixels = np.full((224, 224, 3), 10.0)
+        self.full_logits = logits
+        self.rows = 0
+
+    def view(self, image: bytes) -> dict[str, np.ndarray]:
+        assert image == b"jpeg"
+        return {"view": self.view_pixels}
+
+    def logits(self, pixels: np.ndarray, budget=None) -> np.ndarray:
+        self.rows += len(pixels)
+        return np.tile(self.full_logits, (len(pixels), 1))
+
+
+@pytest.mark.parametrize(("label_index", "k"), [(None, 2), (0, 0)])
+def test_post_hoc_explains_the_view_for_the_asked_or_top_class(label_index, k):
+    model = ViewModel(np.array([0.5, -1.0, 3.0]))
+    seen = []
+
+    def method(c):
+        seen.append(c)
+        return c.result(np.ones((224, 224)), baseline=0.25, error=None)
+
+    params = ExplainParameters(method="grad_cam", label_index=label_index)
+    att = methods.post_hoc(method)(model, b"jpeg", params, Budget())
+    (c,) = seen
+    assert c.view is model.view_pixels and c.k == k and c.params is params
+    np.testing.assert_array_equal(c.logits, model.full_logits)
+    assert model.rows == 1  # the view's logits, once
+    assert att.class_index == k and att.example_score == model.full_logits[k]
+    assert (att.method, att.signed, att.explained_model) == ("grad_cam", False, "full_image")
+    assert att.baseline_score == 0.25
+
+
+class GlimpseModel:
+    """A stand-in for the glimpse model: three glimpses, and a set's logits are the sum of its
+    glimpses' logits (the first glimpse favours class 1, the other two class 0)."""
+
+    GLIMPSE_LOGITS = np.array([[0.0, 1.0], [2.0, 0.0], [2.0, 0.0]])
+
+    def __init__(self):
+        self.set_calls = []
+
+    def glimpses(self, image, num_glimpses, budget=None):
+        boxes = np.array([[0, 0, 64, 64], [64, 64, 128, 128], [128, 128, 224, 224]], float)
+        return {
+            "glimpse_boxes": boxes[:num_glimpses],
+            "logits": self.GLIMPSE_LOGITS[:num_glimpses].sum(0),
+            "view": np.zeros((224, 224, 3)),
+            "evidence": np.zeros((7, 7)),
+            "full_logits": np.zeros(2),
+        }
+
+    def glimpse_sets(self, image, boxes, sets, budget=None):
+        self.set_calls.append(len(sets))
+        return sets.astype(float) @ self.GLIMPSE_LOGITS
+
+
+def test_glimpse_rows_dispatch_and_only_sag_builds_a_graph():
+    glimpses, graph = GlimpseModel(), GlimpseModel()
+    budget = Budget()
+    plain = methods.attribute(
+        glimpses, b"jpeg", ExplainParameters(method="glimpses", num_glimpses=3), budget
+    )
+    att = methods.attribute(graph, b"jpeg", ExplainParameters(method="sag", num_glimpses=3), budget)
+    assert plain.class_index == att.class_index == 0
+    assert (plain.method, att.method) == ("glimpses", "sag")
+    assert plain.explained_model == att.explained_model == "glimpses"
+    assert "graph" not in plain.extras and isinstance(att.extras["graph"], sag.Graph)
+    np.testing.assert_allclose(att.extras["alone"], plain.extras["alone"])
+    np.testing.assert_allclose(att.extras["without"], plain.extras["without"])
+    # Glimpses: each glimpse alone, then each left out; sag: every other subset in one run.
+    assert glimpses.set_calls == [3, 3] and graph.set_calls == [2**3 - 2]
+    # Visiting order ranks the first glimpse first; the graph ranks it last, as it holds
+    # none of the minimal sufficient sets ({1} and {2}).
+    assert set(att.extras["graph"].minimal) == {frozenset([1]), frozenset([2])}
+    assert plain.map[10, 10] > max(plain.map[100, 100], plain.map[200, 200])
+    assert att.map[10, 10] < min(att.map[100, 100], att.map[200, 200])
 
 
 @pytest.mark.parametrize("method", OLD_METHODS)

@@ -17,13 +17,19 @@ batch and gets numpy arrays back, here from the SavedModel's explain signatures
 Every method returns a 2-D map over the view plus the scores AI Platform reports: the logit
 explained (`example_score`), the logit at the method's baseline (`baseline_score`), and, for
 path methods, the completeness gap (`approx_error`).
+
+Each method is one function (model, image, parameters, budget) -> Attribution, held by its row
+of service/explain/registry.py, which therefore imports this module. So this module reads the
+rows only when asked (`_spec`), never at import, and names ExplainParameters for type
+checking only: the schema builds its `method` enum from the registry, which imports this module.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import saliency.core as saliency
@@ -31,9 +37,11 @@ from saliency.core.blur_ig import gaussian_blur
 
 from service.explain import sag
 from service.explain.model import Budget, ExplainModel
-from service.explain.registry import REGISTRY, SPECS
-from service.explain.schemas import ExplainParameters
 from service.geometry import VIEW_SIZE, box_mask
+
+if TYPE_CHECKING:
+    from service.explain.registry import MethodSpec
+    from service.explain.schemas import ExplainParameters
 
 BATCH = 25  # interpolation steps per gradient call: IG-50 is two calls
 FILL = {"black": 0.0, "white": 255.0, "grey": 127.0}  # 127 normalises to the model's zero
@@ -61,6 +69,18 @@ class Attribution:
     def ranking(self) -> np.ndarray:
         """Higher = more important evidence for the class (what deletion removes first)."""
         return self.map if self.signed else np.abs(self.map)
+
+
+# One method run on one image: what every registry row holds as its `compute`.
+Compute = Callable[[ExplainModel, bytes, "ExplainParameters", Budget], Attribution]
+
+
+def _spec(params: ExplainParameters) -> MethodSpec:
+    """The method's registry row, looked up when it is needed: the registry imports this
+    module for its functions, so importing the registry here at the top would be a cycle."""
+    from service.explain.registry import SPECS
+
+    return SPECS[params.method]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -101,12 +121,18 @@ def graph_ranking(att: Attribution, graph: sag.Graph) -> np.ndarray:
 
 
 def glimpse_attribution(
-    model: ExplainModel, image: bytes, params: ExplainParameters, budget: Budget
+    model: ExplainModel,
+    image: bytes,
+    params: ExplainParameters,
+    budget: Budget,
+    *,
+    every_subset: bool = False,
 ) -> Attribution:
     """The intrinsic explanation: where the model looked, in order, and what each glimpse is
     worth when the model is re-run on it alone and on all the others without it (2T glimpse
     sets in one batched run). Every number is the model's own answer for exactly those pixels:
-    `:predict` with the same `glimpse_boxes` gives it too."""
+    `:predict` with the same `glimpse_boxes` gives it too. `every_subset`: an exact attention
+    graph will need every set, so they all go in that one batched run instead."""
     r = model.glimpses(image, params.num_glimpses, budget)
     boxes = r["glimpse_boxes"]
     logits = r["logits"].astype(np.float64)
@@ -119,8 +145,8 @@ def glimpse_attribution(
     everything = frozenset(range(steps))
     # All glimpses together is the prediction this call just made: not run again.
     scores = sag.SetScores(evaluate, steps, {everything: float(softmax(logits)[k])})
-    if params.method == "sag" and steps <= sag.EXACT_MAX_GLIMPSES:
-        scores.confidences(scores.all_subsets())  # the graph needs them all: one batched run
+    if every_subset and steps <= sag.EXACT_MAX_GLIMPSES:
+        scores.confidences(scores.all_subsets())
     alone = np.array(scores.confidences(frozenset([g]) for g in range(steps)))
     # Without the only glimpse the model sees nothing: zero logits, a uniform guess.
     without = (
@@ -138,7 +164,7 @@ def glimpse_attribution(
         example_score=float(logits[k]),
         baseline_score=0.0,  # no glimpse seen: the seen-average of nothing is zero logits
         approx_error=None,
-        explained_model=SPECS[params.method].explained_model,
+        explained_model=_spec(params).explained_model,
         full_logits=r["full_logits"],
         extras={
             "boxes": boxes,
@@ -148,6 +174,24 @@ def glimpse_attribution(
             "set_scores": scores,
         },
     )
+
+
+def sag_attribution(
+    model: ExplainModel, image: bytes, params: ExplainParameters, budget: Budget
+) -> Attribution:
+    """The glimpse attribution plus its structured attention graph (extras["graph"]); the map
+    ranks the glimpses by the graph instead of by visiting order."""
+    att = glimpse_attribution(model, image, params, budget, every_subset=True)
+    graph = sag.build(
+        att.extras["set_scores"],
+        params.sag_threshold,
+        params.sag_max_roots,
+        params.sag_beam_width,
+        params.sag_expand_threshold,
+    )
+    att.extras["graph"] = graph
+    att.map = graph_ranking(att, graph)
+    return att
 
 
 def _call_model(model: ExplainModel, budget: Budget, guided: bool = False) -> Callable:
@@ -196,6 +240,8 @@ def _mask(
 
 @dataclass
 class _Context:
+    """What a post-hoc method works from: the view, the full-image logits, the class."""
+
     model: ExplainModel
     view: np.ndarray
     logits: np.ndarray
@@ -207,7 +253,7 @@ class _Context:
         return float(self.model.logits(pixels[None], self.budget)[0, self.k])
 
     def result(self, mask: np.ndarray, baseline: float, error: float | None, **kw) -> Attribution:
-        spec = SPECS[self.params.method]
+        spec = _spec(self.params)
         signed = spec.is_signed(self.params)
         channels = mask if mask.ndim == 2 else (mask.sum(-1) if signed else np.abs(mask).sum(-1))
         return Attribution(
@@ -230,17 +276,33 @@ class _Context:
         return self.score(np.full_like(self.view, FILL["grey"]))
 
 
+def post_hoc(method: Callable[[_Context], Attribution]) -> Compute:
+    """A full-image method as a registry row's `compute`: every one of them explains the same
+    view, with its logits computed once, of the requested class or else the top one."""
+
+    @functools.wraps(method)
+    def compute(
+        model: ExplainModel, image: bytes, params: ExplainParameters, budget: Budget
+    ) -> Attribution:
+        view = model.view(image)["view"]
+        logits = model.logits(view[None], budget)[0]
+        k = params.label_index if params.label_index is not None else int(np.argmax(logits))
+        return method(_Context(model, view, logits, k, params, budget))
+
+    return compute
+
+
 def _gradients(c: _Context, guided: bool) -> Attribution:
     call = _call_model(c.model, c.budget, guided)
     mask = _mask(saliency.GradientSaliency(), c.view, call, c.k, c.params)
     return c.result(mask, baseline=c.grey_score(), error=None)
 
 
-def _vanilla_gradients(c: _Context) -> Attribution:
+def vanilla_gradients(c: _Context) -> Attribution:
     return _gradients(c, guided=False)
 
 
-def _guided_backprop(c: _Context) -> Attribution:
+def guided_backprop(c: _Context) -> Attribution:
     return _gradients(c, guided=True)
 
 
@@ -251,7 +313,7 @@ def _path_integral(c: _Context, mask: np.ndarray, baseline: float) -> Attributio
     return c.result(mask, baseline=baseline, error=error)
 
 
-def _integrated_gradients(c: _Context) -> Attribution:
+def integrated_gradients(c: _Context) -> Attribution:
     base = np.full_like(c.view, FILL[c.params.baseline or "black"])
     call = _call_model(c.model, c.budget)
     steps = c.params.integration_steps
@@ -269,7 +331,7 @@ def _integrated_gradients(c: _Context) -> Attribution:
     return _path_integral(c, mask, baseline)
 
 
-def _blur_ig(c: _Context) -> Attribution:
+def blur_ig(c: _Context) -> Attribution:
     call = _call_model(c.model, c.budget)
     sigma = c.params.blur_max_sigma
     mask = _mask(
@@ -286,7 +348,7 @@ def _blur_ig(c: _Context) -> Attribution:
     return _path_integral(c, mask, baseline)
 
 
-def _xrai(c: _Context) -> Attribution:
+def xrai(c: _Context) -> Attribution:
     call = _call_model(c.model, c.budget)
     parameters = saliency.XRAIParameters(
         steps=c.params.integration_steps,
@@ -311,7 +373,7 @@ def _xrai(c: _Context) -> Attribution:
     )
 
 
-def _grad_cam(c: _Context) -> Attribution:
+def grad_cam(c: _Context) -> Attribution:
     call = _call_model(c.model, c.budget)
     mask = saliency.GradCam().GetMask(
         c.view, call, {_CLASS: c.k}, should_resize=True, three_dims=False
@@ -319,7 +381,7 @@ def _grad_cam(c: _Context) -> Attribution:
     return c.result(mask, baseline=c.grey_score(), error=None)
 
 
-def _occlusion(c: _Context) -> Attribution:
+def occlusion(c: _Context) -> Attribution:
     """Leave-one-region-out with the library's Occlusion over a region mask (see the module
     docstring): score drop when each grid window or superpixel is filled."""
     params = c.params
@@ -363,46 +425,22 @@ def _occlusion(c: _Context) -> Attribution:
     return c.result(paint(mean_drop), baseline=c.score(blank), error=None, regions=regions.size)
 
 
-# The registry names each post-hoc method's function (it cannot import this module); resolved
-# here at import, so a row naming a missing function fails at start-up, not on a request.
-_POST_HOC: dict[str, Callable[[_Context], Attribution]] = {
-    spec.name: globals()[spec.compute] for spec in REGISTRY if spec.compute is not None
-}
-
-
 def attribute(
     model: ExplainModel, image: bytes, params: ExplainParameters, budget: Budget
 ) -> Attribution:
-    """Run the chosen method on one image. `sag` is the glimpse attribution plus its structured
-    attention graph (extras["graph"]), whose map ranks the glimpses by the graph."""
-    compute = _POST_HOC.get(params.method)
-    if compute is None:
-        att = glimpse_attribution(model, image, params, budget)
-        if params.method == "sag":
-            graph = sag.build(
-                att.extras["set_scores"],
-                params.sag_threshold,
-                params.sag_max_roots,
-                params.sag_beam_width,
-                params.sag_expand_threshold,
-            )
-            att.extras["graph"] = graph
-            att.map = graph_ranking(att, graph)
-        return att
-    view = model.view(image)["view"]
-    logits = model.logits(view[None], budget)[0]
-    k = params.label_index if params.label_index is not None else int(np.argmax(logits))
-    return compute(_Context(model, view, logits, k, params, budget))
+    """Run the chosen method on one image: whatever its registry row holds, so that adding a
+    method is adding a row, never a branch here."""
+    return _spec(params).compute(model, image, params, budget)
 
 
 def is_signed(params: ExplainParameters) -> bool:
     """Whether the method's map has a negative side (evidence against the class)."""
-    return SPECS[params.method].is_signed(params)
+    return _spec(params).is_signed(params)
 
 
 def estimated_evaluations(params: ExplainParameters) -> int:
     """Model rows a method will run per image, before it starts: the request limit uses it."""
-    spec = SPECS[params.method]
+    spec = _spec(params)
     known = spec.explained_model == "glimpses"  # the glimpses' area comes with the map
     return spec.cost(params) + _faithfulness_runs(params, glimpses_known=known)
 

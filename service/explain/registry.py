@@ -2,9 +2,11 @@
 
 The request schema (the `method` enum, which options apply), the admission check (cost,
 signedness), the drawing defaults and the dispatch all read these rows, so they cannot drift
-apart. This module imports neither the schema nor the methods: service/explain/schemas.py
-builds its enum from it, and service/explain/methods.py imports the schema, so a row names
-its function (resolved by methods.py) instead of holding it.
+apart. A row holds the function that computes its method, so a method cannot be offered
+without one, nor dispatched anywhere but to it. That makes this module import
+service/explain/methods.py, and service/explain/schemas.py builds its enum from this one: so
+neither this module nor methods.py imports the schema at run time, and methods.py looks the
+rows up when asked, never at import.
 """
 
 from __future__ import annotations
@@ -14,6 +16,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from service.explain import sag
+from service.explain.methods import (
+    Compute,
+    blur_ig,
+    glimpse_attribution,
+    grad_cam,
+    guided_backprop,
+    integrated_gradients,
+    occlusion,
+    post_hoc,
+    sag_attribution,
+    vanilla_gradients,
+    xrai,
+)
 
 if TYPE_CHECKING:
     from service.explain.schemas import ExplainParameters
@@ -33,9 +48,7 @@ class MethodSpec:
     cost: Callable[[ExplainParameters], int]
     # Whether the map has a negative side; for path methods it depends on SmoothGrad.
     signed: bool | Callable[[ExplainParameters], bool]
-    # Name of its function in service/explain/methods.py; None for the glimpse methods,
-    # which glimpse_attribution computes.
-    compute: str | None = None
+    compute: Compute  # the method itself: what a request for it runs
     smoothable: bool = False  # SmoothGrad averages noisy gradients: meaningless elsewhere
     default_steps: int | None = None  # None: `steps` does not apply
     region: bool = False  # a map of regions, drawn as Vertex draws XRAI
@@ -59,7 +72,7 @@ def _sag_cost(params: ExplainParameters) -> int:
     return _glimpse_sets(params) + search
 
 
-def _post_hoc(rows: Callable[[ExplainParameters], int]) -> Callable[[ExplainParameters], int]:
+def _post_hoc_cost(rows: Callable[[ExplainParameters], int]) -> Callable[[ExplainParameters], int]:
     """A full-image method's passes, repeated for each SmoothGrad sample."""
 
     def cost(params: ExplainParameters) -> int:
@@ -97,33 +110,34 @@ REGISTRY: tuple[MethodSpec, ...] = (
         cost=lambda p: _glimpse_sets(p) + _OVERHEAD,
         # Admission lets every polarity through, though the map (a ranking) is never negative.
         signed=True,
+        compute=glimpse_attribution,
         region=True,
     ),
     MethodSpec(
         "vanilla_gradients",
         "Gradient of the class logit with respect to the pixels.",
         "full_image",
-        cost=_post_hoc(_one),
+        cost=_post_hoc_cost(_one),
         signed=False,
-        compute="_vanilla_gradients",
+        compute=post_hoc(vanilla_gradients),
         smoothable=True,
     ),
     MethodSpec(
         "guided_backprop",
         "Gradient with the ReLU6 gradients gated to positive signals.",
         "full_image",
-        cost=_post_hoc(_one),
+        cost=_post_hoc_cost(_one),
         signed=False,
-        compute="_guided_backprop",
+        compute=post_hoc(guided_backprop),
         smoothable=True,
     ),
     MethodSpec(
         "integrated_gradients",
         "Gradients integrated along a path from a plain baseline image.",
         "full_image",
-        cost=_post_hoc(_steps),
+        cost=_post_hoc_cost(_steps),
         signed=_signed_unless_squared,
-        compute="_integrated_gradients",
+        compute=post_hoc(integrated_gradients),
         smoothable=True,
         default_steps=50,
     ),
@@ -131,9 +145,9 @@ REGISTRY: tuple[MethodSpec, ...] = (
         "blur_ig",
         "Gradients integrated along a path from a blurred copy of the image.",
         "full_image",
-        cost=_post_hoc(_steps),
+        cost=_post_hoc_cost(_steps),
         signed=_signed_unless_squared,
-        compute="_blur_ig",
+        compute=post_hoc(blur_ig),
         smoothable=True,
         default_steps=100,
     ),
@@ -141,26 +155,26 @@ REGISTRY: tuple[MethodSpec, ...] = (
         "smoothgrad",
         "Vanilla gradients averaged over noisy copies of the image.",
         "full_image",
-        cost=_post_hoc(_one),
+        cost=_post_hoc_cost(_one),
         signed=False,
-        compute="_vanilla_gradients",
+        compute=post_hoc(vanilla_gradients),
     ),
     MethodSpec(
         "grad_cam",
         "Last convolution layer's activations weighted by their gradients.",
         "full_image",
-        cost=_post_hoc(_one),
+        cost=_post_hoc_cost(_one),
         signed=False,
-        compute="_grad_cam",
+        compute=post_hoc(grad_cam),
         region=True,
     ),
     MethodSpec(
         "xrai",
         "Integrated gradients from black and white, summed over image segments.",
         "full_image",
-        cost=_post_hoc(lambda p: 2 * p.integration_steps),
+        cost=_post_hoc_cost(lambda p: 2 * p.integration_steps),
         signed=True,
-        compute="_xrai",
+        compute=post_hoc(xrai),
         default_steps=100,
         region=True,
     ),
@@ -168,9 +182,9 @@ REGISTRY: tuple[MethodSpec, ...] = (
         "occlusion",
         "Logit drop when each grid window or superpixel is filled.",
         "full_image",
-        cost=_post_hoc(_occluded),
+        cost=_post_hoc_cost(_occluded),
         signed=True,
-        compute="_occlusion",
+        compute=post_hoc(occlusion),
         region=True,
     ),
     MethodSpec(
@@ -179,6 +193,7 @@ REGISTRY: tuple[MethodSpec, ...] = (
         "glimpses",
         cost=_sag_cost,
         signed=True,
+        compute=sag_attribution,
         region=True,
     ),
 )
