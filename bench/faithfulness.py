@@ -41,7 +41,8 @@ from service import geometry
 from service.explain import faithfulness, methods
 from service.explain.model import Budget, ExplainModel
 from service.explain.schemas import ExplainParameters
-from service.savedmodel import LoadedModels
+from service.savedmodel import load
+from service.scheduler import FairScheduler
 
 METHODS = [
     "glimpses",
@@ -106,11 +107,16 @@ def _cached_pic():
 _WORKER: dict = {}
 
 
+def offline_model(path: Path) -> ExplainModel:
+    """The explain signatures of one export, alone in this process (its own turns)."""
+    return ExplainModel(path, load(path), FairScheduler())
+
+
 def _pic_init(model_path: str) -> None:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    _WORKER["model"] = ExplainModel(Path(model_path), LoadedModels())
+    _WORKER["model"] = offline_model(Path(model_path))
     _WORKER["pic"] = _cached_pic()
 
 
@@ -195,7 +201,7 @@ def main() -> None:
 
     images, labels, names = load_photos(args.images, limit=args.limit)
     model_path = args.model_dir / "saccader" / "1"
-    model = ExplainModel(model_path, LoadedModels())
+    model = offline_model(model_path)
     params = {m: ExplainParameters(method=m) for m in METHODS}
     explain_photo(model, images[0], params, METHODS)  # trace every signature once
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from model_export.contract import VIEW_SIZE  # the classifier's view (boxes are in its pixels)
+
 Policy = Literal["cam", "ordered_logits", "random", "centre", "sobel"]
 POLICIES: tuple[str, ...] = ("cam", "ordered_logits", "random", "centre", "sobel")
 
-VIEW_SIZE = 224  # the classifier's view; glimpse boxes are reported in its pixels
 RESIZE_SHORTER = 256  # reference preprocessing: shorter side to 256, centre crop 224
 
 

@@ -20,12 +20,20 @@ import keras
 import tensorflow as tf
 
 from model_export import preprocessing
-from model_export.config import VIEW_SIZE
+from model_export.contract import (
+    EXPLAIN_CONV,
+    EXPLAIN_GRADIENTS,
+    EXPLAIN_GUIDED_GRADIENTS,
+    EXPLAIN_LOGITS,
+    EXPLAIN_VIEW,
+    IMAGE_INPUT,
+    VIEW_SIZE,
+)
 from model_export.saccader import Saccader
 
 PIXELS = tf.TensorSpec([None, VIEW_SIZE, VIEW_SIZE, 3], tf.float32, name="pixels")
 CLASS_INDEX = tf.TensorSpec([None], tf.int32, name="class_index")
-BYTES = tf.TensorSpec([None], tf.string, name="input_image_bytes")
+BYTES = tf.TensorSpec([None], tf.string, name=IMAGE_INPUT)
 
 
 @tf.custom_gradient
@@ -116,13 +124,7 @@ class ExplainSignatures(tf.Module):
         return {name: getattr(self, name) for name in NAMES}
 
 
-NAMES = (
-    "explain_view",
-    "explain_logits",
-    "explain_gradients",
-    "explain_guided_gradients",
-    "explain_conv",
-)
+NAMES = (EXPLAIN_VIEW, EXPLAIN_LOGITS, EXPLAIN_GRADIENTS, EXPLAIN_GUIDED_GRADIENTS, EXPLAIN_CONV)
 
 
 def attach(module: tf.Module, model: Saccader) -> dict:

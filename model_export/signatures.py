@@ -31,13 +31,27 @@ import tensorflow as tf
 
 from model_export import annotate as annotate_lib
 from model_export import explain_signatures, preprocessing
-from model_export.config import RESIZE_SHORTER, VIEW_SIZE, SaccaderConfig
+from model_export.config import RESIZE_SHORTER, SaccaderConfig
+from model_export.contract import (
+    CLASSIFY,
+    EXPLAIN,
+    EXPLAIN_GLIMPSE_SETS,
+    GLIMPSE_BOXES,
+    IMAGE_INPUT,
+    LABELS_FILE,
+    MAX_GLIMPSE_SETS,
+    MODEL_INFO_FILE,
+    SERVING_BOXES,
+    SERVING_DEFAULT,
+    SERVING_OPTIONS,
+    SIGNATURE_NAMES,
+    VIEW_SIZE,
+)
 from model_export.labels import write_labels
 from model_export.saccader import Saccader, seen_pixels
 
-BYTES = tf.TensorSpec([None], tf.string, name="input_image_bytes")
-BOXES = tf.TensorSpec([None, None, 4], tf.float32, name="glimpse_boxes")
-MAX_GLIMPSE_SETS = 64  # sets per explain_glimpse_sets call: bounds its memory (~100 MB)
+BYTES = tf.TensorSpec([None], tf.string, name=IMAGE_INPUT)
+BOXES = tf.TensorSpec([None, None, 4], tf.float32, name=GLIMPSE_BOXES)
 
 
 def _table(asset: tf.saved_model.Asset, column: int) -> tf.lookup.StaticHashTable:
@@ -202,7 +216,7 @@ class ExportModule(tf.Module):
 
     @tf.function(
         input_signature=[
-            tf.TensorSpec([1], tf.string, name="input_image_bytes"),
+            tf.TensorSpec([1], tf.string, name=IMAGE_INPUT),
             BOXES,
             tf.TensorSpec([None, None], tf.bool, name="glimpse_sets"),
         ]
@@ -245,22 +259,6 @@ class ExportModule(tf.Module):
         }
 
 
-SIGNATURE_NAMES = frozenset(
-    {
-        "serving_default",
-        "serving_options",
-        "serving_boxes",
-        "explain",
-        "explain_glimpse_sets",
-        "classify",
-        *explain_signatures.NAMES,
-    }
-)
-
-
-MODEL_INFO = "model_info.json"
-
-
 def model_info(cfg: SaccaderConfig) -> dict:
     """What the export is, for the service and for tools: the view, how a photo becomes it,
     and every setting (the gateway validates requests against `max_glimpses` and `max_top_k`)."""
@@ -276,7 +274,7 @@ def model_info(cfg: SaccaderConfig) -> dict:
 
 def read_model_info(saved_model_dir: Path) -> dict | None:
     """The export's model_info.json; None for an export made before it existed."""
-    path = Path(saved_model_dir) / "assets" / MODEL_INFO
+    path = Path(saved_model_dir) / "assets" / MODEL_INFO_FILE
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -312,16 +310,16 @@ def export(model: Saccader, model_dir: Path, version: int = 1, name: str = "sacc
     staging.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(staging, ignore_errors=True)  # left over from an interrupted export
     with tempfile.TemporaryDirectory() as tmp:
-        info = Path(tmp) / MODEL_INFO
+        info = Path(tmp) / MODEL_INFO_FILE
         info.write_text(json.dumps(model_info(model.cfg), indent=2) + "\n")
-        module = ExportModule(model, write_labels(Path(tmp) / "labels.tsv"), info)
+        module = ExportModule(model, write_labels(Path(tmp) / LABELS_FILE), info)
         signatures = {
-            "serving_default": module.serving_default,
-            "serving_options": module.serving_options,
-            "serving_boxes": module.serving_boxes,
-            "explain": module.explain,
-            "explain_glimpse_sets": module.explain_glimpse_sets,
-            "classify": module.classify,
+            SERVING_DEFAULT: module.serving_default,
+            SERVING_OPTIONS: module.serving_options,
+            SERVING_BOXES: module.serving_boxes,
+            EXPLAIN: module.explain,
+            EXPLAIN_GLIMPSE_SETS: module.explain_glimpse_sets,
+            CLASSIFY: module.classify,
             **explain_signatures.attach(module, model),  # post-hoc gradients, explain_*.py
         }
         tf.saved_model.save(module, str(staging), signatures=signatures)

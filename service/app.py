@@ -1,6 +1,7 @@
-"""The gateway application: `create_app(settings)` wires routes, errors, middleware, lifespan.
+"""The gateway application: `create_app(settings)` wires the data plane, the protocol
+adapters, errors, middleware and lifespan.
 
-Nothing happens at import time; the model loads in the background after start-up so that
+Nothing happens at import time; the models load in the background after start-up so that
 liveness answers at once and readiness turns green only after a real warm-up inference.
 """
 
@@ -16,18 +17,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import errors
-from service.backends import make_predictor
+from service.backends import Backend, make_backend
 from service.batch.job_manager import JobManager
+from service.dataplane import DataPlane
 from service.error_body import error_body
-from service.explain.explainer import Explainer
 from service.instances import explain_validation
 from service.metrics import Metrics
 from service.middleware import GatewayMiddleware
-from service.predictor import Predictor
-from service.routes import demo, explain, health, jobs, models, predict, resources, vertex
-from service.savedmodel import LoadedModels
+from service.routes import aiplatform, demo, health, jobs, tfserving, vertex
 from service.settings import GatewaySettings
-from service.state import GatewayState
 
 log = logging.getLogger(__name__)
 
@@ -72,39 +70,36 @@ def _openapi_as_answered(app: FastAPI) -> None:
     app.openapi = openapi
 
 
-def create_app(settings: GatewaySettings, predictor: Predictor | None = None) -> FastAPI:
-    """The gateway for `settings`; `predictor` replaces the configured backend (tests)."""
+def create_app(settings: GatewaySettings, backend: Backend | None = None) -> FastAPI:
+    """The gateway for `settings`; `backend` replaces the configured one (tests)."""
     metrics = Metrics()
-    loaded = LoadedModels()  # the embedded backend and the explainer share one loaded copy
-    predictor = predictor or make_predictor(settings, metrics.observe_batch, loaded)
-    state = GatewayState(settings, predictor, Explainer(settings, loaded), metrics)
-    manager = JobManager(settings, predictor) if settings.jobs_enabled else None
+    plane = DataPlane(settings, backend or make_backend(settings), metrics)
+    manager = JobManager(settings, plane) if settings.jobs_enabled else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        loading = asyncio.create_task(state.load(), name="model-load")
+        loading = asyncio.create_task(plane.start(), name="model-load")
         if manager is not None:
             await manager.start()
         yield
-        state.shutting_down = True
+        plane.shutting_down = True
         if not loading.done():
             loading.cancel()
         if manager is not None:
             await manager.close(settings.shutdown_grace_s)
-        await state.close()
-        loaded.clear()
+        await plane.close()
 
     app = FastAPI(
         title="Glimpse",
         version="0.1.0",
-        summary="ImageNet classification that shows the glimpses it decided from.",
+        summary="Image classification that shows the glimpses it decided from.",
         description=(
             "TF Serving / AI Platform compatible prediction API. The class is computed from the"
             " glimpse pixels only (hard attention), so the glimpses are a faithful explanation."
         ),
         lifespan=lifespan,
     )
-    app.state.gateway = state
+    app.state.plane = plane
     app.state.jobs = manager
 
     @app.exception_handler(errors.GlimpseError)
@@ -127,12 +122,11 @@ def create_app(settings: GatewaySettings, predictor: Predictor | None = None) ->
         log.exception("unhandled error")
         return _error(request, 500, f"internal error ({type(exc).__name__}); see the server log")
 
-    app.include_router(predict.router)
-    app.include_router(explain.router)
-    app.include_router(vertex.router)
-    app.include_router(models.router)
-    app.include_router(resources.router)  # ml v1 models.get, versions.get/list
+    # Protocol adapters over the one data plane.
     app.include_router(health.router)
+    app.include_router(tfserving.router)
+    app.include_router(aiplatform.router)
+    app.include_router(vertex.router)
     if manager is not None:
         app.include_router(jobs.router)
     app.include_router(demo.router)

@@ -1,21 +1,25 @@
 """Dynamic micro-batching: concurrent requests share one model call.
 
-Instances from all requests wait in one bounded queue; a single worker takes up to
-`max_batch` of them, waiting at most `max_wait` after the first arrived, and runs the batch.
-One model call at a time keeps TensorFlow's own thread pools from fighting each other, and the
-bound turns overload into an immediate 429 instead of a growing tail latency.
+Instances from all requests wait in one bounded queue; a single worker waits for the model's
+turn (service/scheduler.py: other kinds of work take theirs in between), then takes up to
+`max_batch` instances, waiting at most `max_wait` after the first arrived, and runs them as one
+call. Instances are taken round-robin over the requests that wait, so a one-photo request
+behind a 64-photo one rides in the next batch instead of after all of it. The bound turns
+overload into an immediate 429 instead of a growing tail latency.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from itertools import count
 from typing import Generic, TypeVar
 
 from service.errors import NotReady, Overloaded
+from service.scheduler import FairScheduler, Kind
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -29,8 +33,8 @@ class _Pending(Generic[Item, Result]):
     enqueued: float = field(default_factory=time.perf_counter)
 
     def fail(self, error: BaseException, alone: bool) -> None:
-        """An error that belongs to this item alone is tagged with its index (serving names
-        `instances[i]`); one shared by a whole batch names no instance."""
+        """An error that belongs to this item alone is tagged with its index (the data plane
+        names `instances[i]`); one shared by a whole batch names no instance."""
         if alone:
             error.item_index = self.index  # type: ignore[attr-defined]
         self.future.set_exception(error)
@@ -44,22 +48,27 @@ class BatchStats:
 
 
 class MicroBatcher(Generic[Item, Result]):
-    """One queue, one worker, batches of at most `max_batch` items."""
+    """One queue, one worker, batches of at most `max_batch` items, one model turn each."""
 
     def __init__(
         self,
         run_batch: Callable[[list[Item]], Awaitable[list[Result | BaseException]]],
+        scheduler: FairScheduler,
         max_batch: int,
         max_wait_s: float,
         queue_limit: int,
         on_batch: Callable[[BatchStats], None] | None = None,
     ):
         self._run_batch = run_batch
+        self._scheduler = scheduler
         self._max_batch = max_batch
         self._max_wait = max_wait_s
         self._limit = queue_limit
         self._on_batch = on_batch
-        self._queue: deque[_Pending[Item, Result]] = deque()
+        # Waiting items by request, requests in arrival order (taken round-robin).
+        self._queue: OrderedDict[int, deque[_Pending[Item, Result]]] = OrderedDict()
+        self._queued = 0
+        self._ids = count()
         self._wake = asyncio.Event()
         self._worker: asyncio.Task | None = None
         self._closing = False
@@ -70,17 +79,18 @@ class MicroBatcher(Generic[Item, Result]):
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return self._queued
 
     async def submit(self, items: list[Item]) -> list[Result]:
         """Queue every item of one request (all or none) and wait for their results."""
         if self._closing:
             raise NotReady("the service is shutting down")
-        if len(self._queue) + len(items) > self._limit:
+        if self._queued + len(items) > self._limit:
             raise Overloaded(f"request queue is full ({self._limit} instances); retry shortly")
         loop = asyncio.get_running_loop()
         pending = [_Pending(item, loop.create_future(), i) for i, item in enumerate(items)]
-        self._queue.extend(pending)
+        self._queue[next(self._ids)] = deque(pending)
+        self._queued += len(pending)
         self._wake.set()
         try:
             results = await asyncio.gather(*(p.future for p in pending), return_exceptions=True)
@@ -93,57 +103,73 @@ class MicroBatcher(Generic[Item, Result]):
                 raise result
         return results  # type: ignore[return-value]
 
-    async def _take_batch(self) -> list[_Pending[Item, Result]]:
-        while not self._queue:
-            self._wake.clear()
-            await self._wake.wait()
-        deadline = self._queue[0].enqueued + self._max_wait
-        while len(self._queue) < self._max_batch and not self._closing:
+    def _take(self) -> list[_Pending[Item, Result]]:
+        """Up to max_batch live items, one per waiting request per round."""
+        batch: list[_Pending[Item, Result]] = []
+        while self._queue and len(batch) < self._max_batch:
+            for request in list(self._queue):
+                waiting = self._queue[request]
+                p = waiting.popleft()
+                self._queued -= 1
+                if not waiting:
+                    del self._queue[request]
+                if not p.future.done():
+                    batch.append(p)
+                if len(batch) == self._max_batch:
+                    break
+        return batch
+
+    async def _gather_mates(self) -> None:
+        """With a wait set, give batch-mates up to max_wait after the oldest item arrived."""
+        oldest = min(q[0].enqueued for q in self._queue.values())
+        deadline = oldest + self._max_wait
+        while self._queued < self._max_batch and not self._closing:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
-                break
+                return
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), remaining)
             except TimeoutError:
-                break
-        batch = []
-        while self._queue and len(batch) < self._max_batch:
-            p = self._queue.popleft()
-            if not p.future.done():
-                batch.append(p)
-        return batch
+                return
 
     async def _loop(self) -> None:
         while True:
-            batch = await self._take_batch()
-            if not batch:
+            while not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            # The turn first, then the batch: what arrives while other work runs joins it.
+            async with self._scheduler.turn(Kind.INSTANCES, self) as turn:
+                if self._max_wait > 0:
+                    await self._gather_mates()
+                batch = self._take()
+                turn.rows = len(batch)
+                if batch:
+                    await self._run(batch)
+
+    async def _run(self, batch: list[_Pending[Item, Result]]) -> None:
+        started = time.perf_counter()
+        self._busy = True
+        try:
+            results = await self._run_batch([p.item for p in batch])
+        except Exception as e:  # noqa: BLE001 - delivered to every waiting request
+            for p in batch:
+                if not p.future.done():
+                    p.fail(e, alone=len(batch) == 1)
+            return
+        finally:
+            self._busy = False
+        finished = time.perf_counter()
+        for p, r in zip(batch, results, strict=True):
+            if p.future.done():
                 continue
-            started = time.perf_counter()
-            self._busy = True
-            try:
-                results = await self._run_batch([p.item for p in batch])
-            except Exception as e:  # noqa: BLE001 - delivered to every waiting request
-                for p in batch:
-                    if not p.future.done():
-                        p.fail(e, alone=len(batch) == 1)
-                continue
-            finally:
-                self._busy = False
-            finished = time.perf_counter()
-            for p, r in zip(batch, results, strict=True):
-                if p.future.done():
-                    continue
-                if isinstance(r, BaseException):  # one bad item fails only its own request
-                    p.fail(r, alone=True)
-                else:
-                    p.future.set_result(r)
-            if self._on_batch:
-                self._on_batch(
-                    BatchStats(
-                        len(batch), [started - p.enqueued for p in batch], finished - started
-                    )
-                )
+            if isinstance(r, BaseException):  # one bad item fails only its own request
+                p.fail(r, alone=True)
+            else:
+                p.future.set_result(r)
+        if self._on_batch:
+            queued = [started - p.enqueued for p in batch]
+            self._on_batch(BatchStats(len(batch), queued, finished - started))
 
     async def close(self, grace_s: float) -> None:
         """Refuse new work, let the queue drain for up to `grace_s`, then stop the worker."""
@@ -158,17 +184,9 @@ class MicroBatcher(Generic[Item, Result]):
                 await self._worker
             except asyncio.CancelledError:
                 pass
-        for p in self._queue:
-            if not p.future.done():
-                p.future.set_exception(NotReady("the service shut down before this ran"))
-
-
-def batcher_for(settings, run_batch, on_batch=None) -> MicroBatcher:
-    """The batcher every backend uses, sized by the gateway settings."""
-    return MicroBatcher(
-        run_batch,
-        max_batch=settings.max_batch_size,
-        max_wait_s=settings.max_batch_wait_ms / 1000.0,
-        queue_limit=settings.queue_limit,
-        on_batch=on_batch,
-    )
+        for waiting in self._queue.values():
+            for p in waiting:
+                if not p.future.done():
+                    p.future.set_exception(NotReady("the service shut down before this ran"))
+        self._queue.clear()
+        self._queued = 0

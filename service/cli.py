@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from model_export.cli import app
@@ -17,14 +20,27 @@ cli_bench.register(app)
     "serve",
     epilog="""Examples:
 
-  GLIMPSE_MODEL_DIR=models glimpse serve            # http://127.0.0.1:8080/docs
+  GLIMPSE_MODEL_DIR=models glimpse serve            # every model under models/
+
+  glimpse serve --model-config-file models.config   # TF Serving's model config file
 
   PORT=9000 GLIMPSE_HOST=0.0.0.0 GLIMPSE_AUTH_TOKEN=s3cret glimpse serve
 
   GLIMPSE_BACKEND=tfserving GLIMPSE_TFSERVING_ADDRESS=localhost:8500 glimpse serve
 """,
 )
-def serve() -> None:
+def serve(
+    model_config_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="TF Serving's model config file (text ModelServerConfig): the models to"
+            " serve. Default: GLIMPSE_MODEL_CONFIG_FILE, else every model under"
+            " GLIMPSE_MODEL_DIR.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
     """Start the gateway (settings from GLIMPSE_* environment variables and PORT)."""
     import uvicorn
 
@@ -32,10 +48,16 @@ def serve() -> None:
     from service.log_config import configure
     from service.settings import GatewaySettings
 
-    settings = GatewaySettings()
+    given = {} if model_config_file is None else {"model_config_file": model_config_file}
+    settings = GatewaySettings(**given)
     configure(settings.log_format, settings.log_level)
+    models = (
+        f"the models of {settings.model_config_file}"
+        if settings.model_config_file
+        else f"every model under {settings.model_dir}/"
+    )
     typer.echo(
-        f"glimpse: {settings.backend} backend, model {settings.model_name!r}; demo at "
+        f"glimpse: {settings.backend} backend, {models}; demo at "
         f"http://{settings.host}:{settings.port}/, API docs at /docs"
     )
     uvicorn.run(

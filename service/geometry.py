@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-VIEW_SIZE = 224
+from model_export.contract import VIEW_SIZE
+
 _CENTRES = np.arange(VIEW_SIZE) + 0.5
 
 

@@ -10,14 +10,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from model_export.contract import IMAGE_INPUT, SERVING_BOXES, SERVING_OPTIONS, ModelInfo
 from service.instances import ImageInput
-from service.savedmodel import ModelInfo
 from service.schemas import PredictParameters
-
-# The SavedModel's signatures the predictors call (model_export/signatures.py): the policy
-# chooses the glimpses, or the caller gives them.
-SIGNATURE = "serving_options"
-BOXES_SIGNATURE = "serving_boxes"
 
 Box = tuple[float, float, float, float]  # ymin, xmin, ymax, xmax in 224-view pixels
 
@@ -54,12 +49,12 @@ def model_calls(data: list[bytes], options: list[Options]) -> list[ModelCall]:
     Given boxes are padded to the longest list in the call (the padding is never read: each
     row's num_glimpses says how many are real)."""
     calls = []
-    for signature, wanted in ((SIGNATURE, False), (BOXES_SIGNATURE, True)):
+    for signature, wanted in ((SERVING_OPTIONS, False), (SERVING_BOXES, True)):
         items = [i for i, o in enumerate(options) if (o.boxes is not None) == wanted]
         if not items:
             continue
         inputs = {
-            "input_image_bytes": [data[i] for i in items],
+            IMAGE_INPUT: [data[i] for i in items],
             "num_glimpses": np.array([options[i].num_glimpses for i in items], np.int32),
             "top_k": np.array([options[i].top_k for i in items], np.int32),
         }
@@ -150,52 +145,40 @@ def assemble(
     return [results[i] for i in range(len(options))]
 
 
-class Served(Protocol):
-    """Whoever will do admitted work (a predictor, or the explainer's model copy): what
-    admission (service/serving.py) asks before any work starts."""
-
-    def is_ready(self) -> bool: ...
-
-    def served_version(self, version: int | None) -> int | None:
-        """The version that answers a request for `version` (None: the default; None back:
-        whichever the model server picks); ModelNotFound for one not served, NotReady before
-        loading."""
-
-    def model_info(self) -> ModelInfo | None:
-        """What the served model says about itself (its limits); None if the gateway cannot
-        know, and then the model checks its own limits."""
-
-
-class Predictor(Served, Protocol):
-    """A model behind the gateway: in-process (embedded) or remote (TF Serving)."""
+class Predictor(Protocol):
+    """One version of one model: in-process (embedded) or in TF Serving. It runs what it is
+    given at once; queueing, batching and turns are the data plane's (service/model_runner.py),
+    so every backend is scheduled alike."""
 
     model_name: str
+    version: int
 
-    async def start(self) -> None:
-        """Load or connect, then warm up with a real inference; ready only afterwards."""
+    async def load(self) -> None:
+        """Load or connect; the caller warms it up with a real inference before serving."""
 
     async def close(self) -> None:
-        """Finish what was accepted, then release resources."""
+        """Release what was loaded (the caller has drained the requests)."""
 
-    async def check(self) -> None:
-        """Raise BackendUnavailable if the model cannot serve right now (readiness)."""
+    def model_info(self) -> ModelInfo | None:
+        """What the version says about itself (its limits); None if the gateway cannot know,
+        and then the model checks its own limits."""
 
-    async def predict(
-        self, images: list[ImageInput], options: list[Options]
-    ) -> list[ModelOutput]: ...
+    def loaded(self) -> Any | None:
+        """The loaded SavedModel when the version runs in this process (its explanations
+        share it), else None (they load the gateway's local copy)."""
+
+    async def metadata(self) -> dict[str, Any]:
+        """TF Serving's GetModelMetadata body for this version (the signatures)."""
+
+    async def run_batch(
+        self, items: list[tuple[ImageInput, Options]]
+    ) -> list[ModelOutput | BaseException]:
+        """One micro-batch of the labelled path: an output per item, or the error that item
+        alone caused (an image the model cannot read)."""
 
     async def run_signature(
-        self, version: int | None, signature: str, inputs: dict[str, np.ndarray]
+        self, signature: str, inputs: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        """One call of any signature the model has, on exactly these tensors, outside the
-        micro-batcher: TF Serving's own request forms (columnar, `signature_name`) answer
-        exactly what the SavedModel returns. InvalidInput when the model refuses them."""
-
-    async def status(self, version: int | None) -> dict[str, Any]:
-        """TF Serving's GetModelStatus body."""
-
-    async def metadata(self, version: int | str | None) -> dict[str, Any]:
-        """TF Serving's GetModelMetadata body. A str is a version label the gateway does not
-        configure: the model server resolves it (the body names its version) or refuses it
-        with InvalidInput, as TF Serving does; this is how labels are resolved
-        (service/versions.py)."""
+        """One call of any signature the model has, on exactly these tensors: TF Serving's
+        and v2's tensor forms answer exactly what the SavedModel returns. InvalidInput when
+        the model refuses them."""

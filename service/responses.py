@@ -7,10 +7,10 @@ import io
 
 import numpy as np
 
+from model_export.contract import ModelInfo
 from service.geometry import VIEW_SIZE, new_pixel_fractions
 from service.instances import ImageInput
 from service.predictor import ModelOutput
-from service.savedmodel import ModelInfo
 from service.schemas import (
     B64,
     Box,

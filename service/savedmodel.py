@@ -1,29 +1,22 @@
-"""The SavedModel on disk, as the service reads it: versions, signatures, what the model says
-about itself, TF Serving's status and metadata bodies, and the one loaded copy per version.
+"""The SavedModel on disk, as the service reads it: versions, signatures, TF Serving's status
+and metadata bodies, loading, and keeping loaded models out of the garbage collector's walks.
 
-The SavedModel is the contract between model_export and the service, so this module is the
-one place that knows its layout. Backends, explanations and tests all read it from here; none
-imports another's helpers.
+What the export promises (signature names, assets, model_info) is model_export/contract.py;
+this module is where the service reads a version folder. Backends, explanations and tests
+read it from here; none imports another's helpers.
 """
 
 from __future__ import annotations
 
 import gc
 import io
-import json
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from google.protobuf import json_format
 
-from service.errors import ModelNotFound, NotReady
-from service.geometry import VIEW_SIZE
 from service.instances import ImageInput
-
-MODEL_INFO = "model_info.json"
 
 
 def versions(model_base: Path) -> list[int]:
@@ -38,80 +31,13 @@ def versions(model_base: Path) -> list[int]:
     return sorted(found, reverse=True)
 
 
-def resolve_version(model_base: Path, name: str, version: int | None) -> int:
-    available = versions(model_base)
-    if not available:
-        raise ModelNotFound(f"Could not find any versions of model {name}")
-    if version is None:
-        return available[0]
-    if version not in available:
-        raise ModelNotFound(f"Could not find version {version} of model {name}")
-    return version
+def load(saved_model_dir: Path) -> Any:
+    """One `tf.saved_model.load`. With the embedded backend the predictor and the explainer
+    of a version share this one object (its serving and explain signatures), so its weights
+    are in memory once; concrete functions may be called from several threads at once."""
+    import tensorflow as tf
 
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What an export says about itself (assets/model_info.json, written by `glimpse export`).
-
-    The gateway checks requests against these instead of re-typing the model's limits, so a
-    model exported with other limits is served with its own.
-    """
-
-    view_size: int
-    preprocessing: str
-    max_glimpses: int
-    max_top_k: int
-
-    @classmethod
-    def read(cls, saved_model_dir: Path) -> ModelInfo:
-        """The export's model info; NotReady naming what is wrong when it cannot be served."""
-        path = Path(saved_model_dir) / "assets" / MODEL_INFO
-        if not path.exists():
-            raise NotReady(
-                f"model version {Path(saved_model_dir).name} has no assets/{MODEL_INFO}:"
-                " re-export it with this version of `glimpse export`"
-            )
-        raw = json.loads(path.read_text())
-        config = raw["config"]
-        info = cls(
-            view_size=int(raw["view_size"]),
-            preprocessing=str(raw.get("preprocessing", "")),
-            max_glimpses=int(config["max_glimpses"]),
-            max_top_k=int(config["max_top_k"]),
-        )
-        if info.view_size != VIEW_SIZE:
-            # Box validation, coverage and the annotated image are computed in a 224 view.
-            raise NotReady(
-                f"model version {Path(saved_model_dir).name} classifies a {info.view_size}-pixel"
-                f" view; this gateway serves {VIEW_SIZE}-pixel views only"
-            )
-        return info
-
-
-class LoadedModels:
-    """One `tf.saved_model.load` per version directory, shared by whoever asks.
-
-    With the embedded backend the predictor and the explainer use the same loaded SavedModel
-    (its serving and explain signatures), so its weights are in memory once, not twice.
-    Concrete functions may be called from several threads at once.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loaded: dict[Path, Any] = {}
-
-    def load(self, saved_model_dir: Path) -> Any:
-        key = Path(saved_model_dir).resolve()
-        with self._lock:
-            if key not in self._loaded:
-                import tensorflow as tf
-
-                self._loaded[key] = tf.saved_model.load(str(key))
-            return self._loaded[key]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._loaded.clear()
+    return tf.saved_model.load(str(saved_model_dir))
 
 
 def freeze_heap() -> None:
@@ -126,6 +52,14 @@ def freeze_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def thaw_heap() -> None:
+    """After a model was unloaded: its frozen objects hold reference cycles that only a
+    collection can free, so everything is thawed, collected once (one pause of a few hundred
+    milliseconds per model still loaded, at each unload) and frozen again."""
+    gc.unfreeze()
+    freeze_heap()
 
 
 def warmup_image() -> ImageInput:
@@ -159,16 +93,20 @@ def message_to_dict(message) -> dict[str, Any]:
     )
 
 
-def status_body(name: str, served: list[int]) -> dict[str, Any]:
-    """TF Serving's GetModelStatus body for the versions served."""
+def status_body(states: list[tuple[int, str, str | None]]) -> dict[str, Any]:
+    """TF Serving's GetModelStatus body: (version, state, error or None) each, as TF Serving's
+    state monitor reports them (a failed load is END with its error)."""
     return {
         "model_version_status": [
             {
-                "version": str(v),
-                "state": "AVAILABLE",
-                "status": {"error_code": "OK", "error_message": ""},
+                "version": str(version),
+                "state": state,
+                "status": {
+                    "error_code": "UNKNOWN" if error else "OK",
+                    "error_message": error or "",
+                },
             }
-            for v in served
+            for version, state, error in states
         ]
     }
 

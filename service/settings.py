@@ -22,17 +22,30 @@ class GatewaySettings(BaseSettings):
     port: int = Field(8080, validation_alias="PORT", ge=1, le=65535)
 
     backend: Literal["embedded", "tfserving"] = "embedded"
+    # The models served (service/model_config.py): those TF Serving's model config file lists
+    # (`glimpse serve --model-config-file`, the text format of TF Serving's
+    # --model_config_file), or without one every model folder under model_dir
+    # (<model_dir>/<name>/<version>/). Both are polled: a new version folder (or model
+    # folder) is served without a restart, within model_poll_s plus its load.
+    model_config_file: Path | None = None
+    model_dir: Path = Path("models")
+    model_poll_s: float = Field(2.0, gt=0.0)  # TF Serving's --file_system_poll_wait_seconds
+    # The default model: what routes that name no model use (Vertex's endpoint id when none
+    # is set, batch jobs without a modelName, `glimpse predict`); always served without a
+    # config file, so a base without it says so in its status.
     model_name: str = "saccader"
-    model_dir: Path = Path("models")  # embedded: <model_dir>/<model_name>/<version>/
+    # Without a config file, the default model's version policy and labels (with one, the
+    # file's model_version_policy and version_labels say them for each model).
     model_version: int | None = None  # None = the highest version present
-    # tfserving: ask for a TF Serving version label (e.g. "stable") instead of a number, so a
-    # rollout moves the label in models.config and no gateway needs a restart.
-    model_version_label: str | None = None
     # Version labels, as TF Serving's models.config `version_labels`: names that clients use
     # instead of numbers (TF Serving's /labels/{label} routes, AI Platform's versions/{label}),
     # so a rollout moves a name, not every client. JSON: GLIMPSE_VERSION_LABELS='{"stable": 1}'.
     # With TF Serving, labels not named here are TF Serving's to resolve.
     version_labels: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    # Requests without a version go to the version this label names (e.g. "stable"), in
+    # every model, followed at every poll: a rollout moves the label in models.config and no
+    # gateway needs a restart. A model whose label names nothing cannot serve them.
+    model_version_label: str | None = None
 
     @field_validator("version_labels")
     @classmethod
@@ -67,8 +80,11 @@ class GatewaySettings(BaseSettings):
     # TF Serving's tensor forms (columnar, any signature_name: service/tfserving_forms.py) run
     # one signature call each, outside the batcher: at most this many wait at once (429
     # beyond), and an answer may hold at most this many values (~10 bytes each in JSON).
-    tensor_max_pending: int = Field(4, ge=1)
+    tensor_max_pending: int = Field(4, ge=1)  # per model
     max_answer_values: int = Field(2_000_000, ge=1000)
+    # A tensor request runs in pieces of at most this many rows, each one turn on the model
+    # (service/scheduler.py): what other requests may wait behind it.
+    tensor_piece_rows: int = Field(4, ge=1, le=1000)
     # Connections (uvicorn): slow or idle clients must not hold the server's sockets.
     body_timeout_s: float = Field(30.0, gt=0.0)  # between two chunks of a body: 408 after
     keep_alive_s: float = Field(5.0, gt=0.0)  # an idle keep-alive connection is closed
@@ -128,8 +144,8 @@ class GatewaySettings(BaseSettings):
 
     @property
     def model_base(self) -> Path:
-        """Where the model's versions are (the embedded backend's, or the gateway's local copy
-        beside TF Serving): `<model_dir>/<model_name>/<version>/`."""
+        """Where the default model's versions are without a config file (batch runners and
+        the CLI read it): `<model_dir>/<model_name>/<version>/`."""
         return self.model_dir / self.model_name
 
     @model_validator(mode="after")
@@ -138,6 +154,12 @@ class GatewaySettings(BaseSettings):
             raise ValueError("GLIMPSE_TFSERVING_ADDRESS is required with GLIMPSE_BACKEND=tfserving")
         if self.model_version is not None and self.model_version_label:
             raise ValueError("set GLIMPSE_MODEL_VERSION or GLIMPSE_MODEL_VERSION_LABEL, not both")
-        if self.model_version_label and self.backend != "tfserving":
-            raise ValueError("GLIMPSE_MODEL_VERSION_LABEL needs GLIMPSE_BACKEND=tfserving")
+        if self.model_config_file is not None and (
+            self.model_version is not None or self.version_labels
+        ):
+            raise ValueError(
+                "with GLIMPSE_MODEL_CONFIG_FILE, versions and labels are the file's"
+                " (model_version_policy, version_labels), not GLIMPSE_MODEL_VERSION or"
+                " GLIMPSE_VERSION_LABELS"
+            )
         return self

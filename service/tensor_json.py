@@ -14,12 +14,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from service.errors import InvalidInput
+from service.signatures import SignatureSpec, TensorSpec
 
 Form = Literal["row", "columnar"]
 
@@ -37,46 +37,6 @@ _DTYPES: dict[str, Any] = {
     "DT_BOOL": np.bool_,
     "DT_STRING": object,
 }
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    dtype: str  # "DT_STRING", ...
-    shape: tuple[int, ...] | None  # -1 for unknown sizes; None for unknown rank
-
-
-@dataclass(frozen=True)
-class SignatureSpec:
-    name: str
-    inputs: dict[str, TensorSpec]
-    outputs: dict[str, TensorSpec]
-
-
-def _spec(info: dict[str, Any]) -> TensorSpec:
-    shape = info.get("tensor_shape", {})
-    dims = (
-        None if shape.get("unknown_rank") else tuple(int(d["size"]) for d in shape.get("dim", []))
-    )
-    return TensorSpec(info.get("dtype", "DT_INVALID"), dims)
-
-
-def signature_defs(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The signature defs of a GetModelMetadata body, by name."""
-    return metadata.get("metadata", {}).get("signature_def", {}).get("signature_def", {})
-
-
-def signature_spec(metadata: dict[str, Any], name: str | None) -> SignatureSpec:
-    """The named signature from a GetModelMetadata body; TF Serving's 400 when it has none."""
-    wanted = name or "serving_default"
-    defs = signature_defs(metadata)
-    if wanted not in defs:
-        raise InvalidInput(f'Serving signature name: "{wanted}" not found in signature def')
-    sig = defs[wanted]
-    return SignatureSpec(
-        wanted,
-        {k: _spec(v) for k, v in sig.get("inputs", {}).items()},
-        {k: _spec(v) for k, v in sig.get("outputs", {}).items()},
-    )
 
 
 def _debug(value: Any, limit: int = 120) -> str:

@@ -1,8 +1,9 @@
-"""A Predictor with no TensorFlow behind it, for the fast tier of route tests.
+"""A Backend with no TensorFlow behind it, for the fast tier of adapter tests.
 
-It implements service.predictor.Predictor (tests/test_predictor_protocol.py holds it to that),
-so the routes, admission, batching-free error paths and response building run exactly as in
-production while the "model" answers instantly from fixed outputs, or fails on demand.
+Its predictors implement service.predictor.Predictor and it implements service.backends.Backend
+(tests/test_predictor_protocol.py holds them to that), so the adapters, the data plane's
+admission, scheduling and versions, batching and response building run exactly as in
+production while each "model" answers instantly from fixed outputs, or fails on demand.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import InvalidInput, ModelNotFound, NotReady
+from model_export.contract import ModelInfo
+from service.errors import GlimpseError, InvalidInput
 from service.instances import ImageInput
+from service.model_config import ModelConfig
 from service.predictor import ModelOutput, Options
-from service.savedmodel import ModelInfo, status_body
 
 # A 1x1 PNG: what the fake model returns as the annotated image.
 PNG_1X1 = bytes.fromhex(
@@ -32,85 +34,109 @@ INFO = ModelInfo(
 
 
 @dataclass
-class FakePredictor:
-    """Answers every image with glimpses on a diagonal and classes 0..k-1.
+class FakeBackend:
+    """Every model answers with glimpses on a diagonal and classes 0..k-1.
 
-    `fail_with` makes every predict raise that error (a domain error, say); `delay_s` makes it
-    slow; `started` can be held to keep the model "loading"; `calls` records what was asked.
+    `versions` says which versions each model has ("saccader": [1] by default; a test may
+    change it while the gateway runs, as a new folder would). `fail_with` makes every
+    prediction raise that error; `delay_s` makes it slow; `hold_start` keeps loads waiting;
+    `fail_start` fails them (`fail_versions` some); `calls` records (model, version, images,
+    options) of each batch.
     """
 
-    model_name: str = "saccader"
-    version: int = 1
+    versions: dict[str, list[int]] = field(default_factory=lambda: {"saccader": [1]})
     info: ModelInfo | None = INFO
     fail_with: BaseException | None = None
     fail_start: BaseException | None = None
+    fail_versions: dict[tuple[str, int], BaseException] = field(default_factory=dict)
+    discover_error: GlimpseError | None = None
     delay_s: float = 0.0
     hold_start: asyncio.Event | None = None
-    calls: list[tuple[list[ImageInput], list[Options]]] = field(default_factory=list)
+    calls: list[tuple[str, int, list[ImageInput], list[Options]]] = field(default_factory=list)
     # Version labels the "model server" knows itself (TF Serving's models.config): the
-    # gateway asks for those it does not configure (service/versions.py).
+    # gateway asks for those its model config does not name.
     labels: dict[str, int] = field(default_factory=dict)
-    closed: bool = False
-    _ready: bool = False
+    opened: list[FakePredictor] = field(default_factory=list)
+    in_process: bool = True  # False: as TF Serving, explanations need a local copy
 
     async def start(self) -> None:
-        if self.hold_start is not None:
-            await self.hold_start.wait()
-        if self.fail_start is not None:
-            raise self.fail_start
-        self._ready = True
+        pass
 
     async def close(self) -> None:
-        self._ready = False
+        pass
+
+    async def discover(self, model: ModelConfig) -> list[int]:
+        if self.discover_error is not None:
+            raise self.discover_error
+        return sorted(self.versions.get(model.name, []), reverse=True)
+
+    def open(self, model: ModelConfig, version: int) -> FakePredictor:
+        predictor = FakePredictor(self, model.name, version)
+        self.opened.append(predictor)
+        return predictor
+
+    async def label(self, model: ModelConfig, label: str) -> int:
+        if label not in self.labels:
+            raise InvalidInput(f"Unrecognized servable version label: {label}")
+        return self.labels[label]
+
+
+class FakePredictor:
+    """One version of a fake model."""
+
+    def __init__(self, backend: FakeBackend, model_name: str, version: int):
+        self.model_name = model_name
+        self.version = version
+        self._backend = backend
+        self.loaded = False
+        self.closed = False
+
+    async def load(self) -> None:
+        if self._backend.hold_start is not None:
+            await self._backend.hold_start.wait()
+        failure = self._backend.fail_versions.get((self.model_name, self.version))
+        if failure or self._backend.fail_start:
+            raise failure or self._backend.fail_start
+        self.loaded = True
+
+    async def close(self) -> None:
         self.closed = True
 
-    def is_ready(self) -> bool:
-        return self._ready
-
-    def served_version(self, version: int | None) -> int | None:
-        if not self._ready:
-            raise NotReady("model is not loaded yet")
-        if version is not None and version != self.version:
-            raise ModelNotFound(f"Could not find version {version} of model {self.model_name}")
-        return self.version
-
     def model_info(self) -> ModelInfo | None:
-        return self.info
+        return self._backend.info
 
-    async def check(self) -> None:
-        if not self._ready:
-            raise NotReady("model is not loaded yet")
+    def loaded(self) -> Any | None:
+        return None  # no SavedModel: explanations are refused before they would load one
 
-    async def predict(self, images: list[ImageInput], options: list[Options]) -> list[ModelOutput]:
-        self.calls.append((images, options))
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        if self.fail_with is not None:
-            raise self.fail_with
-        return [output(image, o) for image, o in zip(images, options, strict=True)]
-
-    async def status(self, version: int | None) -> dict[str, Any]:
-        return status_body(self.model_name, [self.served_version(version)])
-
-    async def metadata(self, version: int | str | None) -> dict[str, Any]:
-        if isinstance(version, str):  # a label, resolved as TF Serving does
-            if version not in self.labels:
-                raise InvalidInput(f"Unrecognized servable version label: {version}")
-            version = self.labels[version]
-        v = self.served_version(version)
+    async def metadata(self) -> dict[str, Any]:
         return {
-            "model_spec": {"name": self.model_name, "signature_name": "", "version": str(v)},
+            "model_spec": {
+                "name": self.model_name,
+                "signature_name": "",
+                "version": str(self.version),
+            },
             "metadata": {"signature_def": {"signature_def": SIGNATURES}},
         }
 
+    async def run_batch(
+        self, items: list[tuple[ImageInput, Options]]
+    ) -> list[ModelOutput | BaseException]:
+        images, options = [i for i, _ in items], [o for _, o in items]
+        if images and images[0].key != "warmup":
+            self._backend.calls.append((self.model_name, self.version, images, options))
+        if self._backend.delay_s:
+            await asyncio.sleep(self._backend.delay_s)
+        if self._backend.fail_with is not None and self.loaded and images[0].key != "warmup":
+            raise self._backend.fail_with
+        return [output(image, o) for image, o in items]
+
     async def run_signature(
-        self, version: int | None, signature: str, inputs: dict[str, np.ndarray]
+        self, signature: str, inputs: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
         """`double`: y = 2x and its sum per row; `sizes`: each image's byte count, with its
         first byte as `head_bytes`."""
-        self.served_version(version)
-        if self.fail_with is not None:
-            raise self.fail_with
+        if self._backend.fail_with is not None:
+            raise self._backend.fail_with
         if signature == "double":
             x = inputs["x"]
             return {"y": 2 * x, "total": (2 * x).reshape(len(x), -1).sum(1)}

@@ -15,8 +15,8 @@ from service.settings import GatewaySettings
 
 
 class LiveServer:
-    def __init__(self, settings: GatewaySettings, predictor=None):
-        self.app = create_app(settings, predictor)
+    def __init__(self, settings: GatewaySettings, backend=None):
+        self.app = create_app(settings, backend)
         config = uvicorn.Config(
             self.app,
             host="127.0.0.1",
@@ -58,8 +58,8 @@ class LiveServer:
 
 
 @contextmanager
-def live_server(settings: GatewaySettings, predictor=None, ready: bool = True):
-    server = LiveServer(settings, predictor).start()
+def live_server(settings: GatewaySettings, backend=None, ready: bool = True):
+    server = LiveServer(settings, backend).start()
     try:
         if ready:
             server.wait_ready()
@@ -73,7 +73,7 @@ def explainer_held(server: LiveServer):
     """The live gateway's explainer with its one worker thread busy until the block ends:
     explanations admitted meanwhile stay pending, so limits on them are tested without
     racing the clock. Yields the explainer (its `pending` count)."""
-    explainer = server.app.state.gateway.explainer
+    explainer = server.app.state.plane.model("saccader").default().explainer
     gate = threading.Event()
     explainer._executor.submit(gate.wait)
     try:

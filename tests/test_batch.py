@@ -16,15 +16,15 @@ from tests.predictions import assert_same_predictions
 
 
 def run_local(spec: JobSpec, settings, on_progress=None, storage=None):
-    from service.backends.embedded import EmbeddedPredictor
+    from service.model_runner import StandaloneModel
 
     async def go():
-        predictor = EmbeddedPredictor(settings)
-        await predictor.start()
+        model = StandaloneModel(settings)
+        runner = await model.start()
         try:
-            return await run_job(spec, predictor, settings, storage, on_progress)
+            return await run_job(spec, runner, settings, storage, on_progress)
         finally:
-            await predictor.close()
+            await model.close()
 
     return asyncio.run(go())
 

@@ -6,8 +6,11 @@ import asyncio
 
 import pytest
 
-from service.backends.batching import BatchStats, MicroBatcher
+from service.batching import BatchStats, MicroBatcher
 from service.errors import NotReady, Overloaded
+from service.scheduler import FairScheduler
+
+pytestmark = pytest.mark.fast
 
 
 def run(coro):
@@ -24,7 +27,9 @@ def make(delay: float = 0.0, fail=(), **kw):
         return [ValueError(f"bad {i}") if i in fail else i * i for i in items]
 
     defaults = {"max_batch": 4, "max_wait_s": 0.05, "queue_limit": 100}
-    return MicroBatcher(square, on_batch=stats.append, **{**defaults, **kw}), seen, stats
+    scheduler = kw.pop("scheduler", None) or FairScheduler()
+    batcher = MicroBatcher(square, scheduler, on_batch=stats.append, **{**defaults, **kw})
+    return batcher, seen, stats
 
 
 def test_concurrent_requests_share_batches():
@@ -112,3 +117,22 @@ def test_close_drains_then_refuses():
         return [await p for p in pending]
 
     assert run(main()) == [[0], [1], [4]]
+
+
+def test_a_small_request_rides_in_the_next_batch_behind_a_big_one():
+    """Instances are taken round-robin over the waiting requests, not first come first
+    served: one photo behind 8 waits for one batch, not for two."""
+
+    async def main():
+        b, seen, _ = make(delay=0.05, max_wait_s=0.0)
+        b.start()
+        first = asyncio.create_task(b.submit([100]))
+        await asyncio.sleep(0.01)  # the worker runs it; the next two wait
+        big = asyncio.create_task(b.submit(list(range(8))))
+        await asyncio.sleep(0)
+        small = asyncio.create_task(b.submit([50]))
+        await asyncio.gather(first, big, small)
+        await b.close(1.0)
+        return seen
+
+    assert run(main()) == [[100], [0, 50, 1, 2], [3, 4, 5, 6], [7]]

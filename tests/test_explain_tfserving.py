@@ -64,11 +64,12 @@ def test_no_local_copy_is_503_naming_the_setting(gateway_settings, tfserving, ph
         assert r.status_code == 503 and "GLIMPSE_MODEL_DIR" in r.json()["error"]
 
 
-def test_vertex_explain_refuses_to_mix_versions(
+def test_explanations_are_of_the_served_version_only(
     gateway_settings, tfserving, tiny_export, photo, tmp_path
 ):
-    """TF Serving serves version 1 while the gateway's local copy is version 2: one Vertex
-    answer must not put version 2's explanation beside version 1's predictions."""
+    """TF Serving serves version 1 while the gateway's local copy is version 2: a version's
+    explanations need that version's copy, so one Vertex answer can never put version 2's
+    explanation beside version 1's predictions."""
     import shutil
 
     shutil.copytree(tiny_export, tmp_path / "saccader" / "2")
@@ -80,4 +81,4 @@ def test_vertex_explain_refuses_to_mix_versions(
         r = httpx.post(remote.url + vertex, json=body(photo), timeout=60)
         assert r.status_code == 503, r.text
         message = r.json()["error"]["message"]
-        assert message.startswith("explanations are of version 2, predictions of version 1")
+        assert message.startswith("no local copy of model saccader version 1 in the gateway")

@@ -73,9 +73,16 @@ def test_status_and_metadata_come_from_tf_serving(remote_gateway, gateway):
     )
 
 
-def test_unknown_model_on_the_server_keeps_the_gateway_unready(gateway_settings, tfserving):
+def test_unknown_model_on_the_server_keeps_the_gateway_unready(
+    gateway_settings, tfserving, tmp_path
+):
+    """The only model the gateway serves (no other folder in its model base) is one TF
+    Serving does not have."""
     settings = gateway_settings(
-        backend="tfserving", tfserving_address=f"127.0.0.1:{tfserving.port}", model_name="other"
+        backend="tfserving",
+        tfserving_address=f"127.0.0.1:{tfserving.port}",
+        model_name="other",
+        model_dir=tmp_path,
     )
     with live_server(settings, ready=False) as server:
         deadline = time.monotonic() + 30
@@ -83,6 +90,8 @@ def test_unknown_model_on_the_server_keeps_the_gateway_unready(gateway_settings,
             assert time.monotonic() < deadline
             time.sleep(0.05)
         r = httpx.get(server.url + "/healthz/ready")
+        assert r.status_code == 503 and "NOT_FOUND" in r.json()["error"]
+        r = httpx.post(server.url + "/v1/models/other:predict", json={"instances": [{"b64": ""}]})
         assert r.status_code == 503 and "NOT_FOUND" in r.json()["error"]
 
 

@@ -137,21 +137,21 @@ def test_projects_see_only_their_own_jobs(ml, gateway):
 @contextmanager
 def predictions_held(gateway):
     """Every prediction of the live gateway waits until the block ends (the jobs' too)."""
-    predictor = gateway.app.state.gateway.predictor
+    runner = gateway.app.state.plane.model("saccader").default().runner
     gate = threading.Event()
-    real = predictor.predict
+    real = runner.predict
 
     async def held(images, options):
         while not gate.is_set():
             await asyncio.sleep(0.01)
         return await real(images, options)
 
-    predictor.predict = held
+    runner.predict = held
     try:
         yield
     finally:
         gate.set()
-        del predictor.predict
+        del runner.predict
 
 
 def _projects_see_only_their_own_jobs(ml, long: str, quick: str) -> None:

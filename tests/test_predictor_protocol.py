@@ -1,5 +1,6 @@
-"""Every backend, and the fake the fast tier uses, implements the whole Predictor protocol, and
-the routes call nothing else on it (how `check_version` once slipped out of the protocol)."""
+"""Every backend, and the fake the fast tier uses, implements the whole Predictor and Backend
+protocols with the same signatures, and the service calls nothing else on them (how
+`check_version` once slipped out of the protocol)."""
 
 from __future__ import annotations
 
@@ -9,60 +10,69 @@ from pathlib import Path
 
 import pytest
 
+from service.backends import Backend
 from service.predictor import Predictor
 
-MEMBERS = {
-    name
-    for cls in Predictor.__mro__
-    if cls is not object
-    for name, value in vars(cls).items()
-    if not name.startswith("_") and (callable(value) or name in Predictor.__annotations__)
-} | set(Predictor.__annotations__)
+pytestmark = pytest.mark.fast
 
 
-def _backends():
+def members(protocol: type) -> set[str]:
+    return {
+        name
+        for cls in protocol.__mro__
+        if cls is not object
+        for name, value in vars(cls).items()
+        if not name.startswith("_") and callable(value)
+    } | set(protocol.__annotations__)
+
+
+def _predictors():
     from service.backends.embedded import EmbeddedPredictor
     from service.backends.tfserving import TFServingPredictor
-    from tests.fake_predictor import FakePredictor
+    from tests.fake_backend import FakePredictor
 
     return [EmbeddedPredictor, TFServingPredictor, FakePredictor]
 
 
-def test_protocol_has_what_admission_and_routes_need():
-    assert {"served_version", "model_info", "is_ready", "predict", "status", "metadata"} <= MEMBERS
+def _backends():
+    from service.backends.embedded import EmbeddedBackend
+    from service.backends.tfserving import TFServingBackend
+    from tests.fake_backend import FakeBackend
+
+    return [EmbeddedBackend, TFServingBackend, FakeBackend]
 
 
-@pytest.mark.parametrize("cls", _backends(), ids=lambda c: c.__name__)
-def test_backend_implements_every_member_with_the_same_signature(cls):
-    for name in MEMBERS - {"model_name"}:
+def test_protocols_have_what_the_data_plane_needs():
+    assert {"load", "run_batch", "run_signature", "metadata", "model_info"} <= members(Predictor)
+    assert {"discover", "open", "label", "in_process"} <= members(Backend)
+
+
+CASES = [(Predictor, cls) for cls in _predictors()] + [(Backend, cls) for cls in _backends()]
+
+
+@pytest.mark.parametrize(("protocol", "cls"), CASES, ids=lambda c: c.__name__)
+def test_implements_every_member_with_the_same_signature(protocol, cls):
+    for name in members(protocol) - set(protocol.__annotations__):
         assert hasattr(cls, name), f"{cls.__name__} lacks {name}"
-        want = inspect.signature(getattr(Predictor, name))
+        want = inspect.signature(getattr(protocol, name))
         got = inspect.signature(getattr(cls, name))
         assert list(got.parameters) == list(want.parameters), (cls.__name__, name)
+        assert [p.annotation for p in got.parameters.values()] == [
+            p.annotation for p in want.parameters.values()
+        ], (cls.__name__, name)
         assert inspect.iscoroutinefunction(getattr(cls, name)) == inspect.iscoroutinefunction(
-            getattr(Predictor, name)
+            getattr(protocol, name)
         ), (cls.__name__, name)
 
 
-def test_service_code_calls_only_protocol_members_on_the_predictor():
+def test_service_code_calls_only_protocol_members():
+    """On a predictor (`predictor.x`) or a backend (`_backend.x`), outside the backends."""
     root = Path(__file__).resolve().parents[1] / "service"
-    used = set()
+    used: dict[str, set[str]] = {"predictor": set(), "_backend": set()}
     for path in root.rglob("*.py"):
         if "backends" in path.parts:
             continue
-        used |= set(re.findall(r"predictor\.(\w+)", path.read_text()))
-    assert used <= MEMBERS, sorted(used - MEMBERS)
-
-
-@pytest.mark.parametrize("cls", _backends(), ids=lambda c: c.__name__)
-def test_backend_takes_what_the_protocol_passes(cls):
-    """The parameters' types too: `metadata` takes a version label (a str) that the gateway
-    does not configure, for the backend to resolve or refuse (service/versions.py)."""
-    for name in MEMBERS - {"model_name"}:
-        want = inspect.signature(getattr(Predictor, name)).parameters
-        got = inspect.signature(getattr(cls, name)).parameters
-        assert [p.annotation for p in got.values()] == [p.annotation for p in want.values()], (
-            cls.__name__,
-            name,
-        )
-    assert "str" in inspect.signature(cls.metadata).parameters["version"].annotation
+        for holder in used:
+            used[holder] |= set(re.findall(rf"\b{holder}\.(\w+)", path.read_text()))
+    assert used["predictor"] <= members(Predictor), sorted(used["predictor"] - members(Predictor))
+    assert used["_backend"] <= members(Backend), sorted(used["_backend"] - members(Backend))

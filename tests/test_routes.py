@@ -1,4 +1,4 @@
-"""The fast tier: every route through the app factory with a fake Predictor (no TensorFlow).
+"""The fast tier: every route through the app factory with a fake backend (no TensorFlow).
 
 Each status the API can answer, and its exact JSON body, as a client sees it. The same routes
 against the real model and real servers are tested end to end in test_gateway_*.py.
@@ -18,7 +18,7 @@ from service.errors import BackendError, BackendUnavailable, InvalidInput, Overl
 from service.settings import GatewaySettings
 from tests.conftest import body, encode
 from tests.errors import error_message
-from tests.fake_predictor import INFO, PNG_1X1, FakePredictor
+from tests.fake_backend import INFO, PNG_1X1, FakeBackend
 
 PREDICT = "/v1/models/saccader:predict"
 EXPLAIN = "/v1/models/saccader:explain"
@@ -39,6 +39,13 @@ def settings(tmp_path, **overrides) -> GatewaySettings:
     )
 
 
+def failed_to_load(client: TestClient) -> None:
+    deadline = time.monotonic() + 10
+    while "failed to load" not in client.get("/healthz/startup").text:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
 def started(client: TestClient) -> TestClient:
     deadline = time.monotonic() + 10
     while client.get("/healthz/startup").status_code != 200:
@@ -48,8 +55,8 @@ def started(client: TestClient) -> TestClient:
 
 
 @pytest.fixture
-def fake() -> FakePredictor:
-    return FakePredictor()
+def fake() -> FakeBackend:
+    return FakeBackend()
 
 
 @pytest.fixture
@@ -83,7 +90,7 @@ def test_predict_answers_from_the_predictor(client, fake, jpeg):
     ]
     assert p["annotated_image_bytes"] == {"b64": base64.b64encode(PNG_1X1).decode()}
     assert p["preprocessing"]["original_size"] == [48, 64]
-    (images, options) = fake.calls[-1]
+    (_, _, images, options) = fake.calls[-1]
     assert [o.num_glimpses for o in options] == [2] and images[0].original_size == (48, 64)
 
 
@@ -91,7 +98,7 @@ def test_given_boxes_reach_the_predictor_as_given(client, fake, jpeg):
     boxes = [[10.0, 20.0, 74.0, 84.0], [0.0, 0.0, 32.0, 32.0]]
     r = client.post(PREDICT, json=body(jpeg, glimpse_boxes=boxes))
     assert r.status_code == 200, r.text
-    options = fake.calls[-1][1][0]
+    options = fake.calls[-1][3][0]
     assert options.boxes == tuple(tuple(b) for b in boxes) and options.num_glimpses == 2
     assert [g["order"] for g in r.json()["predictions"][0]["glimpses"]] == [1, 2]
 
@@ -162,13 +169,13 @@ def test_parameters_are_checked_against_the_models_own_limits(client, jpeg, para
 
 
 def test_the_limits_are_the_models_not_the_gateways(tmp_path, jpeg):
-    small = FakePredictor(info=INFO.__class__(**{**INFO.__dict__, "max_glimpses": 4}))
+    small = FakeBackend(info=INFO.__class__(**{**INFO.__dict__, "max_glimpses": 4}))
     with TestClient(create_app(settings(tmp_path), small)) as c:
         started(c)
         message = error(c.post(PREDICT, json=body(jpeg, num_glimpses=5)), 400)
         assert "less than or equal to 4" in message
         assert c.post(PREDICT, json=body(jpeg, num_glimpses=4)).status_code == 200
-    unknown = FakePredictor(info=None)  # TF Serving without a local copy: the model checks
+    unknown = FakeBackend(info=None)  # TF Serving without a local copy: the model checks
     with TestClient(create_app(settings(tmp_path), unknown)) as c:
         started(c)
         assert c.post(PREDICT, json=body(jpeg, num_glimpses=17)).status_code == 200
@@ -195,7 +202,7 @@ def test_bad_requests_are_400_naming_the_instance(client, payload, message):
 
 
 def test_instances_over_the_limit_are_400(tmp_path, jpeg):
-    with TestClient(create_app(settings(tmp_path, max_instances=2), FakePredictor())) as c:
+    with TestClient(create_app(settings(tmp_path, max_instances=2), FakeBackend())) as c:
         started(c)
         r = c.post(PREDICT, json=body(jpeg, jpeg, jpeg))
         assert error(r, 400) == "3 instances is over the limit of 2"
@@ -209,14 +216,14 @@ def test_body_that_is_not_json_is_400_whatever_its_type(client):
 
 
 def test_payload_over_the_limit_is_413(tmp_path):
-    with TestClient(create_app(settings(tmp_path, max_payload_bytes=2048), FakePredictor())) as c:
+    with TestClient(create_app(settings(tmp_path, max_payload_bytes=2048), FakeBackend())) as c:
         started(c)
         r = c.post(PREDICT, content=b"x" * 4096, headers={"content-type": "application/json"})
         assert error(r, 413) == "request body of 4096 bytes is over the limit of 2048 bytes"
 
 
 def test_token_is_required_when_set(tmp_path, jpeg):
-    with TestClient(create_app(settings(tmp_path, auth_token="s3cret"), FakePredictor())) as c:
+    with TestClient(create_app(settings(tmp_path, auth_token="s3cret"), FakeBackend())) as c:
         started(c)
         assert error(c.post(PREDICT, json=body(jpeg)), 401) == "missing or invalid bearer token"
         ok = c.post(PREDICT, json=body(jpeg), headers={"authorization": "Bearer s3cret"})
@@ -227,7 +234,12 @@ def test_token_is_required_when_set(tmp_path, jpeg):
 @pytest.mark.parametrize(
     ("failure", "status", "message", "retry_after"),
     [
-        (InvalidInput("instances[0]: the model rejected the image: bad"), 400, None, None),
+        (
+            InvalidInput("the model rejected the image: bad"),
+            400,
+            "instances[0].input_image_bytes: the model rejected the image: bad",
+            None,
+        ),
         (Overloaded("256 instances are waiting"), 429, None, "1"),
         (BackendUnavailable("model server: UNAVAILABLE: gone"), 503, None, "5"),
         (BackendError("model error: InternalError"), 500, None, None),
@@ -241,7 +253,7 @@ def test_token_is_required_when_set(tmp_path, jpeg):
 )
 def test_backend_errors_map_to_statuses(tmp_path, jpeg, failure, status, message, retry_after):
     with TestClient(
-        create_app(settings(tmp_path), FakePredictor(fail_with=failure)),
+        create_app(settings(tmp_path), FakeBackend(fail_with=failure)),
         raise_server_exceptions=False,
     ) as c:
         started(c)
@@ -251,7 +263,7 @@ def test_backend_errors_map_to_statuses(tmp_path, jpeg, failure, status, message
 
 
 def test_a_model_slower_than_the_deadline_is_504(tmp_path, jpeg):
-    fake = FakePredictor(delay_s=2.0)
+    fake = FakeBackend(delay_s=2.0)
     with TestClient(create_app(settings(tmp_path, request_timeout_s=0.2), fake)) as c:
         started(c)
         assert error(c.post(PREDICT, json=body(jpeg)), 504) == (
@@ -260,27 +272,26 @@ def test_a_model_slower_than_the_deadline_is_504(tmp_path, jpeg):
 
 
 def test_loading_then_ready(tmp_path, jpeg):
-    fake = FakePredictor(hold_start=asyncio.Event())
+    fake = FakeBackend(hold_start=asyncio.Event())
     with TestClient(create_app(settings(tmp_path), fake)) as c:
         assert error(c.get("/healthz/startup"), 503) == "model is loading"
         assert error(c.get("/healthz/ready"), 503) == "model is loading"
         assert error(c.post(PREDICT, json=body(jpeg)), 503) == "model is loading; retry shortly"
-        assert error(c.get("/v1/models/saccader"), 503) == "model is loading; retry shortly"
+        # TF Serving's status answers while loading, with the version's state.
+        status = c.get("/v1/models/saccader").json()["model_version_status"]
+        assert [(v["version"], v["state"]) for v in status] == [("1", "LOADING")]
         assert c.get("/healthz/live").json() == {"status": "alive"}
         c.portal.call(fake.hold_start.set)
         started(c)
         assert c.get("/healthz/ready").json() == {"status": "ready", "model": "saccader"}
         assert c.post(PREDICT, json=body(jpeg)).status_code == 200
-    assert fake.closed
+    assert [p.closed for p in fake.opened] == [True]
 
 
 def test_a_model_that_failed_to_load_says_why_without_paths(tmp_path, jpeg):
-    fake = FakePredictor(fail_start=OSError("SavedModel file does not exist at: /models/x/1"))
+    fake = FakeBackend(fail_start=OSError("SavedModel file does not exist at: /models/x/1"))
     with TestClient(create_app(settings(tmp_path), fake)) as c:
-        deadline = time.monotonic() + 10
-        while c.app.state.gateway.load_error is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        failed_to_load(c)
         expected = "model failed to load: OSError: SavedModel file does not exist at: <path>"
         assert error(c.get("/healthz/startup"), 503) == expected
         assert error(c.post(PREDICT, json=body(jpeg)), 503) == expected
@@ -288,7 +299,7 @@ def test_a_model_that_failed_to_load_says_why_without_paths(tmp_path, jpeg):
 
 
 def test_shutting_down_refuses_work_but_not_status(client, jpeg):
-    client.app.state.gateway.shutting_down = True
+    client.app.state.plane.shutting_down = True
     assert error(client.post(PREDICT, json=body(jpeg)), 503) == "the service is shutting down"
     assert error(client.get("/healthz/ready"), 503) == "shutting down"
     assert client.get("/v1/models/saccader").status_code == 200
@@ -317,9 +328,12 @@ def test_status_and_metadata(client):
     )
 
 
-def test_explain_without_a_local_copy_is_503_naming_the_setting(client, jpeg):
-    message = error(client.post(EXPLAIN, json=body(jpeg)), 503)
-    assert message.startswith("no local copy of model saccader in the gateway")
+def test_explain_without_a_local_copy_is_503_naming_the_setting(tmp_path, jpeg):
+    """Beside TF Serving (a backend not in this process), explanations need the gateway's
+    own copy of the version."""
+    with TestClient(create_app(settings(tmp_path), FakeBackend(in_process=False))) as c:
+        message = error(started(c).post(EXPLAIN, json=body(jpeg)), 503)
+    assert message.startswith("no local copy of model saccader version 1 in the gateway")
     assert message.endswith("explanations need the SavedModel there (GLIMPSE_MODEL_DIR)")
     assert "/" not in message.split("(")[0]  # no server path
 
@@ -332,13 +346,13 @@ def test_explain_admission_is_the_same_admission(client, jpeg):
     assert error(client.post(EXPLAIN, json=too_many), 400) == (
         "65 instances is over the limit of 64"
     )
-    client.app.state.gateway.shutting_down = True
+    client.app.state.plane.shutting_down = True
     assert error(client.post(EXPLAIN, json=body(jpeg)), 503) == "the service is shutting down"
 
 
 def test_jobs_routes_exist_only_when_enabled(client, tmp_path):
     assert error(client.get("/v1/projects/p/jobs"), 404) == "Not Found"
-    with TestClient(create_app(settings(tmp_path, jobs_enabled=True), FakePredictor())) as c:
+    with TestClient(create_app(settings(tmp_path, jobs_enabled=True), FakeBackend())) as c:
         started(c)
         assert c.get("/v1/projects/p/jobs").json() == {"jobs": []}
         assert error(c.get("/v1/projects/p/jobs/none"), 404) == "job none not found"
@@ -370,7 +384,7 @@ LABELS = {"stable": 1, "canary": 2}
 
 @pytest.fixture
 def labelled(tmp_path):
-    fake = FakePredictor(labels={"served": 1})
+    fake = FakeBackend(labels={"served": 1})
     with TestClient(create_app(settings(tmp_path, version_labels=LABELS), fake)) as c:
         yield started(c)
 
@@ -449,7 +463,7 @@ def _on_disk(tmp_path, *numbers: int) -> None:
 
 def test_model_and_version_resources(tmp_path):
     _on_disk(tmp_path, 1, 2, 3)
-    fake = FakePredictor()
+    fake = FakeBackend()
     with TestClient(create_app(settings(tmp_path, version_labels=LABELS), fake)) as c:
         started(c)
         model = c.get("/v1/projects/p/models/saccader").json()
@@ -498,7 +512,7 @@ def test_version_list_refusals(client, params, message):
 
 
 def test_version_state_follows_loading_and_load_errors(tmp_path):
-    fake = FakePredictor(hold_start=asyncio.Event())
+    fake = FakeBackend(hold_start=asyncio.Event())
     with TestClient(create_app(settings(tmp_path, model_version=1), fake)) as c:
         loading = c.get("/v1/projects/p/models/saccader").json()["defaultVersion"]
         assert loading["state"] == "CREATING" and "errorMessage" not in loading
@@ -507,12 +521,9 @@ def test_version_state_follows_loading_and_load_errors(tmp_path):
         )
         c.portal.call(fake.hold_start.set)
         started(c)
-    failing = FakePredictor(fail_start=OSError("SavedModel file does not exist at: /models/x/1"))
+    failing = FakeBackend(fail_start=OSError("SavedModel file does not exist at: /models/x/1"))
     with TestClient(create_app(settings(tmp_path, model_version=1), failing)) as c:
-        deadline = time.monotonic() + 10
-        while c.app.state.gateway.load_error is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        failed_to_load(c)
         failed = c.get("/v1/projects/p/models/saccader/versions/v1").json()
         assert failed["state"] == "FAILED"
         assert failed["errorMessage"] == (

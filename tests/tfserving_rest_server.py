@@ -141,7 +141,7 @@ def create_app(servable: SavedModelServable) -> Starlette:
             servable.check(p["model"], p.get("version"))
         except NotFoundError as e:
             return error(404, str(e))
-        return JSONResponse(status_body(servable.name, [servable.version]))
+        return JSONResponse(status_body([(servable.version, "AVAILABLE", None)]))
 
     async def model_metadata(request: Request) -> JSONResponse:
         p = request.path_params

@@ -1,95 +1,65 @@
 """The SavedModel in-process: the default backend, so one machine needs no TF Serving.
 
-TensorFlow runs on one dedicated thread (it parallelises each op itself); the event loop only
-awaits, so health checks and metrics stay responsive while a batch runs.
+Each version runs on one dedicated thread (TensorFlow parallelises each op itself, and the
+model's scheduler gives one turn at a time); the event loop only awaits, so health checks and
+metrics stay responsive while a batch runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from service.backends.batching import BatchStats, batcher_for
-from service.errors import (
-    BackendError,
-    InvalidInput,
-    ModelNotFound,
-    NotReady,
-    model_error_reason,
-)
+from model_export.contract import ModelInfo
+from service import savedmodel
+from service.errors import BackendError, InvalidInput, model_error_reason
 from service.instances import ImageInput
-from service.predictor import (
-    WARMUP_OPTIONS,
-    ModelOutput,
-    Options,
-    assemble,
-    model_calls,
-)
-from service.savedmodel import (
-    LoadedModels,
-    ModelInfo,
-    metadata_body,
-    resolve_version,
-    signature_def_map,
-    status_body,
-    warmup_image,
-)
-from service.settings import GatewaySettings
+from service.model_config import ModelConfig
+from service.predictor import ModelOutput, Options, assemble, model_calls
 
 log = logging.getLogger(__name__)
 
 
 class EmbeddedPredictor:
-    def __init__(
-        self,
-        settings: GatewaySettings,
-        on_batch: Callable[[BatchStats], None] | None = None,
-        models: LoadedModels | None = None,
-    ):
-        self.model_name = settings.model_name
-        self._settings = settings
-        self._models = models or LoadedModels()
-        self._base = settings.model_base
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tf-model")
-        self._batcher = batcher_for(settings, self._run_batch, on_batch)
-        self._version: int | None = None
+    """One version folder, loaded in this process."""
+
+    def __init__(self, model_name: str, version: int, path: Path):
+        self.model_name = model_name
+        self.version = version
+        self.path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"tf-{model_name}-{version}")
         self._info: ModelInfo | None = None
         self._metadata: dict[str, Any] = {}
         self._fn: Any = None  # the loaded SavedModel's signatures, by name
-        self._ready = False
+        self.saved_model: Any = None  # the loaded object; the explainer of the version shares it
 
-    def _load(self, version: int) -> None:
-        path = self._base / str(version)
-        self._info = ModelInfo.read(path)
-        self._fn = self._models.load(path).signatures
+    def _load(self) -> None:
+        self._info = ModelInfo.read(self.path)
+        self.saved_model = savedmodel.load(self.path)
+        self._fn = self.saved_model.signatures
         # Built once: TF Serving's metadata body is read on every tensor-form request.
-        self._metadata = metadata_body(self.model_name, version, signature_def_map(path))
+        signatures = savedmodel.signature_def_map(self.path)
+        self._metadata = savedmodel.metadata_body(self.model_name, self.version, signatures)
 
-    async def start(self) -> None:
-        version = resolve_version(self._base, self.model_name, self._settings.model_version)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._load, version)
-        self._version = version
-        self._batcher.start()
-        for options in WARMUP_OPTIONS:  # real inferences, one at a time: any queue_limit fits
-            await self._batcher.submit([(warmup_image(), options)])
-        self._ready = True
-        log.info("model %s version %s loaded and warmed up", self.model_name, version)
+    async def load(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
 
-    def is_ready(self) -> bool:
-        return self._ready
+    def model_info(self) -> ModelInfo | None:
+        return self._info
 
-    async def check(self) -> None:
-        if not self._ready:
-            raise NotReady("model is not loaded yet")
+    def loaded(self) -> Any | None:
+        return self.saved_model
+
+    async def metadata(self) -> dict[str, Any]:
+        return self._metadata
 
     def _call(self, signature: str, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
-        """One signature call, on the model's thread."""
+        """One signature call, on the version's thread."""
         import tensorflow as tf
 
         out = self._fn[signature](**{k: tf.constant(v) for k, v in inputs.items()})
@@ -100,7 +70,7 @@ class EmbeddedPredictor:
         calls = model_calls([image.data for image, _ in items], options)
         return assemble(calls, [self._call(c.signature, c.inputs) for c in calls], options)
 
-    async def _run_batch(
+    async def run_batch(
         self, items: list[tuple[ImageInput, Options]]
     ) -> list[ModelOutput | BaseException]:
         import tensorflow as tf
@@ -116,13 +86,10 @@ class EmbeddedPredictor:
             # that only its own request fails.
             results: list[ModelOutput | BaseException] = []
             for item in items:
-                results += await self._run_batch([item])
+                results += await self.run_batch([item])
             return results
         except tf.errors.OpError as e:
             raise BackendError(f"model error: {type(e).__name__}") from e
-
-    async def predict(self, images: list[ImageInput], options: list[Options]) -> list[ModelOutput]:
-        return await self._batcher.submit(list(zip(images, options, strict=True)))
 
     def _call_signature(self, signature: str, inputs: dict[str, np.ndarray]) -> dict:
         """`_call` for a client's tensors: what the model refuses is the client's 400."""
@@ -137,35 +104,33 @@ class EmbeddedPredictor:
             raise BackendError(f"model error: {type(e).__name__}") from e
 
     async def run_signature(
-        self, version: int | None, signature: str, inputs: dict[str, np.ndarray]
+        self, signature: str, inputs: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        self.served_version(version)
-        # On the model's own thread: TensorFlow runs one call at a time there, batches too.
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._call_signature, signature, inputs)
 
-    def served_version(self, version: int | None) -> int:
-        if self._version is None:
-            raise NotReady("model is not loaded yet")
-        if version is not None and version != self._version:
-            raise ModelNotFound(f"Could not find version {version} of model {self.model_name}")
-        return self._version
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._fn = self.saved_model = None
 
-    def model_info(self) -> ModelInfo:
-        if self._info is None:
-            raise NotReady("model is not loaded yet")
-        return self._info
 
-    async def status(self, version: int | None) -> dict[str, Any]:
-        return status_body(self.model_name, [self.served_version(version)])
+class EmbeddedBackend:
+    """Versions are the numbered folders under each model's base path."""
 
-    async def metadata(self, version: int | str | None) -> dict[str, Any]:
-        if isinstance(version, str):  # the gateway's own labels are numbers by now
-            raise InvalidInput(f"Unrecognized servable version label: {version}")
-        self.served_version(version)
-        return self._metadata
+    in_process = True  # explanations share the predictor's loaded copy and its turns
+
+    async def start(self) -> None:
+        pass
 
     async def close(self) -> None:
-        self._ready = False
-        await self._batcher.close(self._settings.shutdown_grace_s)
-        self._executor.shutdown(wait=True)
+        pass
+
+    async def discover(self, model: ModelConfig) -> list[int]:
+        return await asyncio.to_thread(savedmodel.versions, model.base_path)
+
+    def open(self, model: ModelConfig, version: int) -> EmbeddedPredictor:
+        return EmbeddedPredictor(model.name, version, model.base_path / str(version))
+
+    async def label(self, model: ModelConfig, label: str) -> int:
+        """A label the model's config does not name: in-process there is no one else to ask."""
+        raise InvalidInput(f"Unrecognized servable version label: {label}")

@@ -1,40 +1,40 @@
 """A real TF Serving behind the gateway, over gRPC (`tensorflow-serving-api`).
 
-The gateway still validates, batches (one Predict call per micro-batch), labels and answers;
-TF Serving only runs the SavedModel. Deadlines bound every call, UNAVAILABLE is retried with
-backoff (a restarting pod), and gRPC status codes become the gateway's domain errors.
+The gateway still validates, batches (one Predict call per micro-batch), schedules, labels and
+answers; TF Serving only runs the SavedModels. One channel serves every model and version.
+Deadlines bound every call, UNAVAILABLE is retried with backoff (a restarting pod), and gRPC
+status codes become the gateway's domain errors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 import numpy as np
 
-from service.backends.batching import BatchStats, batcher_for
+from model_export.contract import ContractError, ModelInfo
 from service.errors import (
     BackendError,
     BackendTimeout,
     BackendUnavailable,
     InvalidInput,
     ModelNotFound,
-    NotReady,
     Overloaded,
     model_error_reason,
 )
 from service.instances import ImageInput
-from service.predictor import WARMUP_OPTIONS, ModelCall, ModelOutput, Options, assemble, model_calls
-from service.savedmodel import ModelInfo, message_to_dict, warmup_image
+from service.model_config import ModelConfig
+from service.predictor import ModelCall, ModelOutput, Options, assemble, model_calls
+from service.savedmodel import message_to_dict
 from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
 WARMUP_TIMEOUT_S = 120.0
+STATUS_TIMEOUT_S = 5.0
 
 _ERRORS = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidInput,
@@ -52,79 +52,37 @@ def domain_error(e: grpc.aio.AioRpcError):
     return kind(f"model server: {e.code().name}: {model_error_reason(e.details() or '')}")
 
 
-class TFServingPredictor:
-    def __init__(
-        self,
-        settings: GatewaySettings,
-        on_batch: Callable[[BatchStats], None] | None = None,
-    ):
-        self.model_name = settings.model_name
-        self._settings = settings
-        self._info: ModelInfo | None = None
+class TFServingBackend:
+    """The channel to TF Serving, and what it says of each model's versions."""
+
+    in_process = False  # explanations run on the gateway's own local copy, beside it
+
+    def __init__(self, settings: GatewaySettings):
+        self.settings = settings
         self._channel: grpc.aio.Channel | None = None
-        self._predict_stub = None
-        self._model_stub = None
-        self._batcher = batcher_for(settings, self._run_batch, on_batch)
-        self._ready = False
-        self._checked_at = 0.0
-        self._version: int | None = None  # what TF Serving reported AVAILABLE at start-up
-        self._metadata: dict[int, dict[str, Any]] = {}  # by version number
+        self.predict_stub: Any = None
+        self.model_stub: Any = None
 
     async def start(self) -> None:
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
         self._channel = grpc.aio.insecure_channel(
-            self._settings.tfserving_address,
+            self.settings.tfserving_address,
             options=[
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ],
         )
-        self._predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-        self._model_stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
-        if self._settings.model_version_label:  # the version TF Serving's label names
-            await self._follow_label()
-        else:
-            configured = self._settings.model_version
-            if configured is None:
-                body = await self.status(None)
-                states = body.get("model_version_status", [])
-                available = [int(v["version"]) for v in states if v.get("state") == "AVAILABLE"]
-                configured = max(available, default=None)
-            self._version = configured
-            self._info = self._local_info()
-        self._batcher.start()
-        for options in WARMUP_OPTIONS:  # one at a time: any queue_limit fits
-            await self._batcher.submit([(warmup_image(), options)])
-        self._ready = True
-        self._checked_at = time.monotonic()
-        log.info(
-            "TF Serving at %s answers for %s", self._settings.tfserving_address, self.model_name
-        )
+        self.predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self.model_stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
 
-    def is_ready(self) -> bool:
-        return self._ready
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
 
-    def _spec(self, version: int | str | None, signature: str = "", label: bool = False):
-        """ModelSpec for `version`: a str is a version label, which TF Serving resolves (or
-        refuses: INVALID_ARGUMENT "Unrecognized servable version label"). With none, the
-        configured version, or for Predict (`label`) the configured label."""
-        from tensorflow_serving.apis import model_pb2
-
-        spec = model_pb2.ModelSpec(name=self.model_name, signature_name=signature)
-        if isinstance(version, str):
-            spec.version_label = version
-            return spec
-        chosen = version if version is not None else self._settings.model_version
-        if chosen is not None:
-            spec.version.value = chosen
-        elif label and self._settings.model_version_label:
-            spec.version_label = self._settings.model_version_label
-        return spec
-
-    async def _call(self, method, request, timeout: float):
+    async def call(self, method, request, timeout: float):
         """One RPC with a deadline; UNAVAILABLE is retried with exponential backoff."""
-        attempts = self._settings.tfserving_retries + 1
+        attempts = self.settings.tfserving_retries + 1
         for attempt in range(attempts):
             try:
                 return await method(request, timeout=timeout)
@@ -135,119 +93,117 @@ class TFServingPredictor:
                 raise domain_error(e) from None
         raise AssertionError("unreachable")
 
+    @staticmethod
+    def spec(name: str, version: int | str | None = None, signature: str = ""):
+        """ModelSpec for a version number, or a version label (a str) TF Serving resolves."""
+        from tensorflow_serving.apis import model_pb2
+
+        spec = model_pb2.ModelSpec(name=name, signature_name=signature)
+        if isinstance(version, str):
+            spec.version_label = version
+        elif version is not None:
+            spec.version.value = version
+        return spec
+
+    async def discover(self, model: ModelConfig) -> list[int]:
+        """The versions TF Serving has AVAILABLE, highest first (its config chose them)."""
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec=self.spec(model.name))
+        response = await self.call(self.model_stub.GetModelStatus, request, STATUS_TIMEOUT_S)
+        body = message_to_dict(response)
+        states = body.get("model_version_status", [])
+        return sorted(
+            (int(v["version"]) for v in states if v["state"] == "AVAILABLE"), reverse=True
+        )
+
+    async def label(self, model: ModelConfig, label: str) -> int:
+        """The version TF Serving's own label names (its models.config version_labels);
+        TF Serving's INVALID_ARGUMENT for one it does not know."""
+        body = await self.metadata(model.name, label)
+        return int(body["model_spec"]["version"])
+
+    async def metadata(self, name: str, version: int | str) -> dict[str, Any]:
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=self.spec(name, version), metadata_field=["signature_def"]
+        )
+        response = await self.call(self.predict_stub.GetModelMetadata, request, STATUS_TIMEOUT_S)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+        return {
+            "model_spec": message_to_dict(response.model_spec),
+            "metadata": {"signature_def": message_to_dict(signature_map)},
+        }
+
+    def open(self, model: ModelConfig, version: int) -> TFServingPredictor:
+        return TFServingPredictor(self, model, version)
+
+
+class TFServingPredictor:
+    """One version of one model in TF Serving."""
+
+    def __init__(self, backend: TFServingBackend, model: ModelConfig, version: int):
+        self.model_name = model.name
+        self.version = version
+        self._backend = backend
+        self._local = model.base_path / str(version)  # the gateway's copy, if it has one
+        self._info: ModelInfo | None = None
+        self._metadata: dict[str, Any] = {}
+        self._called: set[str] = set()  # signatures TF Serving has run once for us
+
+    async def load(self) -> None:
+        """Connect: the signatures (kept: a version's never change), and the limits from the
+        gateway's local copy of the export, since TF Serving does not serve assets. Without
+        that copy the gateway does not check them and TF Serving's model refuses what is over
+        its limits."""
+        self._metadata = await self._backend.metadata(self.model_name, self.version)
+        try:
+            self._info = ModelInfo.read(self._local)
+        except ContractError as e:
+            log.warning("%s: the model's limits are checked by TF Serving only", e)
+
+    def model_info(self) -> ModelInfo | None:
+        return self._info
+
+    def loaded(self) -> Any | None:
+        return None  # TF Serving holds the model
+
+    async def metadata(self) -> dict[str, Any]:
+        return self._metadata
+
+    async def run_signature(
+        self, signature: str, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        spec = self._backend.spec(self.model_name, self.version, signature)
+        request = predict_pb2.PredictRequest(model_spec=spec)
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        # The warm-up may wait for TF Serving's first run of each signature (and a busy
+        # machine): it gets its own deadline, so a short request deadline cannot fail start-up.
+        settings = self._backend.settings
+        timeout = settings.request_timeout_s if signature in self._called else WARMUP_TIMEOUT_S
+        response = await self._backend.call(self._backend.predict_stub.Predict, request, timeout)
+        self._called.add(signature)
+        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+
     async def _predict(self, call: ModelCall) -> dict[str, np.ndarray]:
-        outputs = await self.run_signature(None, call.signature, call.inputs)
+        outputs = await self.run_signature(call.signature, call.inputs)
         missing = {"classes", "glimpse_boxes", "annotated_image_bytes"} - set(outputs)
         if missing:
             raise BackendError(f"model server response lacks outputs {sorted(missing)}")
         return outputs
 
-    async def _run_batch(self, items: list[tuple[ImageInput, Options]]) -> list[ModelOutput]:
+    async def run_batch(
+        self, items: list[tuple[ImageInput, Options]]
+    ) -> list[ModelOutput | BaseException]:
         options = [o for _, o in items]
         calls = model_calls([image.data for image, _ in items], options)
-        return assemble(calls, [await self._predict(c) for c in calls], options)
-
-    def served_version(self, version: int | None) -> int | None:
-        if version is not None and self._version is not None and version != self._version:
-            raise ModelNotFound(f"Could not find version {version} of model {self.model_name}")
-        return version if version is not None else self._version
-
-    def _local_info(self) -> ModelInfo | None:
-        """TF Serving does not serve assets, so the model's limits are read from the gateway's
-        local copy of the same export (it has one for explanations). Without it the gateway
-        does not check them and TF Serving's model refuses what is over its limits."""
-        base = self._settings.model_base
-        try:
-            if self._version is None:
-                raise NotReady("TF Serving reports no version")
-            return ModelInfo.read(base / str(self._version))
-        except NotReady as e:
-            log.warning("%s: the model's limits are checked by TF Serving only", e.message)
-            return None
-
-    def model_info(self) -> ModelInfo | None:
-        return self._info
-
-    async def predict(self, images: list[ImageInput], options: list[Options]) -> list[ModelOutput]:
-        return await self._batcher.submit(list(zip(images, options, strict=True)))
-
-    async def run_signature(
-        self, version: int | None, signature: str, inputs: dict[str, np.ndarray]
-    ) -> dict[str, np.ndarray]:
-        import tensorflow as tf
-        from tensorflow_serving.apis import predict_pb2
-
-        request = predict_pb2.PredictRequest(
-            model_spec=self._spec(version, signature, label=version is None)
-        )
-        for name, value in inputs.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-        # The warm-up may wait for TF Serving's first run of each signature (and a busy
-        # machine): it gets its own deadline, so a short request deadline cannot fail start-up.
-        timeout = self._settings.request_timeout_s if self._ready else WARMUP_TIMEOUT_S
-        response = await self._call(self._predict_stub.Predict, request, timeout)
-        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
-
-    async def status(self, version: int | None) -> dict[str, Any]:
-        from tensorflow_serving.apis import get_model_status_pb2
-
-        request = get_model_status_pb2.GetModelStatusRequest(model_spec=self._spec(version))
-        response = await self._call(self._model_stub.GetModelStatus, request, 5.0)
-        return message_to_dict(response)
-
-    async def metadata(self, version: int | str | None) -> dict[str, Any]:
-        """A numbered version's signatures never change: asked of TF Serving once each (the
-        tensor forms read them on every request). A label or the default is asked each time."""
-        if isinstance(version, int) and version in self._metadata:
-            return self._metadata[version]
-        from tensorflow_serving.apis import get_model_metadata_pb2
-
-        request = get_model_metadata_pb2.GetModelMetadataRequest(
-            model_spec=self._spec(version), metadata_field=["signature_def"]
-        )
-        response = await self._call(self._predict_stub.GetModelMetadata, request, 5.0)
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata["signature_def"].Unpack(signature_map)
-        body = {
-            "model_spec": message_to_dict(response.model_spec),
-            "metadata": {"signature_def": message_to_dict(signature_map)},
-        }
-        if isinstance(version, int):
-            self._metadata[version] = body
-        return body
-
-    async def check(self) -> None:
-        """Readiness: the model server reports an AVAILABLE version (cached for 2 s)."""
-        if not self._ready:
-            raise NotReady("backend not connected yet")
-        if time.monotonic() - self._checked_at < 2.0:
-            return
-        body = await self.status(None)
-        states = [v.get("state") for v in body.get("model_version_status", [])]
-        if "AVAILABLE" not in states:
-            raise BackendUnavailable(f"no AVAILABLE version of {self.model_name}: {states}")
-        await self._follow_label()
-        self._checked_at = time.monotonic()
-
-    async def _follow_label(self) -> None:
-        """With GLIMPSE_MODEL_VERSION_LABEL, predictions go by label, so a rollout that moves
-        the label in TF Serving's models.config moves them; the version the gateway reports
-        (and the local limits it reads) follow here, at each readiness check."""
-        label = self._settings.model_version_label
-        if not label:
-            return
-        try:
-            meta = await self.metadata(label)
-        except (InvalidInput, ModelNotFound) as e:
-            raise BackendUnavailable(f"label {label} names no version: {e.message}") from None
-        version = int(meta["model_spec"]["version"])
-        if version != self._version:
-            log.info("label %s moved from version %s to %s", label, self._version, version)
-            self._version = version
-            self._info = self._local_info()
+        return list(assemble(calls, [await self._predict(c) for c in calls], options))
 
     async def close(self) -> None:
-        self._ready = False
-        await self._batcher.close(self._settings.shutdown_grace_s)
-        if self._channel is not None:
-            await self._channel.close()
+        pass

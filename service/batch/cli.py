@@ -79,13 +79,13 @@ def _summary(report) -> None:
 async def _run_local(spec, settings, model_dir: str | None, quiet: bool):
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-    from service.backends import make_predictor
     from service.batch.model_source import settings_for_model_dir
     from service.batch.runner import run_job
+    from service.model_runner import StandaloneModel
 
     local = settings_for_model_dir(settings, model_dir)
-    predictor = make_predictor(local)
-    await predictor.start()
+    model = StandaloneModel(local)
+    runner = await model.start()
     cancel = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, cancel.set)
@@ -103,9 +103,9 @@ async def _run_local(spec, settings, model_dir: str | None, quiet: bool):
                     description=f"lines {p.lines} ok {p.predictions} errors {p.errors}",
                 )
 
-            return await run_job(spec, predictor, local, on_progress=on_progress, cancel=cancel)
+            return await run_job(spec, runner, local, on_progress=on_progress, cancel=cancel)
     finally:
-        await predictor.close()
+        await model.close()
 
 
 @batch_app.command("submit", epilog=EXAMPLES, context_settings={"allow_extra_args": True})
@@ -173,8 +173,13 @@ def submit(
 
     configure("text", "WARNING")
     if runner == "beam":
-        from service.batch.pipeline import run_beam
+        try:  # the `beam` extra, imported only here
+            from service.batch.pipeline import run_beam
+        except ImportError as e:
+            from rich.markup import escape
 
+            _console().print(f"[red]error:[/red] {escape(str(e))}")
+            raise typer.Exit(2) from None
         report = run_beam(spec, settings, model_dir, list(ctx.args))
     else:
         report = asyncio.run(_run_local(spec, settings, model_dir, quiet))

@@ -1,8 +1,9 @@
 """The gateway's managed batch jobs: create, get, list, cancel, and a scheduler that runs them.
 
-Jobs run in the gateway process on the served model (sharing the micro-batcher with online
-requests, which keep their place in the queue because a job keeps at most one model batch in
-flight per worker). State lives in a JobStore; after a restart, jobs that were RUNNING or
+Jobs run in the gateway process on a served model (`predictionInput.modelName`, else the
+default model), through the data plane: they share the model's micro-batcher and turns with
+online requests, which keep their place in the queue because a job keeps at most one model
+batch in flight per worker. State lives in a JobStore; after a restart, jobs that were RUNNING or
 QUEUED run again from the start, which is safe because outputs are committed whole
 (output.py). A job interrupted by crashes `jobs_max_attempts` times is FAILED rather than
 retried forever; a graceful shutdown does not count as an attempt.
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from service.admission import VersionRef, check_parameters
 from service.batch import job_filter
 from service.batch.job_resource import (
     CreateJob,
@@ -41,11 +43,17 @@ from service.batch.job_store import JobStore
 from service.batch.runner import run_job
 from service.batch.spec import JobReport, JobSpec, JobState, Progress
 from service.batch.storage import Storage, is_gcs
-from service.errors import Conflict, GlimpseError, InvalidInput, JobNotFound, redact_paths
+from service.dataplane import DataPlane
+from service.errors import (
+    Conflict,
+    GlimpseError,
+    InvalidInput,
+    JobNotFound,
+    NotReady,
+    redact_paths,
+)
 from service.instances import explain_validation
-from service.predictor import Predictor
-from service.serving import check_parameters, parse_version
-from service.settings import VERSION_NAME, GatewaySettings
+from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +65,9 @@ RunKey = tuple[str | None, str]  # (project, job id): a job in the scheduler
 
 
 class JobManager:
-    def __init__(self, settings: GatewaySettings, predictor: Predictor):
+    def __init__(self, settings: GatewaySettings, plane: DataPlane):
         self._settings = settings
-        self._predictor = predictor
+        self._plane = plane
         self._store: JobStore = None  # type: ignore[assignment]  # opened in start()
         self._storage = Storage(settings.storage_retry_deadline_s)
         self._running: dict[RunKey, tuple[asyncio.Task, asyncio.Event]] = {}
@@ -106,27 +114,43 @@ class JobManager:
 
     # -- API -------------------------------------------------------------------------------
 
-    def _check_version(self, resource: str) -> None:
-        """A job runs on the served version: a versionName naming another (by number, `vN` or
-        one of the gateway's labels) is refused, not silently run on the served one."""
+    def _model(self, given) -> str:
+        """The served model a job names (`modelName`, or the model of its `versionName`),
+        else the default model."""
+        named = given.model_name or ""
+        if not named and given.version_name and "/versions/" in given.version_name:
+            named = given.version_name.split("/versions/", 1)[0]
+        name = named.rsplit("/", 1)[-1] if named else self._plane.default_model
+        if name not in self._plane.models:
+            field = "modelName" if given.model_name else "versionName"
+            served = ", ".join(sorted(self._plane.models))
+            raise InvalidInput(f"predictionInput.{field}: {name!r} is not served here ({served})")
+        return name
+
+    async def _check_version(self, model: str, resource: str) -> None:
+        """A job runs on the version its versionName names (by number, `vN` or a label), the
+        default otherwise: one that does not serve is refused now, not after it starts."""
         name = resource.rsplit("/", 1)[-1]
         field = "predictionInput.versionName"
-        if VERSION_NAME.fullmatch(name):
-            try:
-                wanted = parse_version(name)  # what admission reads (int64, TF's message)
-            except GlimpseError as e:
+        served = self._plane.model(model)
+        try:
+            number = await served.number_of(VersionRef.name(name))
+            served.serving(number)
+        except NotReady:
+            return  # loading: whether it will be served is not known yet
+        except GlimpseError as e:
+            if name in served.config.labels or name.lstrip("v").isdigit():
+                current = served.default_number()
+                if e.message.startswith("Could not find version"):
+                    raise InvalidInput(
+                        f"{field}: {name} is version {number}; this gateway serves {current}"
+                    ) from None
                 raise InvalidInput(f"{field}: {e.message}") from None
-        elif name in self._settings.version_labels:
-            wanted = self._settings.version_labels[name]
-        else:
-            raise InvalidInput(f"{field}: {name!r} is not a version or a version label here")
-        if not self._predictor.is_ready():
-            return  # loading: which version it will be is not known yet
-        served = self._predictor.served_version(None)
-        if served is not None and wanted != served:
-            raise InvalidInput(f"{field}: {name} is version {wanted}; this gateway serves {served}")
+            raise InvalidInput(
+                f"{field}: {name!r} is not a version or a version label here"
+            ) from None
 
-    def create(self, project: str, request: CreateJob) -> Job:
+    async def create(self, project: str, request: CreateJob) -> Job:
         if not _PROJECT.match(project):
             raise InvalidInput(
                 f"projects/{project[:64]}: a project id is letters, digits and . _ : -"
@@ -137,12 +161,9 @@ class JobManager:
                 "predictionInput.uri: this gateway runs jobs on its served model; "
                 "use `glimpse batch submit --model-dir` for another model"
             )
-        if given.model_name and given.model_name.rsplit("/", 1)[-1] != self._settings.model_name:
-            raise InvalidInput(
-                f"predictionInput.modelName: only {self._settings.model_name!r} is served here"
-            )
+        model = self._model(given)
         if given.version_name:
-            self._check_version(given.version_name)
+            await self._check_version(model, given.version_name)
         for i, path in enumerate(given.input_paths):
             self._check_path(path, f"predictionInput.inputPaths[{i}]")
         self._check_path(given.output_path, "predictionInput.outputPath")
@@ -154,11 +175,12 @@ class JobManager:
             prediction_output=PredictionOutput(output_path=given.output_path),
         )
         self._spec(job)  # what the runner will be given: refused now, not after it starts
-        if self._predictor.is_ready():
-            try:
-                check_parameters(self._predictor.model_info(), given.parameters)
-            except InvalidInput as e:
-                raise InvalidInput(f"predictionInput.{e.message}") from None
+        try:
+            check_parameters(self._plane.model(model).default().model_info(), given.parameters)
+        except NotReady:
+            pass  # loading: the runner checks them when the job starts
+        except InvalidInput as e:
+            raise InvalidInput(f"predictionInput.{e.message}") from None
         self._prune()
         if not self._store.insert(project, job):
             raise Conflict(f"job {request.job_id} already exists")
@@ -224,7 +246,7 @@ class JobManager:
     async def _schedule(self) -> None:
         assert self._wake is not None
         while True:
-            if self._predictor.is_ready():
+            if self._plane.models and any(m.is_ready() for m in self._plane.models.values()):
                 for job in self._store.queued():
                     if len(self._running) >= self._settings.jobs_max_running:
                         break
@@ -309,9 +331,13 @@ class JobManager:
                 else:
                     self._store.update(job)
 
-        report = await run_job(
-            spec, self._predictor, self._settings, self._storage, on_progress, cancel
-        )
+        version = given.version_name.rsplit("/", 1)[-1] if given.version_name else None
+        try:
+            model = self._plane.batch_model(self._model(given), VersionRef.name(version))
+        except GlimpseError as e:
+            self._finish(job, JobState.FAILED, e.message)
+            return
+        report = await run_job(spec, model, self._settings, self._storage, on_progress, cancel)
         if report.state == JobState.CANCELLED and self._closing:
             output.attempt -= 1  # a graceful shutdown is not the job's fault
             job.state = JobState.QUEUED

@@ -18,11 +18,13 @@ import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import apache_beam as beam
-from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
+try:  # the `beam` extra; only `--runner beam` imports this module (service/batch/cli.py)
+    import apache_beam as beam
+    from apache_beam.metrics import Metrics
+    from apache_beam.options.pipeline_options import PipelineOptions
+except ImportError as e:
+    raise ImportError("--runner beam needs Apache Beam: pip install 'glimpse[beam]'") from e
 
-from service.backends import make_predictor
 from service.batch.finish import remove_staging, stopped, succeed
 from service.batch.inputs import expand_inputs, read_lines
 from service.batch.lines import Failure, LineRef, Outcome, RawLine
@@ -33,6 +35,7 @@ from service.batch.shard import ShardWriter
 from service.batch.spec import JobReport, JobSpec, JobState
 from service.batch.storage import Storage
 from service.instances import DecodeLimits
+from service.model_runner import StandaloneModel
 from service.settings import GatewaySettings
 
 NAMESPACE = "glimpse_batch"
@@ -61,7 +64,7 @@ def _write_shard(
 
 
 class PredictDoFn(beam.DoFn):
-    """One Predictor per worker thread, started in setup (with a real warm-up inference)."""
+    """One model runner per worker thread, started in setup (with a real warm-up inference)."""
 
     def __init__(self, settings: GatewaySettings, spec: JobSpec, model_dir: str | None):
         self.settings, self.spec, self.model_dir = settings, spec, model_dir
@@ -72,14 +75,14 @@ class PredictDoFn(beam.DoFn):
     def setup(self) -> None:
         self.loop = asyncio.new_event_loop()
         local = settings_for_model_dir(self.settings, self.model_dir)
-        self.predictor = make_predictor(local)
-        self.loop.run_until_complete(self.predictor.start())
+        self.model = StandaloneModel(local)
+        self.runner = self.loop.run_until_complete(self.model.start())
 
     def process(self, batch: list[RawLine]) -> Iterator[Outcome]:
         s = self.settings
         outcomes = self.loop.run_until_complete(
             predict_lines(
-                self.predictor,
+                self.runner,
                 batch,
                 self.spec.parameters,
                 DecodeLimits.of(s),
@@ -97,7 +100,7 @@ class PredictDoFn(beam.DoFn):
             yield o
 
     def teardown(self) -> None:
-        self.loop.run_until_complete(self.predictor.close())
+        self.loop.run_until_complete(self.model.close())
         self.loop.close()
 
 

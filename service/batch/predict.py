@@ -1,7 +1,7 @@
 """The per-batch function every batch runner shares: lines in, outcomes out.
 
-It goes through the online path's own serving core (service/serving.py: per-image prediction
-and the response builder), so a batch prediction is the object an online request returns.
+It goes through the online path's own parts (a model runner's micro-batcher and turns, the
+response builder), so a batch prediction is the object an online request returns.
 Transient model trouble (queue full, TF Serving restarting, a timeout) is retried with backoff
 until a deadline; only then does it fail the batch, and with it the job. A line the model
 itself rejects becomes that line's error record.
@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from typing import Protocol
 
-from service import serving
+from model_export.contract import ModelInfo
+from service.admission import check_parameters
 from service.batch.lines import Failure, Outcome, RawLine, Success, decode_line
 from service.errors import (
     BackendError,
@@ -24,12 +26,22 @@ from service.errors import (
     Overloaded,
 )
 from service.instances import DecodeLimits, ImageInput
-from service.predictor import ModelOutput, Predictor
+from service.predictor import ModelOutput, Options
 from service.responses import build_prediction
-from service.savedmodel import ModelInfo
 from service.schemas import PredictParameters
 
 TRANSIENT = (Overloaded, NotReady, BackendUnavailable, BackendTimeout, BackendError)
+
+
+class BatchModel(Protocol):
+    """What a batch runs on: a model runner (service/model_runner.py), or a served model of
+    the gateway's data plane (its jobs API)."""
+
+    def model_info(self) -> ModelInfo | None: ...
+
+    async def predict(
+        self, images: list[ImageInput], options: list[Options]
+    ) -> list[ModelOutput]: ...
 
 
 class BatchFailed(Exception):
@@ -61,8 +73,41 @@ def _encode(
     return outcomes
 
 
+async def predict_each(
+    model: BatchModel,
+    images: dict[int, ImageInput],
+    params: PredictParameters,
+    max_in_flight: int,
+) -> dict[int, ModelOutput | InvalidInput]:
+    """Images -> the model's output or its refusal for each: one line the model rejects
+    becomes that line's error record and the others go on.
+
+    One submission per image lets the micro-batcher merge them into model batches; at most
+    `max_in_flight` (one model batch) per caller, so a large job never fills the queue that
+    online requests also wait in. Other errors (overload, timeouts) are raised for the caller
+    to retry.
+    """
+    options = Options.of(params)
+    out: dict[int, ModelOutput | InvalidInput] = {}
+    items = list(images.items())
+    for start in range(0, len(items), max_in_flight):
+        part = items[start : start + max_in_flight]
+        results = await asyncio.gather(
+            *(model.predict([image], [options]) for _, image in part),
+            return_exceptions=True,
+        )
+        for (index, _), result in zip(part, results, strict=True):
+            if isinstance(result, InvalidInput):
+                out[index] = result
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                out[index] = result[0]
+    return out
+
+
 async def predict_lines(
-    predictor: Predictor,
+    model: BatchModel,
     lines: list[RawLine],
     params: PredictParameters,
     limits: DecodeLimits,
@@ -71,7 +116,7 @@ async def predict_lines(
 ) -> list[Outcome]:
     """One outcome per line, in order."""
     try:
-        serving.check_parameters(predictor.model_info(), params)
+        check_parameters(model.model_info(), params)
     except InvalidInput as e:
         raise BatchFailed(e.message) from None
     decoded = await asyncio.to_thread(_decode, lines, limits)
@@ -80,11 +125,7 @@ async def predict_lines(
     delay = 0.2
     while True:
         try:
-            outputs = (
-                await serving.predict_each(predictor, images, params, max_in_flight)
-                if images
-                else {}
-            )
+            outputs = await predict_each(model, images, params, max_in_flight) if images else {}
             break
         except TRANSIENT as e:
             if time.monotonic() + delay > deadline:
@@ -93,5 +134,5 @@ async def predict_lines(
                 ) from e
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, 10.0)
-    info = predictor.model_info()
+    info = model.model_info()
     return await asyncio.to_thread(_encode, lines, decoded, outputs, params, info)

@@ -1,4 +1,4 @@
-"""The plain batch runner: one process, asyncio workers sharing one Predictor.
+"""The plain batch runner: one process, asyncio workers sharing one model.
 
 A reader streams the input files line by line (bounded memory whatever their size) and deals
 batches round-robin to `max_worker_count` workers; each worker predicts its batches and writes
@@ -22,12 +22,11 @@ from service.batch.finish import JobCancelled, remove_staging, stopped, succeed
 from service.batch.inputs import expand_inputs, read_lines
 from service.batch.lines import RawLine
 from service.batch.output import StagedShard, staging_prefix
-from service.batch.predict import predict_lines
+from service.batch.predict import BatchModel, predict_lines
 from service.batch.shard import ShardWriter
 from service.batch.spec import JobReport, JobSpec, JobState, Progress
 from service.batch.storage import FileInfo, Storage
 from service.instances import DecodeLimits
-from service.predictor import Predictor
 from service.settings import GatewaySettings
 
 ProgressFn = Callable[[Progress], None]
@@ -53,7 +52,7 @@ def read_batches(
 
 async def run_job(
     spec: JobSpec,
-    predictor: Predictor,
+    model: BatchModel,
     settings: GatewaySettings,
     storage: Storage | None = None,
     on_progress: ProgressFn | None = None,
@@ -95,7 +94,7 @@ async def run_job(
                         continue  # drain so the reader never blocks
                     lines, size = item
                     outcomes = await predict_lines(
-                        predictor,
+                        model,
                         lines,
                         spec.parameters,
                         DecodeLimits.of(settings),

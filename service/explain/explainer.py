@@ -1,10 +1,10 @@
 """One explanation request: check limits, run the method off the event loop, score, draw.
 
-Explanations run on the gateway's own CPU copy of the SavedModel (service/explain/model.py),
-loaded on the first :explain request, on one dedicated thread: TensorFlow parallelises each op
-itself, and one thread keeps a burst of explanations from starving the prediction path of
-cores. The work is bounded three ways: parameter limits (steps, samples), a per-request cap on
-model evaluations checked before anything runs, and the request deadline, checked before every
+Explanations of a version run on a CPU copy of it (service/explain/model.py), loaded on the
+first :explain request, on one dedicated thread, and each model call takes its turn on the
+model (service/scheduler.py), so a burst of explanations cannot starve the prediction path.
+The work is bounded three ways: parameter limits (steps, samples), a per-request cap on model
+evaluations checked before anything runs, and the request deadline, checked before every
 model call so that an abandoned explanation stops early instead of running to the end.
 """
 
@@ -15,19 +15,16 @@ import base64
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from model_export.contract import IMAGE_INPUT
 from service import geometry
-from service.errors import (
-    BackendTimeout,
-    InvalidInput,
-    ModelNotFound,
-    NotReady,
-    Overloaded,
-    model_error_reason,
-)
+from service.errors import BackendTimeout, InvalidInput, Overloaded, model_error_reason
 from service.explain import faithfulness, methods, sag, visualise
 from service.explain.model import Budget, ExplainModel
 from service.explain.schemas import (
@@ -44,13 +41,12 @@ from service.explain.schemas import (
     VisualizationConfig,
 )
 from service.instances import ImageInput
-from service.savedmodel import LoadedModels, ModelInfo, freeze_heap, versions
+from service.savedmodel import freeze_heap
+from service.scheduler import FairScheduler
 from service.schemas import Box
 from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
-
-INPUT_NAME = "input_image_bytes"
 
 
 def _image(data: bytes, fmt: str) -> ImageBytes:
@@ -64,18 +60,24 @@ def _box(values: np.ndarray) -> Box:
 
 
 class Explainer:
-    """Explanations for one gateway: owned by its state, built in the app factory, closed in
-    its lifespan. Answers admission's questions (`is_ready`, `served_version`, `model_info`)
-    for its local copy of the model, like a Predictor does for predictions."""
+    """Explanations of one served version: built with the version, closed when it unloads.
+    `load` gives the version's loaded SavedModel (the predictor's own in-process copy, or the
+    gateway's local copy beside TF Serving); it is asked on the first :explain, whose
+    deadline does not pay for it."""
 
-    def __init__(self, settings: GatewaySettings, models: LoadedModels):
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        path: Path,
+        load: Callable[[], Any],
+        scheduler: FairScheduler,
+    ):
         self._settings = settings
-        self._models = models
-        self._base = settings.model_base
+        self._path = path
+        self._load = load
+        self._scheduler = scheduler
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="explain")
         self._model: ExplainModel | None = None
-        self._local: int | None = None  # the local copy's version, once found
-        self._info: ModelInfo | None = None
         self._load_lock = threading.Lock()
         self._pending = 0
 
@@ -84,55 +86,19 @@ class Explainer:
         """Explanations queued or running (at most GLIMPSE_EXPLAIN_MAX_PENDING)."""
         return self._pending
 
-    def is_ready(self) -> bool:
-        """Always: the local copy loads on the first request (not billed to its deadline);
-        a missing copy is refused by `served_version`, naming it."""
-        return True
-
-    def _local_version(self) -> int:
-        """The configured version, else the highest on disk: looked up until found, then
-        fixed (as a predictor fixes the version it loads), so admission reads no folder."""
-        if self._local is None:
-            found = versions(self._base)
-            wanted = self._settings.model_version
-            if not found or (wanted is not None and wanted not in found):
-                # The folder goes to the log, not to the client (no server paths in answers).
-                log.warning("explanations: no SavedModel for them under %s", self._base)
-                raise NotReady(
-                    f"no local copy of model {self._settings.model_name}"
-                    f"{'' if wanted is None else f' version {wanted}'} in the gateway:"
-                    " explanations need the SavedModel there (GLIMPSE_MODEL_DIR)"
-                )
-            self._local = wanted if wanted is not None else found[0]
-        return self._local
-
-    def served_version(self, version: int | None) -> int:
-        """The local copy's version. Another version in the URL is a 404 naming the one
-        explanations use."""
-        local = self._local_version()
-        if version is not None and version != local:
-            raise ModelNotFound(
-                f"Could not find version {version} of model {self._settings.model_name}"
-                f" (explanations are served from version {local})"
-            )
-        return local
-
-    def model_info(self) -> ModelInfo:
-        """Read once (admission asks on every request)."""
-        if self._info is None:
-            self._info = ModelInfo.read(self._base / str(self._local_version()))
-        return self._info
-
     def _loaded(self) -> ExplainModel:
         with self._load_lock:
             if self._model is None:
-                path = self._base / str(self._local_version())
                 started = time.perf_counter()
-                model = ExplainModel(path, self._models)
+                model = ExplainModel(self._path, self._load(), self._scheduler)
                 model.warm_up()  # first calls optimise each graph (about a second each)
                 freeze_heap()  # the explain graphs' objects live as long as the model's
                 self._model = model
-                log.info("explain model %s loaded in %.1f s", path, time.perf_counter() - started)
+                log.info(
+                    "explanations of %s loaded in %.1f s",
+                    self._path,
+                    time.perf_counter() - started,
+                )
             return self._model
 
     def check(self, images: int, params: ExplainParameters) -> None:
@@ -211,7 +177,7 @@ class Explainer:
         config = visualise.resolve(params.visualization, params.method)
         picture = visualise.render(att.view, att.map, config)
         entry = LabelAttribution(
-            attributions={INPUT_NAME: _image(picture, config.output_format)},
+            attributions={IMAGE_INPUT: _image(picture, config.output_format)},
             baseline_score=att.baseline_score,
             example_score=att.example_score,
             label_index=att.class_index,
@@ -327,3 +293,4 @@ class Explainer:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._model = None

@@ -43,7 +43,9 @@ if TYPE_CHECKING:
     from service.explain.registry import MethodSpec
     from service.explain.schemas import ExplainParameters
 
-BATCH = 25  # interpolation steps per gradient call: IG-50 is two calls
+# Interpolation steps per gradient call. Each call is one turn on the model, which a
+# prediction arriving meanwhile waits for: 10 rows are ~0.2 s of Lite0 on 2 cores.
+BATCH = 10
 FILL = {"black": 0.0, "white": 255.0, "grey": 127.0}  # 127 normalises to the model's zero
 _CLASS = "class_index"
 

@@ -1,10 +1,11 @@
 """The SavedModel's explain signatures, in-process, as numpy functions.
 
 Explanations need gradients, which TF Serving's Predict cannot return for an arbitrary input,
-so the gateway always keeps its own CPU copy of the SavedModel for them (whatever backend
-serves predictions) and calls only the `explain` and `explain_*` signatures exported by
-model_export/explain_signatures.py. Every call checks the request's deadline first, so an
-abandoned explanation stops at its next model call instead of running to the end.
+so the gateway keeps a CPU copy of each served version for them (the embedded backend's own
+loaded copy, or beside TF Serving a local one) and calls only the `explain` and `explain_*`
+signatures exported by model_export/explain_signatures.py. Every call checks the request's
+deadline first, so an abandoned explanation stops at its next model call instead of running
+to the end.
 """
 
 from __future__ import annotations
@@ -16,20 +17,28 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import BackendTimeout, NotReady
-from service.savedmodel import LoadedModels, warmup_image
-
-SIGNATURES = (
-    "explain",
-    "explain_glimpse_sets",
-    "explain_view",
-    "explain_logits",
-    "explain_gradients",
-    "explain_guided_gradients",
-    "explain_conv",
+from model_export.contract import (
+    EXPLAIN,
+    EXPLAIN_CONV,
+    EXPLAIN_GLIMPSE_SETS,
+    EXPLAIN_GRADIENTS,
+    EXPLAIN_GUIDED_GRADIENTS,
+    EXPLAIN_LOGITS,
+    EXPLAIN_SIGNATURES,
+    EXPLAIN_VIEW,
+    LABELS_FILE,
+    MAX_GLIMPSE_SETS,
 )
-_LOGITS_CHUNK = 32  # rows per explain_logits call: bounded memory, still batched
-_SETS_CHUNK = 64  # glimpse sets per explain_glimpse_sets call (the signature's own limit)
+from service.errors import BackendTimeout, NotReady
+from service.savedmodel import warmup_image
+from service.scheduler import FairScheduler, Kind
+
+SIGNATURES = EXPLAIN_SIGNATURES
+# Rows per call: each call is one turn on the model, so its length is what a prediction
+# arriving meanwhile may wait (16 logits rows or glimpse sets: ~0.15-0.2 s of Lite0 on 2
+# cores; the cost per row is flat from 8 rows up, so nothing is lost to smaller calls).
+_LOGITS_CHUNK = 16
+_SETS_CHUNK = min(16, MAX_GLIMPSE_SETS)
 
 
 @dataclass
@@ -59,23 +68,36 @@ class Labels:
 
 
 class ExplainModel:
-    """One loaded SavedModel version; thread-compatible (the explainer uses one thread)."""
+    """One loaded SavedModel version's explain signatures. Every call takes a turn from the
+    model's scheduler (service/scheduler.py), so explanations and predictions share the model
+    fairly, in pieces of at most a few dozen rows; thread-compatible (the explainer uses one
+    thread)."""
 
-    def __init__(self, path: Path, models: LoadedModels):
+    def __init__(self, path: Path, loaded: Any, scheduler: FairScheduler):
         import tensorflow as tf
 
         self._tf = tf
         self.path = path
-        loaded = models.load(path)  # with the embedded backend: the predictor's own copy
         missing = [s for s in SIGNATURES if s not in loaded.signatures]
         if missing:
             raise NotReady(
-                f"{path} lacks the explain signatures {missing}; re-export it with this version"
-                " of `glimpse export`"
+                f"model version {path.name} lacks the explain signatures {missing}; re-export"
+                " it with this version of `glimpse export`"
             )
         self._loaded = loaded  # keeps the variables alive
         self._fn = {name: loaded.signatures[name] for name in SIGNATURES}
-        self.labels = Labels.read(path / "assets" / "labels.tsv")
+        self._scheduler = scheduler
+        self.labels = Labels.read(path / "assets" / LABELS_FILE)
+
+    def _run(self, name: str, rows: int, budget: Budget | None, **inputs: Any) -> dict[str, Any]:
+        """One signature call in its turn; charged to the request's budget (its deadline
+        bounds the wait too)."""
+        if budget:
+            budget.charge(rows)
+        flow = id(budget) if budget else id(self)
+        deadline = budget.deadline if budget and budget.deadline != float("inf") else None
+        with self._scheduler.turn_blocking(Kind.EXPLAIN, flow, rows, deadline):
+            return self._fn[name](**inputs)
 
     def warm_up(self) -> None:
         """Trace every signature once (seconds each) so that no request pays for it."""
@@ -93,15 +115,16 @@ class ExplainModel:
 
     def view(self, image: bytes) -> dict[str, np.ndarray]:
         """The classifier's 224x224 view (float 0..255), crop box and size, for one image."""
-        out = self._np(self._fn["explain_view"](input_image_bytes=self._tf.constant([image])))
-        return {k: v[0] for k, v in out.items()}
+        out = self._run(EXPLAIN_VIEW, 1, None, input_image_bytes=self._tf.constant([image]))
+        return {k: v[0] for k, v in self._np(out).items()}
 
     def glimpses(
         self, image: bytes, num_glimpses: int, budget: Budget | None = None
     ) -> dict[str, np.ndarray]:
-        if budget:
-            budget.charge(1)
-        out = self._fn["explain"](
+        out = self._run(
+            EXPLAIN,
+            1,
+            budget,
             input_image_bytes=self._tf.constant([image]),
             num_glimpses=self._tf.constant([num_glimpses], self._tf.int32),
         )
@@ -117,9 +140,10 @@ class ExplainModel:
         glimpse_boxes = self._tf.constant(np.asarray(boxes, np.float32)[None])
         for i in range(0, len(sets), _SETS_CHUNK):
             chunk = np.asarray(sets[i : i + _SETS_CHUNK], bool)
-            if budget:
-                budget.charge(len(chunk))
-            out = self._fn["explain_glimpse_sets"](
+            out = self._run(
+                EXPLAIN_GLIMPSE_SETS,
+                len(chunk),
+                budget,
                 input_image_bytes=data,
                 glimpse_boxes=glimpse_boxes,
                 glimpse_sets=self._tf.constant(chunk),
@@ -132,19 +156,18 @@ class ExplainModel:
         parts = []
         for i in range(0, len(pixels), _LOGITS_CHUNK):
             chunk = np.asarray(pixels[i : i + _LOGITS_CHUNK], np.float32)
-            if budget:
-                budget.charge(len(chunk))
-            parts.append(self._fn["explain_logits"](pixels=self._tf.constant(chunk))["logits"])
-        return np.concatenate([p.numpy() for p in parts])
+            out = self._run(EXPLAIN_LOGITS, len(chunk), budget, pixels=self._tf.constant(chunk))
+            parts.append(out["logits"].numpy())
+        return np.concatenate(parts)
 
     def gradients(
         self, pixels: np.ndarray, class_index: int, guided: bool, budget: Budget | None = None
     ) -> dict[str, np.ndarray]:
         """Logits and d logit[class_index] / d pixels, vanilla or guided backprop."""
-        if budget:
-            budget.charge(len(pixels))
-        name = "explain_guided_gradients" if guided else "explain_gradients"
-        out = self._fn[name](
+        out = self._run(
+            EXPLAIN_GUIDED_GRADIENTS if guided else EXPLAIN_GRADIENTS,
+            len(pixels),
+            budget,
             pixels=self._tf.constant(np.asarray(pixels, np.float32)),
             class_index=self._tf.fill([len(pixels)], np.int32(class_index)),
         )
@@ -154,9 +177,10 @@ class ExplainModel:
         self, pixels: np.ndarray, class_index: int, budget: Budget | None = None
     ) -> dict[str, np.ndarray]:
         """The last conv layer's values and gradients (Grad-CAM's inputs)."""
-        if budget:
-            budget.charge(len(pixels))
-        out = self._fn["explain_conv"](
+        out = self._run(
+            EXPLAIN_CONV,
+            len(pixels),
+            budget,
             pixels=self._tf.constant(np.asarray(pixels, np.float32)),
             class_index=self._tf.fill([len(pixels)], np.int32(class_index)),
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse, Response
 
-from service.routes.deps import StateDep
+from service.routes.deps import PlaneDep
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -77,12 +77,14 @@ async def page() -> Response:
 
 
 @router.get("/demo/config.json")
-async def config(state: StateDep) -> JSONResponse:
-    """What the page must know before its first request: which model to call, whether to ask
-    for a token, and the body limit (larger photos are scaled down in the browser to fit)."""
-    settings = state.settings
+async def config(plane: PlaneDep) -> JSONResponse:
+    """What the page must know before its first request: which models it can call (the
+    default first chosen), whether to ask for a token, and the body limit (larger photos are
+    scaled down in the browser to fit)."""
+    settings = plane.settings
     body = {
-        "model": settings.model_name,
+        "model": plane.default_model,
+        "models": sorted(plane.models),
         "auth_required": settings.auth_token is not None,
         "max_payload_bytes": settings.max_payload_bytes,
     }

@@ -1,40 +1,40 @@
-"""Dependencies shared by the routers: the gateway state, the jobs manager, auth, and the URL
-forms of the model verbs."""
+"""What the protocol adapters share: the data plane, the jobs manager, auth, the URL forms of
+a model's verbs and the model and version a URL names, and OpenAPI error tables."""
 
 from __future__ import annotations
 
 import re
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, params
+from fastapi import APIRouter, Depends, Request
 
-from service import versions
+from service.admission import VersionForm, VersionRef
 from service.batch.job_manager import JobManager
+from service.dataplane import DataPlane
 from service.errors import Unauthorized
-from service.state import GatewayState
-from service.versions import VersionForm
 
 
-def get_state(request: Request) -> GatewayState:
-    return request.app.state.gateway
+def get_plane(request: Request) -> DataPlane:
+    return request.app.state.plane
 
 
-StateDep = Annotated[GatewayState, Depends(get_state)]
+PlaneDep = Annotated[DataPlane, Depends(get_plane)]
 
 
 def get_jobs(request: Request) -> JobManager:
     """The batch jobs manager: the app factory builds it (when jobs are enabled) beside the
-    gateway state, which knows nothing of batch."""
+    data plane, which knows nothing of batch."""
     return request.app.state.jobs
 
 
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
 
 
-def require_token(request: Request, state: StateDep) -> None:
-    expected = state.settings.auth_token
+def require_token(request: Request, plane: PlaneDep) -> None:
+    expected = plane.settings.auth_token
     if expected is None:
         return
     given = request.headers.get("authorization", "")
@@ -42,20 +42,47 @@ def require_token(request: Request, state: StateDep) -> None:
         raise Unauthorized("missing or invalid bearer token")
 
 
+@dataclass(frozen=True)
+class ModelRef:
+    """The model and version a URL names, as the data plane's verbs take them."""
+
+    name: str
+    version: VersionRef
+
+
+_FORM = "glimpse.version_form"  # the route's form, set by its own dependency
+
+
+def _version_form(form: VersionForm) -> Callable[[Request], None]:
+    def mark(request: Request) -> None:
+        request.scope[_FORM] = form
+
+    return mark
+
+
+def model_ref(request: Request) -> ModelRef:
+    """`{model}` and `{version}` of whichever URL form matched (add_model_routes)."""
+    path = request.path_params
+    form = request.scope.get(_FORM, VersionForm.NUMBER)
+    return ModelRef(path["model"], VersionRef(path.get("version"), form))
+
+
+ModelRefDep = Annotated[ModelRef, Depends(model_ref)]
+
+
 _PATH_PARAMETERS = {
     "project": "Cloud project (AI Platform URL form); not checked, one deployment serves one",
     "model": "Model name",
     "version": "Model version: `N` or `vN` (AI Platform's URL form: also a version label)",
 }
-_LABEL = "Version label: the gateway's (GLIMPSE_VERSION_LABELS), else TF Serving's own"
+_LABEL = "Version label: the model config's, else TF Serving's own"
 
 
-def path_parameters(path: str, form: VersionForm | None = None) -> dict:
+def path_parameters(path: str, form: VersionForm) -> dict:
     """OpenAPI `parameters` for a route whose handler reads `request.path_params` itself (one
     handler serves several URL forms), so that the documented path templates are complete."""
-    names = re.findall(r"{(\w+)}", path)
     described = dict(_PATH_PARAMETERS)
-    if form is VersionForm.LABEL:  # TF Serving's label form (see version_named)
+    if form is VersionForm.LABEL:  # TF Serving's label form keeps the parameter's name
         described["version"] = _LABEL
     return {
         "parameters": [
@@ -66,7 +93,7 @@ def path_parameters(path: str, form: VersionForm | None = None) -> dict:
                 "schema": {"type": "string"},
                 "description": described[name],
             }
-            for name in names
+            for name in re.findall(r"{(\w+)}", path)
         ]
     }
 
@@ -87,32 +114,16 @@ def error_responses(descriptions: dict[int, str]) -> dict[int, dict]:
     }
 
 
-def version_named(form: VersionForm) -> params.Depends:
-    """A route dependency: the URL's `{version}` (a label on TF Serving's `/labels/{version}`,
-    a version name on AI Platform's `versions/{version}`) replaced, in the request's path
-    parameters, by the version number it names (service/versions.py).
-
-    One handler serves every URL form and reads the path itself, so each form reaches it, and
-    admission, as a number. The label form keeps the parameter's name `version` so that a
-    handler without this dependency could never take a label for "no version" (the default).
-    """
-
-    async def resolve(request: Request, state: StateDep) -> None:
-        path = request.path_params  # the scope's own dict, which the handler reads next
-        path["version"] = await versions.resolve(state, path["model"], path.get("version"), form)
-
-    return Depends(resolve)
-
-
-# The URL forms of one model: (prefix, how `{version}` names a version when it is resolved
-# before the handler (version_named), summary of a verb's route in that form).
-TF_SERVING_FORMS = [
-    ("/v1/models/{model}", None, None),
-    ("/v1/models/{model}/versions/{version}", None, "The same, with a given version"),
+# The URL forms of one model: (prefix, how `{version}` names a version there, summary of a
+# verb's route in that form, or None for the verb's own summary).
+Form = tuple[str, VersionForm, str | None]
+TF_SERVING_FORMS: list[Form] = [
+    ("/v1/models/{model}", VersionForm.NUMBER, None),
+    ("/v1/models/{model}/versions/{version}", VersionForm.NUMBER, "The same, with a version"),
     ("/v1/models/{model}/labels/{version}", VersionForm.LABEL, "The same, with a version label"),
 ]
-AI_PLATFORM_FORMS = [
-    ("/v1/projects/{project}/models/{model}", None, "The same, AI Platform URL form"),
+AI_PLATFORM_FORMS: list[Form] = [
+    ("/v1/projects/{project}/models/{model}", VersionForm.NAME, "The same, AI Platform URL form"),
     (
         "/v1/projects/{project}/models/{model}/versions/{version}",
         VersionForm.NAME,
@@ -123,6 +134,7 @@ AI_PLATFORM_FORMS = [
 
 def add_model_routes(
     router: APIRouter,
+    forms: list[Form],
     suffix: str,
     endpoint: Callable,
     summary: str,
@@ -130,17 +142,9 @@ def add_model_routes(
     *,
     method: str = "POST",
     response_model: Any = None,
-    ai_platform: bool = True,
 ) -> None:
-    """Register `endpoint` on every URL form of one model resource + `suffix` (`:predict`,
-    `/metadata`, ...): TF Serving's with a version or a version label, and (`ai_platform`)
-    AI Platform's with a version name.
-
-    AI Platform's project is not checked (one deployment serves one project); its version
-    names are `v<N>`, `N` or a version label. The endpoint reads the path parameters itself,
-    `version` already resolved to a number (version_named).
-    """
-    forms = TF_SERVING_FORMS + (AI_PLATFORM_FORMS if ai_platform else [])
+    """Register `endpoint` on each URL form of one model resource + `suffix` (`:predict`,
+    `/metadata`, ...); the endpoint takes the model and version with ModelRefDep."""
     for prefix, form, text in forms:
         path = prefix + suffix
         router.add_api_route(
@@ -152,5 +156,5 @@ def add_model_routes(
             summary=text or summary,
             name=path,
             openapi_extra=path_parameters(path, form),
-            dependencies=[] if form is None else [version_named(form)],
+            dependencies=[Depends(_version_form(form))],
         )

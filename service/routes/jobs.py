@@ -36,7 +36,7 @@ _BODY_ERRORS = {**_ERRORS, **error_responses({413: "Body over the payload limit"
 async def create_job(project: str, body: CreateJob, jobs: JobsDep) -> Job:
     """Output-only fields in the body (`state`, `createTime`, `predictionOutput`, ...) are
     ignored, so a job copied from an earlier answer can be sent again under a new id."""
-    return jobs.create(project, body)
+    return await jobs.create(project, body)
 
 
 @router.get(

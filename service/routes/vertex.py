@@ -1,19 +1,19 @@
 """Vertex AI online prediction: `endpoints/{e}:predict`, `:rawPredict`, `:explain`, and the
 Endpoint resource that google-cloud-aiplatform reads before it predicts.
 
-The gateway is one Vertex endpoint with one deployed model, the model it serves: the endpoint
-id is GLIMPSE_VERTEX_ENDPOINT_ID (default: the model name, `.../endpoints/saccader`), any other
+Each served model is one Vertex endpoint with one deployed model: the endpoint id is the
+model's name, and GLIMPSE_VERTEX_ENDPOINT_ID gives the default model another id. Any other id
 is a 404 NOT_FOUND naming it. Any location is accepted unless GLIMPSE_VERTEX_LOCATION names one
 (clients must send a real region: the SDK checks it), and the project is not checked (one
 deployment serves one project, as on the ml v1 routes).
 
-These routes are adapters over service/serving.py, exactly as `:predict` and `:explain` are:
-the same admission, limits and errors (answered as google.rpc.Status JSON on `/v1/projects/`,
+An adapter over the data plane, exactly as TF Serving's and AI Platform's routes are: the same
+admission, limits and errors (answered as google.rpc.Status JSON on `/v1/projects/`,
 service/error_body.py). The deployed model's id is `<model>-v<version>`, its model resource
-`projects/{p}/locations/{l}/models/<model>` and its `modelVersionId` the served version; a new
-version is a new deployed model, as a redeploy is on Vertex. How an explanation maps onto
-Vertex's `Attribution`: service/vertex_schemas.py. Batch prediction stays on the ml v1 jobs
-API (service/routes/jobs.py).
+`projects/{p}/locations/{l}/models/<model>` and its `modelVersionId` the version that answers
+requests without one; a new version is a new deployed model, as a redeploy is on Vertex. How an
+explanation maps onto Vertex's `Attribution`: service/vertex_schemas.py. Batch prediction
+stays on the ml v1 jobs API (service/routes/jobs.py).
 """
 
 from __future__ import annotations
@@ -25,17 +25,17 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel
 
-from service import serving
-from service.errors import InvalidInput, ModelNotFound, NotReady
-from service.routes import predict as predict_route
-from service.routes.deps import StateDep, error_responses, require_token
+from service.admission import VersionRef
+from service.dataplane import DataPlane, off_loop
+from service.errors import InvalidInput, ModelNotFound
+from service.routes import tfserving
+from service.routes.deps import ModelRef, PlaneDep, error_responses, require_token
 from service.schemas import (
     PredictParameters,
     PredictRequest,
     PredictResponse,
     TensorResponse,
 )
-from service.state import GatewayState
 from service.vertex_schemas import (
     VertexDeployedModel,
     VertexEndpoint,
@@ -69,10 +69,21 @@ class Deployment:
     """The endpoint asked for, and the one model deployed on it."""
 
     endpoint: str  # projects/{p}/locations/{l}/endpoints/{e}
-    deployed_model_id: str
-    model: str  # projects/{p}/locations/{l}/models/{name}
-    version: str | None  # None: TF Serving picks, and the gateway cannot tell which
-    display_name: str
+    model_name: str  # the served model's name
+    version: int | None  # the version requests without one get (None: not known yet)
+
+    @property
+    def deployed_model_id(self) -> str:
+        name = self.model_name
+        return name if self.version is None else f"{name}-v{self.version}"
+
+    @property
+    def model(self) -> str:
+        """projects/{p}/locations/{l}/models/{name}"""
+        return f"{self.endpoint.rsplit('/endpoints/', 1)[0]}/models/{self.model_name}"
+
+    def answered_by(self, version: int) -> Deployment:
+        return Deployment(self.endpoint, self.model_name, version)
 
     def headers(self) -> dict[str, str]:
         """What Vertex's rawPredict answers beside the container's body (the SDK reads the
@@ -81,7 +92,7 @@ class Deployment:
             "X-Vertex-AI-Endpoint-Id": self.endpoint.rsplit("/", 1)[1],
             "X-Vertex-AI-Deployed-Model-Id": self.deployed_model_id,
             "X-Vertex-AI-Model": self.model,
-            "X-Vertex-AI-Model-Version-Id": self.version,
+            "X-Vertex-AI-Model-Version-Id": None if self.version is None else str(self.version),
         }
         return {k: v for k, v in found.items() if v is not None}
 
@@ -91,52 +102,47 @@ _PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _LOCATION = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
-def _endpoint(state: GatewayState, project: str, location: str, endpoint: str) -> str:
-    """The endpoint's resource name, or ModelNotFound (404) for one this gateway is not."""
-    settings = state.settings
+def _endpoints(plane: DataPlane) -> dict[str, str]:
+    """Endpoint id -> the served model it deploys: each model's name, but the default
+    model's when GLIMPSE_VERTEX_ENDPOINT_ID gives it another."""
+    alias = plane.settings.vertex_endpoint_id
+    ids = {name: name for name in plane.models}
+    if alias is not None and plane.default_model in ids:
+        del ids[plane.default_model]
+        ids[alias] = plane.default_model
+    return dict(sorted(ids.items()))
+
+
+def deployment(project: str, location: str, endpoint: str, plane: PlaneDep) -> Deployment:
+    """A route dependency: the endpoint's deployment, or 404 (every Vertex route checks it
+    before anything else)."""
+    settings = plane.settings
     if not (_PROJECT.fullmatch(project) and _LOCATION.fullmatch(location)):
         # They are echoed in names and rawPredict's headers: ids only.
         raise ModelNotFound(f"Endpoint not found: project or location {project!r}/{location!r}")
     name = f"projects/{project}/locations/{location}/endpoints/{endpoint}"
-    wanted_id = settings.vertex_endpoint_id or settings.model_name
-    if endpoint != wanted_id or location != (settings.vertex_location or location):
+    endpoints = _endpoints(plane)
+    where = settings.vertex_location
+    if endpoint not in endpoints or location != (where or location):
         raise ModelNotFound(
-            f"Endpoint `{name}` not found (this gateway serves endpoint {wanted_id}"
-            f"{f' in {settings.vertex_location}' if settings.vertex_location else ''})"
+            f"Endpoint `{name}` not found (this gateway serves endpoint"
+            f"{'s' if len(endpoints) > 1 else ''} {', '.join(endpoints)}"
+            f"{f' in {where}' if where else ''})"
         )
-    return name
+    model = endpoints[endpoint]
+    return Deployment(name, model, plane.model(model).default_number())
 
 
-def _deployment(state: GatewayState, endpoint: str) -> Deployment:
-    """The deployed model, once admission has said the model is served."""
-    name = state.settings.model_name
-    version = state.predictor.served_version(None)
-    project_location = endpoint.rsplit("/endpoints/", 1)[0]
-    return Deployment(
-        endpoint=endpoint,
-        deployed_model_id=name if version is None else f"{name}-v{version}",
-        model=f"{project_location}/models/{name}",
-        version=None if version is None else str(version),
-        display_name=name,
-    )
-
-
-def endpoint_name(project: str, location: str, endpoint: str, state: StateDep) -> str:
-    """A route dependency: the endpoint's resource name, or 404 (every Vertex route checks it
-    before anything else)."""
-    return _endpoint(state, project, location, endpoint)
-
-
-EndpointDep = Annotated[str, Depends(endpoint_name)]
+DeploymentDep = Annotated[Deployment, Depends(deployment)]
 
 
 async def _encoded(answer: BaseModel, items: int) -> Response:
-    """Vertex's camelCase JSON, encoded as every route encodes (serving.off_loop)."""
+    """Vertex's camelCase JSON, encoded as every route encodes (dataplane.off_loop)."""
 
     def encode() -> bytes:
         return answer.model_dump_json(by_alias=True, exclude_none=True).encode()
 
-    return Response(await serving.off_loop(items == 1, encode), media_type="application/json")
+    return Response(await off_loop(items == 1, encode), media_type="application/json")
 
 
 @router.get(
@@ -146,21 +152,21 @@ async def _encoded(answer: BaseModel, items: int) -> Response:
     responses=_ERRORS,
     summary="The Vertex Endpoint resource: one deployed model, all the traffic",
 )
-async def get_endpoint(name: EndpointDep, state: StateDep) -> VertexEndpoint:
-    serving.admit(state, state.settings.model_name, None)
-    deployed = _deployment(state, name)
+async def get_endpoint(deployed: DeploymentDep, plane: PlaneDep) -> VertexEndpoint:
+    await plane.metadata(deployed.model_name, VersionRef())  # 503 while it cannot serve
     # The endpoint exists while this gateway runs: its create and update times are the start.
-    started = state.started_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    started = plane.started_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    version = None if deployed.version is None else str(deployed.version)
     return VertexEndpoint(
-        name=name,
-        display_name=name.rsplit("/", 1)[1],
-        description=f"Glimpse gateway serving {deployed.display_name}",
+        name=deployed.endpoint,
+        display_name=deployed.endpoint.rsplit("/", 1)[1],
+        description=f"Glimpse gateway serving {deployed.model_name}",
         deployed_models=[
             VertexDeployedModel(
                 id=deployed.deployed_model_id,
                 model=deployed.model,
-                model_version_id=deployed.version,
-                display_name=deployed.display_name,
+                model_version_id=version,
+                display_name=deployed.model_name,
                 create_time=started,
             )
         ],
@@ -176,19 +182,19 @@ async def get_endpoint(name: EndpointDep, state: StateDep) -> VertexEndpoint:
     responses=_ERRORS,
     summary="Classify photos (Vertex AI): each prediction is :predict's object",
 )
-async def predict(name: EndpointDep, body: VertexPredictRequest, state: StateDep) -> Response:
-    model = state.settings.model_name
-    serving.admit_prediction(state, model, None, len(body.instances), body.parameters)
-    predictions = await serving.predict(state, body.instances, body.parameters)
-    deployed = _deployment(state, name)
-    answer = VertexPredictResponse(
-        predictions=predictions,
-        deployed_model_id=deployed.deployed_model_id,
-        model=deployed.model,
-        model_version_id=deployed.version,
-        model_display_name=deployed.display_name,
+async def predict(deployed: DeploymentDep, body: VertexPredictRequest, plane: PlaneDep) -> Response:
+    answered = await plane.predict(
+        deployed.model_name, VersionRef(), body.instances, body.parameters
     )
-    return await _encoded(answer, len(predictions))
+    by = deployed.answered_by(answered.version)
+    answer = VertexPredictResponse(
+        predictions=answered.items,
+        deployed_model_id=by.deployed_model_id,
+        model=by.model,
+        model_version_id=str(answered.version),
+        model_display_name=by.model_name,
+    )
+    return await _encoded(answer, len(answered.items))
 
 
 @router.post(
@@ -197,11 +203,12 @@ async def predict(name: EndpointDep, body: VertexPredictRequest, state: StateDep
     responses=_ERRORS,
     summary="The body as the model's container takes it (:predict's), and its answer",
 )
-async def raw_predict(name: EndpointDep, body: PredictRequest, state: StateDep) -> Response:
+async def raw_predict(deployed: DeploymentDep, body: PredictRequest, plane: PlaneDep) -> Response:
     """The model's container is the gateway itself: its own :predict answers the body,
     whatever form of :predict body it is, and Vertex's headers are added."""
-    answer = await predict_route.answer(state, state.settings.model_name, None, body)
-    answer.headers.update(_deployment(state, name).headers())
+    ref = ModelRef(deployed.model_name, VersionRef())
+    answer = await tfserving.answer_predict(plane, ref, body)
+    answer.headers.update(deployed.headers())
     return answer
 
 
@@ -211,39 +218,27 @@ async def raw_predict(name: EndpointDep, body: PredictRequest, state: StateDep) 
     responses=_ERRORS,
     summary="Explain the classification of photos (Vertex AI's explanation shape)",
 )
-async def explain(name: EndpointDep, body: VertexExplainRequest, state: StateDep) -> Response:
+async def explain(deployed: DeploymentDep, body: VertexExplainRequest, plane: PlaneDep) -> Response:
     if body.explanation_spec_override is not None:
         raise InvalidInput(
             "explanationSpecOverride is not supported: choose the method and its settings in"
             " parameters (parameters.method, parameters.steps, ...)"
         )
-    model, count, params = state.settings.model_name, len(body.instances), body.parameters
+    if body.deployed_model_id and body.deployed_model_id != deployed.deployed_model_id:
+        raise ModelNotFound(
+            f"DeployedModel {body.deployed_model_id} not found on endpoint"
+            f" `{deployed.endpoint}` (its one deployed model is {deployed.deployed_model_id})"
+        )
+    params = body.parameters
     # Vertex answers an explanation with the predictions too: :predict's objects, at the
     # explanation's glimpse count, without the annotated image (the explanation has one).
     predict_params = PredictParameters(num_glimpses=params.num_glimpses, annotated_image=False)
-    serving.admit_explanation(state, model, None, count, params)
-    serving.admit_prediction(state, model, None, count, predict_params)
-    deployed = _deployment(state, name)
-    explained = state.explainer.served_version(None)
-    if deployed.version is not None and str(explained) != deployed.version:
-        # TF Serving may serve a version the gateway's local copy is not: one answer must
-        # not mix the two under one deployedModelId.
-        raise NotReady(
-            f"explanations are of version {explained}, predictions of version"
-            f" {deployed.version}; the gateway needs the served version's SavedModel"
-        )
-    if body.deployed_model_id and body.deployed_model_id != deployed.deployed_model_id:
-        raise ModelNotFound(
-            f"DeployedModel {body.deployed_model_id} not found on endpoint `{name}`"
-            f" (its one deployed model is {deployed.deployed_model_id})"
-        )
-    # One decode and one deadline for both answers.
-    images, deadline = await serving.decode(state, body.instances)
-    predictions = await serving.predict_images(state, images, predict_params, deadline)
-    explanations = await serving.explain_images(state, images, params)
-    answer = VertexExplainResponse(
-        explanations=[VertexExplanation.of(e) for e in explanations],
-        deployed_model_id=deployed.deployed_model_id,
-        predictions=predictions,
+    predicted, explained = await plane.predict_and_explain(
+        deployed.model_name, body.instances, predict_params, params
     )
-    return await _encoded(answer, count)
+    answer = VertexExplainResponse(
+        explanations=[VertexExplanation.of(e) for e in explained.items],
+        deployed_model_id=deployed.answered_by(predicted.version).deployed_model_id,
+        predictions=predicted.items,
+    )
+    return await _encoded(answer, len(body.instances))

@@ -1,0 +1,121 @@
+"""A loaded version behind its model's turns: the one way any caller reaches a model.
+
+The labelled path's instances queue in the micro-batcher (service/batching.py), a tensor
+request runs in pieces of bounded rows, and each batch or piece takes a turn from the model's
+scheduler (service/scheduler.py), whichever backend runs it. The gateway's data plane and the
+batch runners (`glimpse batch`, Beam) use the same runner, so a batch job is scheduled like
+online work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import numpy as np
+
+from model_export.contract import ModelInfo
+from service.batching import BatchStats, MicroBatcher
+from service.instances import ImageInput
+from service.predictor import WARMUP_OPTIONS, ModelOutput, Options, Predictor
+from service.savedmodel import warmup_image
+from service.scheduler import FairScheduler, Kind
+from service.settings import GatewaySettings
+from service.signatures import SignatureSpec, batch_rows, splittable
+
+
+class ModelRunner:
+    def __init__(
+        self,
+        predictor: Predictor,
+        scheduler: FairScheduler,
+        settings: GatewaySettings,
+        on_batch: Callable[[BatchStats], None] | None = None,
+    ):
+        self.predictor = predictor
+        self._scheduler = scheduler
+        self._settings = settings
+        self._batcher: MicroBatcher[tuple[ImageInput, Options], ModelOutput] = MicroBatcher(
+            predictor.run_batch,
+            scheduler,
+            max_batch=settings.max_batch_size,
+            max_wait_s=settings.max_batch_wait_ms / 1000.0,
+            queue_limit=settings.queue_limit,
+            on_batch=on_batch,
+        )
+
+    async def start(self) -> None:
+        """Load, then real inferences through the whole path (each signature the labelled
+        path calls), one at a time so that any queue limit fits: ready only afterwards, and
+        the first request pays for no tracing."""
+        await self.predictor.load()
+        self._batcher.start()
+        for options in WARMUP_OPTIONS:
+            await self._batcher.submit([(warmup_image(), options)])
+
+    def model_info(self) -> ModelInfo | None:
+        return self.predictor.model_info()
+
+    async def metadata(self) -> dict[str, Any]:
+        return await self.predictor.metadata()
+
+    async def predict(self, images: list[ImageInput], options: list[Options]) -> list[ModelOutput]:
+        """The labelled path: every image of one request through the micro-batcher."""
+        return await self._batcher.submit(list(zip(images, options, strict=True)))
+
+    async def run_tensors(
+        self, spec: SignatureSpec, tensors: dict[str, np.ndarray], flow: Hashable
+    ) -> dict[str, np.ndarray]:
+        """One signature on a request's tensors, in pieces of at most
+        GLIMPSE_TENSOR_PIECE_ROWS rows when the signature allows it (every input and output
+        batched), each piece one turn of `flow`; the pieces' outputs joined in order."""
+        rows = batch_rows(tensors)
+        step = self._settings.tensor_piece_rows
+        if rows <= step or not splittable(spec, tensors):
+            async with self._scheduler.turn(Kind.TENSORS, flow, rows):
+                return await self.predictor.run_signature(spec.name, tensors)
+        parts: list[dict[str, np.ndarray]] = []
+        for start in range(0, rows, step):
+            piece = {name: t[start : start + step] for name, t in tensors.items()}
+            async with self._scheduler.turn(Kind.TENSORS, flow, batch_rows(piece)):
+                parts.append(await self.predictor.run_signature(spec.name, piece))
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    async def close(self) -> None:
+        """Finish what was accepted (up to the shutdown grace), then release the model."""
+        await self._batcher.close(self._settings.shutdown_grace_s)
+        await self.predictor.close()
+
+
+class StandaloneModel:
+    """The default model's version, started without a gateway: what `glimpse batch` and the
+    Beam pipeline's workers run on (GLIMPSE_MODEL_VERSION, else the highest the backend
+    has)."""
+
+    def __init__(self, settings: GatewaySettings):
+        from service.backends import make_backend
+
+        self._settings = settings
+        self._backend = make_backend(settings)
+        self.runner: ModelRunner | None = None
+
+    async def start(self) -> ModelRunner:
+        from service.errors import ModelNotFound
+        from service.model_config import ModelConfig
+
+        await self._backend.start()
+        config = ModelConfig(self._settings.model_name, self._settings.model_base)
+        found = await self._backend.discover(config)
+        wanted = self._settings.model_version
+        if not found or (wanted is not None and wanted not in found):
+            which = "any versions" if wanted is None else f"version {wanted}"
+            raise ModelNotFound(f"Could not find {which} of model {config.name}")
+        predictor = self._backend.open(config, found[0] if wanted is None else wanted)
+        self.runner = ModelRunner(predictor, FairScheduler(), self._settings)
+        await self.runner.start()
+        return self.runner
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.close()
+        await self._backend.close()
