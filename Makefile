@@ -6,7 +6,7 @@ MODEL_DIR ?= models
 SAMPLES ?= ../shared/data/imagenet-sample
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: serve test export bench bench-accuracy bench-cost bench-serve bench-batch bench-faithfulness bench-load bench-hostile lint clean
+.PHONY: serve test test-fast export bench bench-accuracy bench-cost bench-serve bench-batch bench-faithfulness bench-load bench-hostile bench-fairness bench-models lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,14 @@ test: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
-bench: bench-accuracy bench-cost bench-serve bench-batch bench-faithfulness bench-load bench-hostile
+# The fast tier (marker `fast`): every protocol's adapter and the data plane over a fake
+# backend, no TensorFlow model, under a minute.
+test-fast: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -m fast
+
+bench: bench-accuracy bench-cost bench-serve bench-batch bench-faithfulness bench-load bench-hostile \
+	bench-fairness bench-models
 	$(BIN)/python -m bench.report
 
 bench-accuracy: export
@@ -55,6 +62,15 @@ bench-load: export
 # Good traffic with 10% decode bombs vs clean, at concurrency 16: p99, probes, RSS.
 bench-hostile: export
 	$(BIN)/python -m bench.hostile --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
+
+# A one-photo :predict (p99 <= 500 ms) and /healthz/live (< 100 ms) beside four 64-photo x
+# 16-box serving_boxes requests, with tensor pieces of 4 rows and of 64 (no pieces).
+bench-fairness: export
+	$(BIN)/python -m bench.fairness --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
+
+# Gateway RSS with 1, 2 and 4 copies of the model served: <= 400 MB per extra model.
+bench-models: export
+	$(BIN)/python -m bench.models --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -73,7 +73,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_gateway(model_dir: Path, port: int, queue_limit: int) -> subprocess.Popen:
+def start_gateway(
+    model_dir: Path, port: int, queue_limit: int, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """`glimpse serve` on `port`, returned once /healthz/ready answers 200; `extra_env`
+    (GLIMPSE_* settings) is added last, so it wins."""
     env = {
         **os.environ,
         "PORT": str(port),
@@ -82,6 +86,7 @@ def start_gateway(model_dir: Path, port: int, queue_limit: int) -> subprocess.Po
         "GLIMPSE_JOBS_ENABLED": "false",
         "GLIMPSE_LOG_LEVEL": "WARNING",
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        **(extra_env or {}),
     }
     exe = Path(sys.executable).parent / "glimpse"
     proc = subprocess.Popen(
@@ -123,11 +128,13 @@ class GatewayRun:
 
 
 @contextlib.asynccontextmanager
-async def gateway_run(model_dir: Path, queue_limit: int) -> AsyncIterator[GatewayRun]:
+async def gateway_run(
+    model_dir: Path, queue_limit: int, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[GatewayRun]:
     """`glimpse serve` on a free port, its RSS sampled until the block ends; then readiness
     is asked once more and the process stopped (on any exit)."""
     port = free_port()
-    proc = start_gateway(model_dir, port, queue_limit)
+    proc = start_gateway(model_dir, port, queue_limit, extra_env)
     run = GatewayRun(f"http://127.0.0.1:{port}")
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_rss(proc.pid, run.rss, stop))

@@ -19,6 +19,8 @@ SECTIONS = [
     ("faithfulness", "make bench-faithfulness", "Explanation methods: faithfulness and cost"),
     ("load", "make bench-load", "Load: 10,000 requests at concurrency 32"),
     ("hostile", "make bench-hostile", "Hostile mix: decode bombs among good requests"),
+    ("fairness", "make bench-fairness", "Fairness: one-photo :predict beside tensor hogs"),
+    ("models", "make bench-models", "Models: gateway RSS with 1, 2 and 4 models"),
 ]
 
 

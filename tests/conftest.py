@@ -14,6 +14,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """`-m fast` (make test-fast) does not even import a test module that has no fast test:
+    the tier then never pays for TensorFlow's import, nor for walking its objects in every
+    garbage collection (which doubled the tier's time)."""
+    if config.getoption("markexpr") != "fast" or not collection_path.name.startswith("test_"):
+        return None
+    return "pytest.mark.fast" not in collection_path.read_text()
+
+
 def encode(array: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:
     from PIL import Image
 

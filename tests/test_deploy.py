@@ -152,6 +152,27 @@ def test_tf_serving_serves_what_the_exporter_writes():
     assert "COPY --from=export /models/saccader /models/saccader" in dockerfile
 
 
+def test_gateway_serves_the_models_tf_serving_is_configured_with(rendered):
+    """One model config for both: the gateway's GLIMPSE_MODEL_CONFIG_FILE is the file TF
+    Serving's --model_config_file names, mounted from the same ConfigMap, and it parses as a
+    list of models the gateway can serve."""
+    from service.model_config import parse_config_text
+
+    env = _gateway_env(rendered)
+    gateway, tfserving = _container(rendered, "gateway"), _container(rendered, "tfserving")
+    flag = next(a for a in tfserving["args"] if a.startswith("--model_config_file="))
+    path = flag.split("=", 1)[1]
+    assert env["GLIMPSE_MODEL_CONFIG_FILE"] == path
+
+    def source(container: dict, path: str) -> str:
+        [mount] = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+        return mount["name"]
+
+    assert source(gateway, path) == source(tfserving, path)
+    [model] = parse_config_text(_tfserving_files()["models.config"])
+    assert model.name == env["GLIMPSE_MODEL_NAME"] and model.labels == {"stable": 1}
+
+
 def _message(name: str, fields: list[tuple[str, int, str, str | None]]):
     """Build a TF Serving config message from its field numbers (the protos are not in the
     tensorflow-serving-api wheel): (field, number, type, message type or None)."""
@@ -288,9 +309,11 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def test_gateway_configured_as_the_manifests_talks_to_tf_serving(tiny_export, rendered):
+def test_gateway_configured_as_the_manifests_talks_to_tf_serving(tiny_export, rendered, tmp_path):
     """The gateway with the exact environment the Deployment gives it, against a TF Serving
-    protocol server on the address the manifests name (127.0.0.1:8500) when that port is free."""
+    protocol server on the address the manifests name (127.0.0.1:8500) when that port is free.
+    It reads the same model config as TF Serving, its base paths (/models/...) moved to where
+    the test's export is."""
     from tests.servers import live_server
     from tests.tfserving_server import TFServingServer
 
@@ -298,8 +321,16 @@ def test_gateway_configured_as_the_manifests_talks_to_tf_serving(tiny_export, re
     host, port = env["GLIMPSE_TFSERVING_ADDRESS"].rsplit(":", 1)
     server = TFServingServer(env["GLIMPSE_MODEL_NAME"], tiny_export)
     bound = server.start(int(port) if _port_free(int(port)) else 0)
+    config = _tfserving_files()[Path(env["GLIMPSE_MODEL_CONFIG_FILE"]).name]
+    local = tmp_path / "models.config"
+    local.write_text(config.replace('"/models/', f'"{tiny_export.parent.parent}/'))
     try:
-        env = {**env, "GLIMPSE_TFSERVING_ADDRESS": f"{host}:{bound}", "GLIMPSE_HOST": "127.0.0.1"}
+        env = {
+            **env,
+            "GLIMPSE_TFSERVING_ADDRESS": f"{host}:{bound}",
+            "GLIMPSE_HOST": "127.0.0.1",
+            "GLIMPSE_MODEL_CONFIG_FILE": str(local),
+        }
         with live_server(_settings_from(env)) as gateway:
             photo = encode(__import__("numpy").zeros((120, 160, 3), "uint8"), "JPEG")
             r = httpx.post(

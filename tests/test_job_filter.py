@@ -10,6 +10,8 @@ from service.batch.job_resource import Job, PredictionInput
 from service.batch.spec import JobState
 from service.errors import InvalidInput
 
+pytestmark = pytest.mark.fast
+
 GIVEN = PredictionInput(data_format="JSON", input_paths=["in.jsonl"], output_path="out")
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from service.batch.job_resource import Job, PredictionInput
 from service.batch.job_store import JobStore
 from service.batch.spec import JobState
+
+pytestmark = pytest.mark.fast
 
 GIVEN = PredictionInput(data_format="JSON", input_paths=["in.jsonl"], output_path="out")
 

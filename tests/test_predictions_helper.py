@@ -8,6 +8,8 @@ import pytest
 
 from tests.predictions import assert_same_prediction, assert_same_predictions
 
+pytestmark = pytest.mark.fast
+
 
 def _prediction(key: str = "a") -> dict:
     top = [

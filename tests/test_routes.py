@@ -20,6 +20,8 @@ from tests.conftest import body, encode
 from tests.errors import error_message
 from tests.fake_backend import INFO, PNG_1X1, FakeBackend
 
+pytestmark = pytest.mark.fast
+
 PREDICT = "/v1/models/saccader:predict"
 EXPLAIN = "/v1/models/saccader:explain"
 

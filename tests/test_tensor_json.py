@@ -10,6 +10,8 @@ import pytest
 
 from service import tensor_json
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.mark.parametrize(
     "shape", [(3,), (20_000,), (2, 224, 224, 3), (1, 7, 7, 1280), (40_000, 1), (0,)]
