@@ -208,6 +208,7 @@ def test_api_error_is_shown_not_swallowed(page, tiny_gateway):
     message = predict_api(tiny_gateway.url, junk).json()["error"]
     open_demo(page, tiny_gateway.url)
     expect(page.get_by_label("Access token")).to_be_hidden()  # this gateway needs none
+    expect(page.get_by_label("Model", exact=True)).to_be_hidden()  # it serves one model: no picker
     upload(page, "notes.txt", junk, "text/plain")
     expect(page.locator("#error")).to_have_text(f"{message} (HTTP 400)")
     expect(page.locator("#result")).to_be_hidden()
@@ -501,3 +502,29 @@ def test_more_than_16_boxes_is_prevented_and_a_refusal_is_shown(page, tiny_gatew
     expect(page.locator("#own")).to_have_attribute("data-state", "error")
     expect(page.locator("#own-answer")).to_be_hidden()
     screenshot(page, "demo-own-refused")
+
+
+def test_the_model_picker_asks_the_model_picked(page, gateway_settings, tiny_export, tmp_path):
+    """With several models served the page offers them, the default chosen, and asks the one
+    picked (with one, it shows no picker: test_api_error_is_shown_not_swallowed)."""
+    import shutil
+
+    for name in ("saccader", "parts"):
+        shutil.copytree(tiny_export, tmp_path / name / "1")
+    with live_server(gateway_settings(model_dir=tmp_path)) as server:
+        open_demo(page, server.url)
+        picker = page.get_by_label("Model", exact=True)
+        expect(picker).to_have_value("saccader")
+        assert page.locator("#model option").all_inner_texts() == ["parts", "saccader"]
+        upload(page, "grey.png", _png(), "image/png")
+        wait_done(page)
+        with page.expect_request(lambda r: r.url.endswith(":predict")) as asked:
+            picker.select_option("parts")
+        assert asked.value.url == f"{server.url}/v1/models/parts:predict"
+        wait_done(page)
+
+
+def _png() -> bytes:
+    from tests.conftest import encode
+
+    return encode(np.full((120, 160, 3), 90, np.uint8))

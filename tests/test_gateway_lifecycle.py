@@ -119,5 +119,91 @@ def test_sigterm_finishes_in_flight_requests(tiny_model_dir):
             proc.kill()
 
 
+def _serve(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """`glimpse serve` with these arguments in a process of its own, once ready."""
+    port = _free_port()
+    env = {**os.environ, "PORT": str(port), "GLIMPSE_LOG_FORMAT": "text", **env}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            if httpx.get(url + "/healthz/ready").status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_model_config_file_serves_two_models_and_a_new_version_without_a_restart(
+    tiny_export, tmp_path
+):
+    """`glimpse serve --model-config-file FILE` with two models serves both on every
+    protocol; a new version folder, written as `glimpse export` writes one (whole, then
+    renamed), is served within 30 s and the old one unloaded after it."""
+    import shutil
+
+    for name in ("saccader", "parts"):
+        shutil.copytree(tiny_export, tmp_path / name / "1")
+    config = tmp_path / "models.config"
+    config.write_text(
+        "model_config_list {\n"
+        f'  config {{ name: "saccader" base_path: "{tmp_path}/saccader"'
+        ' model_platform: "tensorflow" }\n'
+        f'  config {{ name: "parts" base_path: "{tmp_path}/parts" model_platform: "tensorflow"'
+        ' version_labels { key: "stable" value: 1 } }\n'
+        "}\n"
+    )
+    proc, url = _serve(["--model-config-file", str(config)], {"GLIMPSE_MODEL_POLL_S": "1"})
+    photo = body(encode(np.full((96, 128, 3), 100, np.uint8), "JPEG"))
+    try:
+        with httpx.Client(base_url=url, timeout=120) as client:
+            assert client.get("/v1/models").json() == {"models": ["parts", "saccader"]}
+            for model in ("saccader", "parts"):
+                for path in (
+                    f"/v1/models/{model}:predict",
+                    f"/v1/projects/p/models/{model}/versions/v1:predict",
+                    f"/v1/projects/p/locations/us-central1/endpoints/{model}:predict",
+                    f"/v1/models/{model}:explain",
+                ):
+                    r = client.post(path, json=photo)
+                    assert r.status_code == 200, (path, r.text)
+            assert client.post("/v1/models/parts/labels/stable:predict", json=photo).is_success
+
+            staging = tmp_path / "parts" / ".2.partial"
+            shutil.copytree(tiny_export, staging)
+            staging.rename(tmp_path / "parts" / "2")
+            written = time.monotonic()
+
+            def states() -> list[tuple[str, str]]:
+                status = client.get("/v1/models/parts").json()["model_version_status"]
+                return [(v["version"], v["state"]) for v in status]
+
+            while states()[0] != ("2", "AVAILABLE"):
+                assert time.monotonic() - written < 30, states()
+                time.sleep(0.2)
+            served_after = time.monotonic() - written
+            r = client.post(
+                "/v1/projects/p/locations/us-central1/endpoints/parts:predict", json=photo
+            )
+            assert r.json()["deployedModelId"] == "parts-v2"
+            while states() != [("2", "AVAILABLE"), ("1", "END")]:
+                assert time.monotonic() - written < 60, states()
+                time.sleep(0.2)
+            assert client.post("/v1/models/saccader:predict", json=photo).is_success
+        print(f"version 2 served {served_after:.1f} s after its folder appeared")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
 if not hasattr(signal, "SIGTERM"):  # pragma: no cover
     pytest.skip("needs POSIX signals", allow_module_level=True)

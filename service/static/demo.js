@@ -9,7 +9,7 @@ import { preparePhoto } from "./photo.js";
 const $ = (id) => document.getElementById(id);
 const ui = {
   form: $("predict-form"), drop: $("drop"), file: $("photo"),
-  tokenRow: $("token-row"), token: $("token"),
+  tokenRow: $("token-row"), token: $("token"), modelRow: $("model-row"), model: $("model"),
   numGlimpses: $("num-glimpses"), topK: $("top-k"),
   status: $("status"), error: $("error"),
   result: $("result"), topClass: $("top-class"), topScore: $("top-score"),
@@ -212,8 +212,20 @@ ui.drop.addEventListener("drop", (event) => {
   choose(event.dataTransfer.files[0]);
 });
 
+// The gateway serves several models: the page asks the one picked (the default first).
+function offerModels(models) {
+  ui.model.replaceChildren(...models.map((name) => new Option(name, name, false, name === config.model)));
+  ui.modelRow.hidden = models.length < 2;
+}
+
+ui.model.addEventListener("change", () => {
+  config = { ...config, model: ui.model.value };
+  if (photo) ui.form.requestSubmit();
+});
+
 loadConfig().then((loaded) => {
   config = loaded;
+  offerModels(config.models || [config.model]);
   if (config.auth_required) askForToken(false);
   document.body.dataset.ready = "true";
 }).catch((err) => {
