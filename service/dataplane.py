@@ -60,7 +60,6 @@ _GLIMPSE_AXIS = {GLIMPSE_BOXES: -2, GLIMPSE_SETS: -1}
 class Answered:
     """A verb's result and the version that produced it (protocols name it)."""
 
-    model: str
     version: int
     items: list[Any]
 
@@ -89,6 +88,7 @@ class DataPlane:
         self._started = False
         self._config_error: str | None = None
         self._poller: asyncio.Task | None = None
+        self._retiring: set[asyncio.Task] = set()  # models dropped from the config, draining
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -125,8 +125,11 @@ class DataPlane:
             self._config_error = str(e)
             desired = {name: m.config for name, m in self.models.items()}
         for name in [n for n in self.models if n not in desired]:
-            log.info("model %s is no longer configured: unloading it", name)
-            await self.models.pop(name).close()
+            log.info("model %s is no longer configured: draining and unloading it", name)
+            retired = self.models.pop(name)  # from now on a 404; what it holds finishes
+            task = asyncio.create_task(retired.retire(), name=f"retire-{name}")
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
         loads: list[asyncio.Task] = []
         for name, config in desired.items():
             model = self.models.get(name)
@@ -146,6 +149,9 @@ class DataPlane:
         self.shutting_down = True
         if self._poller is not None:
             self._poller.cancel()
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         for model in self.models.values():
             await model.close()
         self.models.clear()
@@ -177,6 +183,7 @@ class DataPlane:
         return next((p for p in problems if p), "no model serves")
 
     def model_ready(self, name: str) -> bool:
+        """One model's readiness (KServe's and the Open Inference Protocol's model ready)."""
         return self.model(name).is_ready() and not self.shutting_down
 
     def model(self, name: str) -> ServedModel:
@@ -248,7 +255,7 @@ class DataPlane:
         with version.use():
             images, deadline = await self._decode(instances)
             predictions = await self._predict_images(version, images, params, deadline)
-        return Answered(name, version.number, predictions)
+        return Answered(version.number, predictions)
 
     async def _decode(self, instances: Sequence[Instance]) -> tuple[list[ImageInput], float]:
         """The request's images, checked and decoded, and its deadline (monotonic): one
@@ -326,7 +333,7 @@ class DataPlane:
         with version.use():
             images, _ = await self._decode(instances)
             explanations = await version.explainer.explain(images, params)
-        return Answered(name, version.number, explanations)
+        return Answered(version.number, explanations)
 
     async def predict_and_explain(
         self,
@@ -344,8 +351,8 @@ class DataPlane:
             predictions = await self._predict_images(version, images, predict_params, deadline)
             explanations = await version.explainer.explain(images, explain_params)
         return (
-            Answered(name, version.number, predictions),
-            Answered(name, version.number, explanations),
+            Answered(version.number, predictions),
+            Answered(version.number, explanations),
         )
 
     # -- tensors: any signature on a request's tensors ------------------------------------

@@ -215,6 +215,13 @@ class ServedModel:
             log.info("%s: label %s names version %s", self.name, label, number)
             self._label_version = number
 
+    async def retire(self) -> None:
+        """The model is no longer configured: each serving version drains, then unloads."""
+        for version in self.versions.values():
+            if version.state is VersionState.AVAILABLE:
+                await self._unload(version)
+        await self.close()
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()

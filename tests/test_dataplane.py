@@ -164,6 +164,8 @@ def test_a_model_that_fails_to_load_is_reported_and_the_others_serve(tmp_path, j
         assert error(c.post("/v1/models/parts:predict", json=body(jpeg)), 503) == (
             "model failed to load: OSError: bad SavedModel at <path>"
         )
+        plane = c.app.state.plane
+        assert (plane.model_ready("saccader"), plane.model_ready("parts")) == (True, False)
         assert c.post("/v1/models/saccader:predict", json=body(jpeg)).status_code == 200
 
 
@@ -178,10 +180,18 @@ def test_models_come_and_go_with_the_config(tmp_path, jpeg):
             text + f'config {{ name: "birds" base_path: "{tmp_path}/birds" }} }}'
         )
         until(lambda: c.post("/v1/models/birds:predict", json=body(jpeg)).status_code == 200)
+        fake.delay_s = 0.5  # a request in flight on saccader when it leaves the config
+        in_flight = c.portal.start_task_soon(
+            lambda: asyncio.to_thread(c.post, "/v1/models/saccader:predict", json=body(jpeg))
+        )
+        until(lambda: fake.calls and fake.calls[-1][0] == "saccader")
         given.model_config_file.write_text(
             f'model_config_list {{ config {{ name: "birds" base_path: "{tmp_path}/b" }} }}'
         )
         until(lambda: c.get("/v1/models").json() == {"models": ["birds"]})
+        assert in_flight.result(timeout=10).status_code == 200  # drained, not cut off
+        until(lambda: all(p.closed for p in fake.opened if p.model_name != "birds"))
+        fake.delay_s = 0.0
         assert error(c.post("/v1/models/saccader:predict", json=body(jpeg)), 404) == (
             "Servable not found for request: Latest(saccader)"
         )
