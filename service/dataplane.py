@@ -157,7 +157,6 @@ class DataPlane:
         self.models.clear()
         await self._backend.close()
         self.decoder.close()
-        savedmodel.thaw_heap()  # what was loaded is garbage now: collected, not kept frozen
 
     # -- health: decided here, nowhere else -----------------------------------------------
 

@@ -164,7 +164,6 @@ class ServedModel:
         await version.runner.close()
         version.explainer.close()
         version.state = VersionState.END
-        savedmodel.thaw_heap()  # the model's cyclic garbage is freed only by a collection
         log.info("%s version %s unloaded", self.name, version.number)
 
     async def sync(self) -> list[asyncio.Task]:

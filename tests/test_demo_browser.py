@@ -507,10 +507,9 @@ def test_more_than_16_boxes_is_prevented_and_a_refusal_is_shown(page, tiny_gatew
 def test_the_model_picker_asks_the_model_picked(page, gateway_settings, tiny_export, tmp_path):
     """With several models served the page offers them, the default chosen, and asks the one
     picked (with one, it shows no picker: test_api_error_is_shown_not_swallowed)."""
-    import shutil
-
-    for name in ("saccader", "parts"):
-        shutil.copytree(tiny_export, tmp_path / name / "1")
+    for name in ("saccader", "parts"):  # one export under two names, loaded once
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "1").symlink_to(tiny_export, target_is_directory=True)
     with live_server(gateway_settings(model_dir=tmp_path)) as server:
         open_demo(page, server.url)
         picker = page.get_by_label("Model", exact=True)

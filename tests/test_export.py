@@ -13,6 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from model_export.labels import imagenet_labels, read_labels
+from service.savedmodel import load
 from tests.conftest import encode
 
 CAT_CLASSES = {281, 282, 283, 285, 287}  # tabby, tiger cat, Persian, Egyptian cat, lynx
@@ -20,7 +21,7 @@ CAT_CLASSES = {281, 282, 283, 285, 287}  # tabby, tiger cat, Persian, Egyptian c
 
 @pytest.fixture(scope="module")
 def served(tiny_export):
-    return tf.saved_model.load(str(tiny_export))
+    return load(tiny_export)  # the process's one load of it (service/savedmodel.py)
 
 
 def _options(sm, images, glimpses, top_k):
@@ -245,7 +246,7 @@ def test_reloaded_in_fresh_process_matches_in_memory(tiny_export, tiny_model, tm
 
 @pytest.mark.slow
 def test_pretrained_export_sees_the_cat(lite0_export, photo_bytes):
-    sm = tf.saved_model.load(str(lite0_export))
+    sm = load(lite0_export)
     out = sm.signatures["serving_default"](input_image_bytes=tf.constant([photo_bytes]))
     assert int(out["classes"][0, 0]) in CAT_CLASSES
     assert int(out["full_image_class"][0]) in CAT_CLASSES

@@ -18,8 +18,12 @@ from tests.conftest import body, encode
 from tests.servers import live_server
 
 
-def test_ready_only_after_warm_up(gateway_settings):
-    with live_server(gateway_settings(), ready=False) as server:
+def test_ready_only_after_warm_up(gateway_settings, tiny_export, tmp_path):
+    import shutil
+
+    # A copy no gateway of this process has loaded yet (a folder is loaded once a process).
+    shutil.copytree(tiny_export, tmp_path / "saccader" / "1")
+    with live_server(gateway_settings(model_dir=tmp_path), ready=False) as server:
         seen = []
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

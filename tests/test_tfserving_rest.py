@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import requests
 
+from service.savedmodel import load
 from tests.conftest import b64, encode
 from tests.errors import error_message
 from tests.servers import live_server
@@ -30,9 +31,8 @@ def gateway(gateway_settings):
 
 @pytest.fixture(scope="module")
 def saved_model(tiny_export):
-    import tensorflow as tf
 
-    return tf.saved_model.load(str(tiny_export))
+    return load(tiny_export)  # the process's one load of it (service/savedmodel.py)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from service.savedmodel import metadata_body, signature_def_map, status_body
+from service.savedmodel import load, metadata_body, signature_def_map, status_body
 
 
 class BadRequest(Exception):
@@ -70,7 +70,7 @@ def _map(value: Any, fn) -> Any:
 class SavedModelServable:
     def __init__(self, name: str, version_dir: Path):
         self.name, self.version = name, int(version_dir.name)
-        self.model = tf.saved_model.load(str(version_dir))
+        self.model = load(version_dir)  # shared with every gateway of the test process
         self.signature_map = signature_def_map(version_dir)
         self.calls = 0
 

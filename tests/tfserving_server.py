@@ -23,13 +23,13 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from service.savedmodel import signature_def_map
+from service.savedmodel import load, signature_def_map
 
 
 class _Servable:
     def __init__(self, name: str, version: int, path: Path):
         self.name, self.version = name, version
-        self.model = tf.saved_model.load(str(path))
+        self.model = load(path)  # shared with every gateway of the test process
         self.signature_map = signature_def_map(path)
         self._warm_up()
 
