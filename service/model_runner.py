@@ -15,8 +15,11 @@ from typing import Any
 import numpy as np
 
 from model_export.contract import ModelInfo
+from service.backends import make_backend
 from service.batching import BatchStats, MicroBatcher
+from service.errors import ModelNotFound
 from service.instances import ImageInput
+from service.model_config import ModelConfig
 from service.predictor import WARMUP_OPTIONS, ModelOutput, Options, Predictor
 from service.savedmodel import warmup_image
 from service.scheduler import FairScheduler, Kind
@@ -93,16 +96,11 @@ class StandaloneModel:
     has)."""
 
     def __init__(self, settings: GatewaySettings):
-        from service.backends import make_backend
-
         self._settings = settings
         self._backend = make_backend(settings)
         self.runner: ModelRunner | None = None
 
     async def start(self) -> ModelRunner:
-        from service.errors import ModelNotFound
-        from service.model_config import ModelConfig
-
         await self._backend.start()
         config = ModelConfig(self._settings.model_name, self._settings.model_base)
         found = await self._backend.discover(config)
