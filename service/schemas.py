@@ -177,7 +177,8 @@ class PredictRequest(BaseModel):
     signature_name: str | None = Field(
         None, description="Any signature the model's metadata lists; empty: serving_default."
     )
-    # The raw body of a tensor request (is_tensor_request): service/tfserving_forms.py reads it.
+    # The raw body of a tensor request (is_tensor_request): service/routes/tfserving.py reads
+    # it against the signature the data plane resolved.
     _tensors: dict[str, Any] | None = PrivateAttr(None)
 
     @model_validator(mode="wrap")

@@ -6,8 +6,8 @@ Serving polls its file system: a new version loads in the background and serves 
 warm-up inference answered; a version the policy drops is drained (requests that hold it
 finish) before it is unloaded, and only once a newer one serves, so a rollout never leaves
 the model without a version. A version that fails to load is reported in the model's status
-(END, with the reason) and tried again only when its folder changes; the other versions and
-models go on serving.
+(END, with the reason) and tried again only when its folder changes (beside TF Serving, at
+every poll: a model server's failure may pass); the other versions and models go on serving.
 """
 
 from __future__ import annotations
@@ -186,10 +186,7 @@ class ServedModel:
         loads = []
         for number in wanted:
             current = self.versions.get(number)
-            if current is None or (
-                current.state is VersionState.END
-                and (not current.error or _stamp(current.path) != current.stamp)
-            ):
+            if current is None or (current.state is VersionState.END and self._retry(current)):
                 version = self.versions[number] = self._open(number)
                 loads.append(self._spawn(self._load(version)))
         if wanted and any(self.versions[v].state is VersionState.AVAILABLE for v in wanted):
@@ -198,6 +195,15 @@ class ServedModel:
                     self._spawn(self._unload(version))
         await self._follow_label()
         return loads
+
+    def _retry(self, version: ServedVersion) -> bool:
+        """Whether an ended version is loaded again: one unloaded, or one whose load failed
+        and may work now. A folder that failed in this process is tried again only once it
+        changes (each try would keep TensorFlow's share of a load); a model server's failure
+        may pass, so a version TF Serving has is tried at every poll."""
+        if not version.error or not self._backend.in_process:
+            return True
+        return _stamp(version.path) != version.stamp
 
     async def _follow_label(self) -> None:
         """With GLIMPSE_MODEL_VERSION_LABEL, requests without a version go to the version

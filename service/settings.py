@@ -77,8 +77,8 @@ class GatewaySettings(BaseSettings):
     max_jpeg_scans: int = Field(64, ge=1, le=10_000)
     max_jpeg_scan_pixels: int = Field(400_000_000, ge=1_000_000)  # scans x pixels, one JPEG
     request_timeout_s: float = Field(30.0, gt=0.0)  # decode + queue + model, per request
-    # TF Serving's tensor forms (columnar, any signature_name: service/tfserving_forms.py) run
-    # one signature call each, outside the batcher: at most this many wait at once (429
+    # TF Serving's tensor forms (columnar, any signature_name: the data plane's `infer`) run
+    # their signature outside the batcher: at most this many per model wait at once (429
     # beyond), and an answer may hold at most this many values (~10 bytes each in JSON).
     tensor_max_pending: int = Field(4, ge=1)  # per model
     max_answer_values: int = Field(2_000_000, ge=1000)

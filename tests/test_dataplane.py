@@ -169,6 +169,28 @@ def test_a_model_that_fails_to_load_is_reported_and_the_others_serve(tmp_path, j
         assert c.post("/v1/models/saccader:predict", json=body(jpeg)).status_code == 200
 
 
+@pytest.mark.parametrize("in_process", [True, False])
+def test_a_failed_version_is_tried_again_when_it_may_work(tmp_path, jpeg, in_process):
+    """In-process, a folder that failed is loaded again only once it changes (each try keeps
+    TensorFlow's share of a load); beside a model server, at every poll."""
+    fake = FakeBackend(
+        versions={"saccader": [1], "parts": [1]},
+        fail_versions={("parts", 1): OSError("not yet")},
+        in_process=in_process,
+    )
+    with TestClient(create_app(settings(tmp_path), fake)) as c:
+        until(lambda: c.get("/healthz/startup").status_code == 200)
+        until(lambda: states(c, "parts") == [("1", "END")])
+        fake.fail_versions.clear()  # the cause went away
+        if in_process:
+            time.sleep(0.3)  # several polls: the unchanged folder is not loaded again
+            assert states(c, "parts") == [("1", "END")]
+            (tmp_path / "parts" / "1").mkdir(parents=True)  # the folder changes
+            (tmp_path / "parts" / "1" / "saved_model.pb").write_bytes(b"new")
+        until(lambda: states(c, "parts") == [("1", "AVAILABLE")])
+        assert c.post("/v1/models/parts:predict", json=body(jpeg)).status_code == 200
+
+
 def test_models_come_and_go_with_the_config(tmp_path, jpeg):
     fake = FakeBackend(versions={"saccader": [1], "parts": [1], "birds": [4]})
     given = settings(tmp_path)

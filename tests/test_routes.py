@@ -380,7 +380,7 @@ def test_demo_assets_ignore_any_range(client, byte_range):
     assert r.headers["content-security-policy"] == whole.headers["content-security-policy"]
 
 
-# Version labels (service/versions.py): the gateway's own, and one only the "model server"
+# Version labels (service/served_model.py): the config's own, and one only the "model server"
 # knows, as TF Serving's models.config would (the fake resolves it like TF Serving).
 LABELS = {"stable": 1, "canary": 2}
 
