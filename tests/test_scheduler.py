@@ -19,6 +19,19 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def hold(scheduler: FairScheduler) -> tuple[asyncio.Task, asyncio.Event]:
+    """The model busy with a micro-batch until the event is set; the turn's task."""
+    gate = asyncio.Event()
+
+    async def holder():
+        async with scheduler.turn(Kind.INSTANCES, "first"):
+            await gate.wait()
+
+    held = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    return held, gate
+
+
 async def _take(scheduler: FairScheduler, kind: Kind, flow: str, order: list, hold: float = 0.0):
     async with scheduler.turn(kind, flow, 1):
         order.append((kind.value, flow))
@@ -29,14 +42,7 @@ def test_turns_go_round_the_kinds_then_round_the_requests():
     async def main():
         scheduler = FairScheduler()
         order: list = []
-        gate = asyncio.Event()
-
-        async def holder():
-            async with scheduler.turn(Kind.INSTANCES, "first"):
-                await gate.wait()
-
-        held = asyncio.create_task(holder())
-        await asyncio.sleep(0)
+        held, gate = await hold(scheduler)
         # Queued while the model is busy: a big tensor request's 3 pieces first, then a
         # second tensor request, an explanation and a micro-batch.
         waiting = [asyncio.create_task(_take(scheduler, Kind.TENSORS, "big", order)) for _ in "123"]
@@ -88,14 +94,7 @@ def test_a_waiter_past_its_deadline_leaves_the_queue():
     async def main():
         scheduler = FairScheduler()
         order: list = []
-        gate = asyncio.Event()
-
-        async def holder():
-            async with scheduler.turn(Kind.INSTANCES, "first"):
-                await gate.wait()
-
-        held = asyncio.create_task(holder())
-        await asyncio.sleep(0)
+        held, gate = await hold(scheduler)
         with pytest.raises(BackendTimeout):
             async with scheduler.turn(Kind.TENSORS, "late", deadline=time.monotonic() + 0.05):
                 order.append("late ran")
@@ -115,14 +114,7 @@ def test_a_cancelled_waiter_passes_on_a_turn_it_was_given():
     async def main():
         scheduler = FairScheduler()
         order: list = []
-        gate = asyncio.Event()
-
-        async def holder():
-            async with scheduler.turn(Kind.INSTANCES, "first"):
-                await gate.wait()
-
-        held = asyncio.create_task(holder())
-        await asyncio.sleep(0)
+        held, gate = await hold(scheduler)
         doomed = asyncio.create_task(_take(scheduler, Kind.TENSORS, "doomed", order))
         later = asyncio.create_task(_take(scheduler, Kind.EXPLAIN, "later", order))
         await asyncio.sleep(0.01)
