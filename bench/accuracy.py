@@ -20,7 +20,6 @@ numbers as ImageNet-val accuracy.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 from pathlib import Path
@@ -30,7 +29,14 @@ import tensorflow as tf
 from PIL import Image
 from tqdm import tqdm
 
-from bench.common import environment, load_model, load_photos, markdown_table, write_report
+from bench.common import (
+    arguments,
+    environment,
+    load_model,
+    load_photos,
+    markdown_table,
+    write_report,
+)
 from model_export.config import POLICIES, VIEW_SIZE, SaccaderConfig
 from service import geometry
 
@@ -183,10 +189,7 @@ def _spread(c: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=Path("models"))
-    ap.add_argument("--images", type=Path, required=True)
-    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap = arguments(__doc__)
     ap.add_argument("--limit", type=int, default=None, help="use N photos spread over classes")
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--variants", default=",".join(VARIANTS), help="'' for none")

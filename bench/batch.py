@@ -12,7 +12,6 @@ medians over rounds. Writes batch.json and batch.md under --out.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
@@ -24,7 +23,14 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from bench.common import environment, load_model, load_photos, markdown_table, write_report
+from bench.common import (
+    arguments,
+    environment,
+    load_model,
+    load_photos,
+    markdown_table,
+    write_report,
+)
 
 
 def raw_throughput(sm, images: list[bytes], batch: int) -> float:
@@ -57,10 +63,7 @@ async def end_to_end(settings, spec) -> tuple[float, dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=Path("models"))
-    ap.add_argument("--images", type=Path, required=True)
-    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap = arguments(__doc__)
     ap.add_argument("--limit", type=int, default=None, help="photos to use (default: all)")
     ap.add_argument("--files", type=int, default=4, help="input files the lines are split over")
     ap.add_argument("--rounds", type=int, default=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import time
@@ -49,6 +50,26 @@ def environment() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
     }
+
+
+def arguments(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's command line: its docstring as help, and the three options every one
+    takes (the model base, the photo folder, where results go)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--model-dir", type=Path, default=Path("models"))
+    ap.add_argument("--images", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    return ap
+
+
+def int_list(text: str) -> list[int]:
+    """`4,64` -> [4, 64] (an option that names several runs)."""
+    return [int(v) for v in text.split(",")]
+
+
+def footer(env: dict[str, Any]) -> str:
+    """The last line of a report: when and on what it was measured."""
+    return f"{env['date']}, {env['cpus']} CPUs, TensorFlow {env['tensorflow']}."
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

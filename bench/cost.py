@@ -16,7 +16,6 @@ Writes cost.json and cost.md under --out.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import statistics
 import time
@@ -27,7 +26,14 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from bench.common import environment, load_model, load_photos, markdown_table, write_report
+from bench.common import (
+    arguments,
+    environment,
+    load_model,
+    load_photos,
+    markdown_table,
+    write_report,
+)
 from bench.load import free_port, start_gateway
 
 EXPLAINED = ("glimpses", "sag")
@@ -73,10 +79,7 @@ def explain_latency(model_dir: Path, images: list[bytes]) -> dict[str, dict[str,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=Path("models"))
-    ap.add_argument("--images", type=Path, required=True)
-    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap = arguments(__doc__)
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--repeats", type=int, default=40, help="timed calls per batch size and path")
     ap.add_argument("--explain-photos", type=int, default=24, help="photos sent to :explain")

@@ -13,14 +13,12 @@ SmoothGrad, whose noise is drawn afresh each run).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
-from bench.common import environment, load_photos, markdown_table, write_report
+from bench.common import arguments, environment, footer, load_photos, markdown_table, write_report
 from bench.faithfulness import offline_model
 from service.explain import methods
 from service.explain import model as explain_model
@@ -57,11 +55,8 @@ def _run(model, images: list[bytes], params: dict) -> tuple[dict, dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=Path("models"))
-    ap.add_argument("--images", type=Path, required=True)
+    ap = arguments(__doc__)
     ap.add_argument("--limit", type=int, default=8)
-    ap.add_argument("--out", type=Path, default=Path("bench/results"))
     args = ap.parse_args()
 
     images, _, _ = load_photos(args.images, limit=args.limit)
@@ -97,7 +92,7 @@ def main() -> None:
                 ["method", "ms, earlier calls", "ms, today's calls", "ratio", "max map difference"],
                 rows,
             ),
-            "{date}, {cpus} CPUs, TensorFlow {tensorflow}.".format(**environment()),
+            footer(environment()),
         ]
     )
     write_report(

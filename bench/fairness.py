@@ -36,13 +36,20 @@ import multiprocessing
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import numpy as np
 from PIL import Image
 
-from bench.common import environment, load_photos, markdown_table, write_report
+from bench.common import (
+    arguments,
+    environment,
+    footer,
+    int_list,
+    load_photos,
+    markdown_table,
+    write_report,
+)
 from bench.hostile import probe
 from bench.load import PREDICT, gateway_run, request_body
 
@@ -328,18 +335,15 @@ def render(r: dict) -> str:
     if failures:
         lines += ["", "Hog answers other than 200:", *failures]
     env = r["environment"]
-    lines += ["", f"{env['date']}, {env['cpus']} CPUs, TensorFlow {env['tensorflow']}."]
+    lines += ["", footer(env)]
     return "\n".join(lines)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=Path("models"))
-    ap.add_argument("--images", type=Path, required=True)
-    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap = arguments(__doc__)
     ap.add_argument(
         "--configs",
-        type=lambda s: [int(v) for v in s.split(",")],
+        type=int_list,
         default=[4, 64],
         help="GLIMPSE_TENSOR_PIECE_ROWS values, one gateway each (default 4,64)",
     )

@@ -26,7 +26,6 @@ Writes faithfulness.json, faithfulness.md and faithfulness.png under --out.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import statistics
 import time
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from bench.common import environment, load_photos, markdown_table, write_report
+from bench.common import arguments, environment, load_photos, markdown_table, write_report
 from service import geometry
 from service.explain import faithfulness, methods
 from service.explain.model import Budget, ExplainModel
@@ -190,10 +189,7 @@ def run_pic(model_path: Path, tasks: list, workers: int) -> tuple[dict, dict, li
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=Path("models"))
-    ap.add_argument("--images", type=Path, required=True)
-    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap = arguments(__doc__)
     ap.add_argument("--limit", type=int, default=48, help="photos, spread over the classes")
     ap.add_argument("--pic-limit", type=int, default=16, help="photos PIC runs on (the first)")
     ap.add_argument("--workers", type=int, default=2, help="processes for PIC")

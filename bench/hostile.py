@@ -26,12 +26,11 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import numpy as np
 
-from bench.common import environment, load_photos, markdown_table, write_report
+from bench.common import arguments, environment, load_photos, markdown_table, write_report
 from bench.load import PREDICT, gateway_run, request_body, rss_growth
 from tests.hostile_images import gif_canvas, jpeg_with_scans, png_corrupt_pixels
 
@@ -218,10 +217,7 @@ def render(r: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=Path("models"))
-    ap.add_argument("--images", type=Path, required=True)
-    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap = arguments(__doc__)
     ap.add_argument("--photos", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=150.0, help="per phase (>= 120 for RSS)")

@@ -39,7 +39,7 @@ import httpx
 import numpy as np
 import psutil
 
-from bench.common import environment, load_photos, markdown_table, write_report
+from bench.common import arguments, environment, load_photos, markdown_table, write_report
 
 PREDICT = "/v1/models/saccader:predict"
 
@@ -291,10 +291,7 @@ def report(data: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=Path("models"))
-    parser.add_argument("--images", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser = arguments(__doc__)
     parser.add_argument("--photos", type=int, default=64, help="distinct photos to cycle")
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=32)

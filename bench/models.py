@@ -27,7 +27,15 @@ from pathlib import Path
 import httpx
 import psutil
 
-from bench.common import environment, load_photos, markdown_table, write_report
+from bench.common import (
+    arguments,
+    environment,
+    footer,
+    int_list,
+    load_photos,
+    markdown_table,
+    write_report,
+)
 from bench.load import free_port, request_body, start_gateway
 
 NAMES = ["saccader", "m2", "m3", "m4", "m5", "m6", "m7", "m8"]
@@ -169,19 +177,16 @@ def render(r: dict) -> str:
         "",
         *[f"- {k}: {'PASS' if v else 'FAIL'}" for k, v in r["checks"].items()],
         "",
-        f"{env['date']}, {env['cpus']} CPUs, TensorFlow {env['tensorflow']}.",
+        footer(env),
     ]
     return "\n".join(lines)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=Path("models"))
-    ap.add_argument("--images", type=Path, required=True)
-    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap = arguments(__doc__)
     ap.add_argument(
         "--counts",
-        type=lambda s: [int(v) for v in s.split(",")],
+        type=int_list,
         default=[1, 2, 4],
         help="models served, one gateway each (default 1,2,4; at most 8)",
     )

@@ -11,7 +11,6 @@ client share the machine's 2 cores, as a sidecar client would. Writes serve.json
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
@@ -26,7 +25,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.common import environment, load_photos, markdown_table, write_report
+from bench.common import arguments, environment, load_photos, markdown_table, write_report
 
 _JSON = {"content-type": "application/json"}
 
@@ -127,10 +126,7 @@ async def load(url: str, payloads: list[bytes], concurrency: int, seconds: float
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model-dir", type=Path, default=Path("models"))
-    ap.add_argument("--images", type=Path, required=True)
-    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap = arguments(__doc__)
     ap.add_argument("--seconds", type=float, default=12.0, help="per concurrency level")
     ap.add_argument("--concurrency", default="1,4,16,32")
     args = ap.parse_args()

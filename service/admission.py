@@ -34,14 +34,6 @@ class VersionRef:
     form: VersionForm = VersionForm.NUMBER
 
     @classmethod
-    def number(cls, text: str | None) -> VersionRef:
-        return cls(text, VersionForm.NUMBER)
-
-    @classmethod
-    def label(cls, text: str) -> VersionRef:
-        return cls(text, VersionForm.LABEL)
-
-    @classmethod
     def name(cls, text: str | None) -> VersionRef:
         return cls(text, VersionForm.NAME)
 

@@ -77,10 +77,6 @@ class MicroBatcher(Generic[Item, Result]):
     def start(self) -> None:
         self._worker = asyncio.create_task(self._loop(), name="micro-batcher")
 
-    @property
-    def queued(self) -> int:
-        return self._queued
-
     async def submit(self, items: list[Item]) -> list[Result]:
         """Queue every item of one request (all or none) and wait for their results."""
         if self._closing:
@@ -138,10 +134,10 @@ class MicroBatcher(Generic[Item, Result]):
             while not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
-            # The turn first, then the batch: what arrives while other work runs joins it.
+            if self._max_wait > 0:  # the model stays free for other work meanwhile
+                await self._gather_mates()
+            # The turn, then the batch: what arrives while other work runs joins it.
             async with self._scheduler.turn(Kind.INSTANCES, self) as turn:
-                if self._max_wait > 0:
-                    await self._gather_mates()
                 batch = self._take()
                 turn.rows = len(batch)
                 if batch:

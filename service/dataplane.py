@@ -16,14 +16,15 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model_export.contract import GLIMPSE_BOXES, GLIMPSE_SETS, IMAGE_INPUT, ModelInfo
+from model_export.contract import GLIMPSE_BOXES, GLIMPSE_SETS, IMAGE_INPUT
 from service import admission, savedmodel
 from service.admission import VersionRef
 from service.backends import Backend
@@ -39,6 +40,7 @@ from service.errors import (
 from service.instances import ImageInput
 from service.metrics import Metrics
 from service.model_config import ConfigError, desired_models
+from service.model_runner import ModelRunner
 from service.predictor import Options
 from service.responses import build_prediction
 from service.schemas import Instance, Prediction, PredictParameters
@@ -181,10 +183,6 @@ class DataPlane:
         problems = [m.problem() for m in ([default] if default else self.models.values())]
         return next((p for p in problems if p), "no model serves")
 
-    def model_ready(self, name: str) -> bool:
-        """One model's readiness (KServe's and the Open Inference Protocol's model ready)."""
-        return self.model(name).is_ready() and not self.shutting_down
-
     def model(self, name: str) -> ServedModel:
         """The served model, or TF Serving's 404 for a name it does not serve."""
         model = self.models.get(name)
@@ -207,19 +205,18 @@ class DataPlane:
     # -- admission: one order for every verb ----------------------------------------------
 
     async def _admit(
-        self, name: str, ref: VersionRef, instances: int | None = None
+        self, name: str, ref: VersionRef, work: bool = False, instances: int = 0
     ) -> tuple[ServedModel, ServedVersion]:
         """Model, version form, the model's state, instance limit, shutdown, version served.
-        `instances` is given for work; without it the request only reads, which stays
-        answerable while shutting down."""
+        Work is refused while shutting down; a request that only reads stays answerable."""
         model = self.model(name)
         number = await model.number_of(ref)
-        model.default()  # NotReady: loading, failed to load, label names nothing
-        if instances is not None:
+        default = model.default()  # NotReady: loading, failed to load, label names nothing
+        if work:
             admission.check_instances(instances, self.settings.max_instances)
             if self.shutting_down:
                 raise NotReady("the service is shutting down")
-        return model, model.serving(number)
+        return model, default if number is None else model.version(number)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -234,13 +231,21 @@ class DataPlane:
         return version.number, await version.runner.metadata()
 
     def batch_model(self, name: str, ref: VersionRef) -> BatchHandle:
-        """A model for the jobs API's batch runner (one line, one instance: its work)."""
+        """A model for the jobs API's batch runner."""
         self.model(name)
         return BatchHandle(self, name, ref)
 
-    def versions(self, name: str) -> list[int]:
+    @asynccontextmanager
+    async def holding(self, name: str, ref: VersionRef) -> AsyncIterator[ServedVersion]:
+        """The version `ref` names, admitted for work and held (not unloaded) until the
+        block ends."""
+        _, version = await self._admit(name, ref, work=True)
+        with version.use():
+            yield version
+
+    async def versions(self, name: str) -> list[int]:
         """Every version the model can tell of, lowest first (ml v1's versions.list)."""
-        return self.model(name).known_versions()
+        return await self.model(name).known_versions()
 
     # -- the labelled path ----------------------------------------------------------------
 
@@ -249,7 +254,7 @@ class DataPlane:
     ) -> Answered:
         """decode -> predict -> build for one request, all or none: one bad image fails the
         request, naming it (the batcher isolates it, so batch-mates are unharmed)."""
-        model, version = await self._admit(name, ref, len(instances))
+        model, version = await self._admit(name, ref, work=True, instances=len(instances))
         admission.check_parameters(version.model_info(), params)
         with version.use():
             images, deadline = await self._decode(instances)
@@ -309,7 +314,7 @@ class DataPlane:
     ) -> ServedVersion:
         """The same questions as for work, then what only explanations refuse (their own
         instance limit, cost, visualisation) and a local copy to explain with."""
-        _, version = await self._admit(name, ref, count)
+        _, version = await self._admit(name, ref, work=True, instances=count)
         admission.check_limits(version.model_info(), params.num_glimpses, None)
         if not self.in_process and not (version.path / "saved_model.pb").is_file():
             # Beside TF Serving the gateway needs its own copy; the folder goes to the log,
@@ -356,12 +361,17 @@ class DataPlane:
 
     # -- tensors: any signature on a request's tensors ------------------------------------
 
-    async def target(self, name: str, ref: VersionRef, signature: str | None) -> Target:
-        """The version and signature a tensor request will run: asked before the body is
-        turned into tensors, since the signature says how."""
-        model, version = await self._admit(name, ref, instances=1)
-        spec = signature_spec(await version.runner.metadata(), signature)
-        return Target(model, version, spec)
+    @asynccontextmanager
+    async def target(
+        self, name: str, ref: VersionRef, signature: str | None
+    ) -> AsyncIterator[Target]:
+        """The version and signature a tensor request will run, held until the block ends:
+        resolved before the body is turned into tensors (the signature says how), then run
+        by `infer` on the same version."""
+        model, version = await self._admit(name, ref, work=True)
+        with version.use():
+            spec = signature_spec(await version.runner.metadata(), signature)
+            yield Target(model, version, spec)
 
     def _check_cost(self, target: Target, tensors: dict[str, np.ndarray]) -> int:
         """The request's batch size, once what it would cost is known to be within bounds:
@@ -401,23 +411,22 @@ class DataPlane:
         deadline = time.monotonic() + timeout
         model, version, spec = target.model, target.version, target.signature
         batch = self._check_cost(target, tensors)
-        if self.shutting_down:
-            raise NotReady("the service is shutting down")
         if model.tensor_calls >= self.settings.tensor_max_pending:
             raise Overloaded(f"{model.tensor_calls} tensor requests are queued or running; retry")
         model.tensor_calls += 1
         try:
-            with version.use():
-                started = time.perf_counter()
-                image = spec.inputs.get(IMAGE_INPUT)
-                if image is not None and image.dtype == "DT_STRING" and IMAGE_INPUT in tensors:
-                    tensors[IMAGE_INPUT] = await self._images(tensors[IMAGE_INPUT], deadline, where)
-                self.metrics.stage.labels("decode").observe(time.perf_counter() - started)
-                run = version.runner.run_tensors(spec, tensors, flow=object())
-                try:
-                    outputs = await asyncio.wait_for(run, self._left(deadline, "queue"))
-                except TimeoutError:
-                    raise BackendTimeout(f"no answer from the model within {timeout:g} s") from None
+            started = time.perf_counter()
+            image = spec.inputs.get(IMAGE_INPUT)
+            if image is not None and image.dtype == "DT_STRING" and IMAGE_INPUT in tensors:
+                tensors[IMAGE_INPUT] = await self._images(tensors[IMAGE_INPUT], deadline, where)
+            self.metrics.stage.labels("decode").observe(time.perf_counter() - started)
+            left = self._left(deadline, "queue")  # before a coroutine exists to be dropped
+            try:
+                outputs = await asyncio.wait_for(
+                    version.runner.run_tensors(spec, tensors, flow=object()), left
+                )
+            except TimeoutError:
+                raise BackendTimeout(f"no answer from the model within {timeout:g} s") from None
         finally:
             model.tensor_calls -= 1
         self.metrics.instances.inc(batch)
@@ -445,24 +454,13 @@ async def off_loop(inline: bool, fn: Callable[..., Any], *args: Any) -> Any:
 
 class BatchHandle:
     """A served model as a batch job sees it (service/batch/predict.py's BatchModel): each
-    batch runs on the version that serves the job's version name then, so a long job follows
-    a rollout instead of holding an old version loaded."""
+    batch is admitted and runs on the version that serves the job's version name then, so a
+    long job follows a rollout instead of holding an old version loaded."""
 
     def __init__(self, plane: DataPlane, name: str, ref: VersionRef):
         self._plane, self._name, self._ref = plane, name, ref
 
-    async def _version(self) -> ServedVersion:
-        _, version = await self._plane._admit(self._name, self._ref)
-        return version
-
-    def model_info(self) -> ModelInfo | None:
-        """The default version's limits (None while none serves: the model checks them)."""
-        try:
-            return self._plane.model(self._name).default().model_info()
-        except (NotReady, ModelNotFound):
-            return None
-
-    async def predict(self, images: list[ImageInput], options: list[Options]) -> list[Any]:
-        version = await self._version()
-        with version.use():
-            return await version.runner.predict(images, options)
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[ModelRunner]:
+        async with self._plane.holding(self._name, self._ref) as version:
+            yield version.runner

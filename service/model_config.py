@@ -5,11 +5,11 @@ With `--model-config-file` (GLIMPSE_MODEL_CONFIG_FILE) the file is TF Serving's 
 --model_config_file` reads, parsed with TF Serving's own message (tensorflow-serving-api), so
 one file can configure both: `model_config_list { config { name base_path model_platform
 model_version_policy version_labels } }`. As in TF Serving, a relative base_path is relative
-to the working directory. Without a file, every folder under the model base (GLIMPSE_MODEL_DIR)
-that holds a numeric version folder is a model, served with the latest-version policy; the
-default model (GLIMPSE_MODEL_NAME) is always listed, so a base without it says why in its
-status. Both are read again at every poll (service/repository.py), so a new model appears
-without a restart.
+to the working directory. Without a file, every folder under the model base
+(GLIMPSE_MODEL_DIR) that holds a version folder with a SavedModel is a model, served with the
+latest-version policy; the default model (GLIMPSE_MODEL_NAME) is always listed, so a base
+without it says why in its status. Both are read again at every poll (service/dataplane.py
+`reconcile`), so a new model appears without a restart.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Literal
 
 from google.protobuf import text_format
 
-from service.settings import LABEL_NAME, VERSION_NAME, GatewaySettings
+from service.savedmodel import versions
+from service.settings import GatewaySettings, check_label
 
 MODEL_NAME = r"[^/:\s]+"  # what TF Serving's REST URLs can name (and no whitespace)
 
@@ -63,13 +64,11 @@ class ModelConfig:
 
 
 def _check_labels(where: str, labels: Mapping[str, int]) -> None:
-    """TF Serving's label syntax, and never a version's own name: `versions/1` and
-    `versions/v1` must keep meaning version 1 on AI Platform's routes."""
     for label, version in labels.items():
-        if not LABEL_NAME.fullmatch(label):
-            raise ConfigError(f"{where}: version label {label!r}: letters, digits and '_' only")
-        if VERSION_NAME.fullmatch(label):
-            raise ConfigError(f"{where}: version label {label!r} would hide version {label}")
+        try:
+            check_label(label)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
         if version < 0:
             raise ConfigError(f"{where}: version label {label!r} names version {version}")
 
@@ -118,10 +117,6 @@ def _policy(entry) -> VersionPolicy:
     return VersionPolicy()  # TF Serving's default: the latest version
 
 
-def _has_versions(folder: Path) -> bool:
-    return any(p.is_dir() and p.name.isdigit() for p in folder.iterdir())
-
-
 def desired_models(settings: GatewaySettings) -> list[ModelConfig]:
     """The models to serve now: the config file's, or every model folder of the base."""
     if settings.model_config_file is not None:
@@ -151,6 +146,6 @@ def desired_models(settings: GatewaySettings) -> list[ModelConfig]:
             and p.name != default.name
             and re.fullmatch(MODEL_NAME, p.name)
             and not p.name.startswith(".")
-            and _has_versions(p)
+            and versions(p)
         )
     return [default, *(ModelConfig(name, settings.model_dir / name) for name in found)]

@@ -9,17 +9,15 @@ online work.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
 
 from model_export.contract import ModelInfo
-from service.backends import make_backend
 from service.batching import BatchStats, MicroBatcher
-from service.errors import ModelNotFound
 from service.instances import ImageInput
-from service.model_config import ModelConfig
 from service.predictor import WARMUP_OPTIONS, ModelOutput, Options, Predictor
 from service.savedmodel import warmup_image
 from service.scheduler import FairScheduler, Kind
@@ -59,6 +57,12 @@ class ModelRunner:
     def model_info(self) -> ModelInfo | None:
         return self.predictor.model_info()
 
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[ModelRunner]:
+        """The runner itself (service/batch/predict.py's BatchModel): alone in its process,
+        its version never changes."""
+        yield self
+
     async def metadata(self) -> dict[str, Any]:
         return await self.predictor.metadata()
 
@@ -88,32 +92,3 @@ class ModelRunner:
         """Finish what was accepted (up to the shutdown grace), then release the model."""
         await self._batcher.close(self._settings.shutdown_grace_s)
         await self.predictor.close()
-
-
-class StandaloneModel:
-    """The default model's version, started without a gateway: what `glimpse batch` and the
-    Beam pipeline's workers run on (GLIMPSE_MODEL_VERSION, else the highest the backend
-    has)."""
-
-    def __init__(self, settings: GatewaySettings):
-        self._settings = settings
-        self._backend = make_backend(settings)
-        self.runner: ModelRunner | None = None
-
-    async def start(self) -> ModelRunner:
-        await self._backend.start()
-        config = ModelConfig(self._settings.model_name, self._settings.model_base)
-        found = await self._backend.discover(config)
-        wanted = self._settings.model_version
-        if not found or (wanted is not None and wanted not in found):
-            which = "any versions" if wanted is None else f"version {wanted}"
-            raise ModelNotFound(f"Could not find {which} of model {config.name}")
-        predictor = self._backend.open(config, found[0] if wanted is None else wanted)
-        self.runner = ModelRunner(predictor, FairScheduler(), self._settings)
-        await self.runner.start()
-        return self.runner
-
-    async def close(self) -> None:
-        if self.runner is not None:
-            await self.runner.close()
-        await self._backend.close()

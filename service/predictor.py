@@ -179,6 +179,6 @@ class Predictor(Protocol):
     async def run_signature(
         self, signature: str, inputs: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        """One call of any signature the model has, on exactly these tensors: TF Serving's
-        and v2's tensor forms answer exactly what the SavedModel returns. InvalidInput when
-        the model refuses them."""
+        """One call of any signature the model has, on exactly these tensors: tensor-form
+        requests answer exactly what the SavedModel returns. InvalidInput when the model
+        refuses them."""

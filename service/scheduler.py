@@ -29,7 +29,7 @@ from service.errors import BackendTimeout
 
 class Kind(StrEnum):
     INSTANCES = "instances"  # the labelled path's micro-batches (:predict, Vertex, batch jobs)
-    TENSORS = "tensors"  # tensor-form requests (TF Serving's columnar/signature_name, v2)
+    TENSORS = "tensors"  # tensor-form requests (TF Serving's columnar or signature_name)
     EXPLAIN = "explain"  # the model calls of explanations
 
 
@@ -47,12 +47,12 @@ class Turn:
 
 
 class FairScheduler:
-    """At most `slots` turns held at once (1: one model call at a time, as TensorFlow
-    parallelises each op over the cores itself)."""
+    """One turn held at a time: one model call at a time, as TensorFlow parallelises each op
+    over the cores itself."""
 
-    def __init__(self, slots: int = 1, on_turn: Callable[[Turn], None] | None = None):
+    def __init__(self, on_turn: Callable[[Turn], None] | None = None):
         self._lock = threading.Lock()
-        self._free = slots
+        self._held = False
         self._waiting: dict[Kind, OrderedDict[Hashable, deque[Turn]]] = {
             kind: OrderedDict() for kind in Kind
         }
@@ -71,8 +71,8 @@ class FairScheduler:
     def _enter(self, turn: Turn) -> bool:
         """Queue `turn`; True if it was granted at once (a free slot, nobody waiting)."""
         with self._lock:
-            if self._free and not any(self._waiting.values()):
-                self._free -= 1
+            if not self._held and not any(self._waiting.values()):
+                self._held = True
                 turn.granted = True
                 self._last = self._kinds.index(turn.kind)
                 return True
@@ -99,7 +99,7 @@ class FairScheduler:
         with self._lock:
             turn = self._next()
             if turn is None:
-                self._free += 1
+                self._held = False
                 return
             turn.granted = True
         turn._wake()

@@ -4,10 +4,11 @@ A model's versions are what its backend finds (the numbered folders under its ba
 what TF Serving has AVAILABLE) filtered by its version policy, re-read at every poll as TF
 Serving polls its file system: a new version loads in the background and serves once a real
 warm-up inference answered; a version the policy drops is drained (requests that hold it
-finish) before it is unloaded, and only once a newer one serves, so a rollout never leaves
-the model without a version. A version that fails to load is reported in the model's status
-(END, with the reason) and tried again only when its folder changes (beside TF Serving, at
-every poll: a model server's failure may pass); the other versions and models go on serving.
+finish) before it is unloaded, and only once a version the policy wants serves, so a
+rollout never leaves the model without a version. A version that fails to load is reported
+in the model's status (END, with the reason) and tried again only when its folder changes
+(beside TF Serving, at every poll: a model server's failure may pass); the other versions
+and models go on serving.
 """
 
 from __future__ import annotations
@@ -112,11 +113,9 @@ class ServedModel:
         self._on_batch = on_batch
         observe = (lambda turn: on_turn(self.name, turn)) if on_turn else None
         # One model's compute, shared fairly by every kind of request (service/scheduler.py).
-        self.scheduler = FairScheduler(1, observe)
+        self.scheduler = FairScheduler(observe)
         # Beside TF Serving, explanations run on the gateway's own CPU: turns of their own.
-        self._explain_scheduler = (
-            self.scheduler if backend.in_process else FairScheduler(1, observe)
-        )
+        self._explain_scheduler = self.scheduler if backend.in_process else FairScheduler(observe)
         self.versions: dict[int, ServedVersion] = {}
         self.error: str | None = None  # why no version can serve (discovery, label)
         self._label_version: int | None = None  # what GLIMPSE_MODEL_VERSION_LABEL names
@@ -161,9 +160,7 @@ class ServedModel:
         version.state = VersionState.UNLOADING
         grace = self._settings.request_timeout_s + self._settings.shutdown_grace_s
         await version.drained(grace)
-        await version.runner.close()
-        version.explainer.close()
-        version.state = VersionState.END
+        await self._end(version)
         log.info("%s version %s unloaded", self.name, version.number)
 
     async def sync(self) -> list[asyncio.Task]:
@@ -221,21 +218,29 @@ class ServedModel:
             self._label_version = number
 
     async def retire(self) -> None:
-        """The model is no longer configured: each serving version drains, then unloads."""
-        for version in self.versions.values():
-            if version.state is VersionState.AVAILABLE:
-                await self._unload(version)
-        await self.close()
+        """The model is no longer configured: its serving versions drain, then unload (and
+        whatever a cancelled drain left is closed all the same)."""
+        try:
+            serving = [v for v in self.versions.values() if v.state is VersionState.AVAILABLE]
+            await asyncio.gather(*(self._unload(v) for v in serving))
+        finally:
+            await self.close()
 
     async def close(self) -> None:
+        """Everything released, the versions closed together (each may drain its queue up
+        to the shutdown grace)."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for version in self.versions.values():
-            if version.state is not VersionState.END:
-                await version.runner.close()
-                version.explainer.close()
-                version.state = VersionState.END
+        await asyncio.gather(
+            *(self._end(v) for v in self.versions.values() if v.state is not VersionState.END)
+        )
+
+    @staticmethod
+    async def _end(version: ServedVersion) -> None:
+        version.state = VersionState.END
+        await version.runner.close()
+        version.explainer.close()
 
     # -- reading the versions -------------------------------------------------------------
 
@@ -277,8 +282,9 @@ class ServedModel:
         try:
             return self.default().number
         except NotReady:
-            known = sorted(self.versions, reverse=True)
-            return self._label_version or (known[0] if known else None)
+            if self._label_version is not None:
+                return self._label_version
+            return max(self.versions, default=None)
 
     async def _label(self, label: str) -> int:
         configured = self.config.labels.get(label)
@@ -306,23 +312,18 @@ class ServedModel:
                 raise no_such_version(self.name, ref.text) from None
             raise
 
-    def serving(self, number: int | None) -> ServedVersion:
-        """The serving version numbered `number` (None: the default); 404 for a version
-        that does not serve (NotReady first, while none does)."""
-        default = self.default()
-        if number is None:
-            return default
+    def version(self, number: int) -> ServedVersion:
+        """The version numbered `number` if it serves; 404 otherwise."""
         version = self.versions.get(number)
         if version is None or version.state is not VersionState.AVAILABLE:
             raise no_such_version(self.name, number)
         return version
 
-    def known_versions(self) -> list[int]:
+    async def known_versions(self) -> list[int]:
         """Every version the model can tell of, lowest first: those it tracks and the
-        folders under its base path."""
-        found = set(self.versions)
-        found.update(savedmodel.versions(self.config.base_path))
-        return sorted(found)
+        folders under its base path (listed off the event loop)."""
+        found = await asyncio.to_thread(savedmodel.versions, self.config.base_path)
+        return sorted(set(self.versions) | set(found))
 
     def status_states(self, number: int | None) -> list[tuple[int, str, str | None]]:
         """TF Serving's GetModelStatus entries: every version known, or one."""

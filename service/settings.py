@@ -15,6 +15,15 @@ LABEL_NAME = re.compile(r"[A-Za-z0-9_]+")
 VERSION_NAME = re.compile(r"v?([0-9]+)")  # fullmatch: ASCII digits, no trailing newline
 
 
+def check_label(name: str) -> None:
+    """TF Serving's label syntax, and never a version's own name: `versions/1` and
+    `versions/v1` must keep meaning version 1 on AI Platform's routes (ValueError: why)."""
+    if not LABEL_NAME.fullmatch(name):
+        raise ValueError(f"version label {name!r}: letters, digits and '_' only")
+    if VERSION_NAME.fullmatch(name):
+        raise ValueError(f"version label {name!r} would hide version {name}")
+
+
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GLIMPSE_", extra="ignore", frozen=True)
 
@@ -50,13 +59,8 @@ class GatewaySettings(BaseSettings):
     @field_validator("version_labels")
     @classmethod
     def _labels_are_names(cls, labels: dict[str, int]) -> dict[str, int]:
-        """TF Serving's label syntax, and never a version's own name: `versions/1` and
-        `versions/v1` must keep meaning version 1 on AI Platform's routes."""
         for name in labels:
-            if not LABEL_NAME.fullmatch(name):
-                raise ValueError(f"version label {name!r}: letters, digits and '_' only")
-            if VERSION_NAME.fullmatch(name):
-                raise ValueError(f"version label {name!r} would hide version {name}")
+            check_label(name)
         return labels
 
     tfserving_address: str | None = None  # host:port of TF Serving's gRPC API

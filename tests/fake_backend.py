@@ -88,7 +88,6 @@ class FakePredictor:
         self.model_name = model_name
         self.version = version
         self._backend = backend
-        self.loaded = False
         self.closed = False
 
     async def load(self) -> None:
@@ -97,7 +96,6 @@ class FakePredictor:
         failure = self._backend.fail_versions.get((self.model_name, self.version))
         if failure or self._backend.fail_start:
             raise failure or self._backend.fail_start
-        self.loaded = True
 
     async def close(self) -> None:
         self.closed = True
@@ -106,7 +104,7 @@ class FakePredictor:
         return self._backend.info
 
     def loaded(self) -> Any | None:
-        return None  # no SavedModel: explanations are refused before they would load one
+        return None  # no SavedModel: the fast tier explains only as far as admission
 
     async def metadata(self) -> dict[str, Any]:
         return {
@@ -122,11 +120,11 @@ class FakePredictor:
         self, items: list[tuple[ImageInput, Options]]
     ) -> list[ModelOutput | BaseException]:
         images, options = [i for i, _ in items], [o for _, o in items]
-        if images and images[0].key != "warmup":
+        if images[0].key != "warmup":
             self._backend.calls.append((self.model_name, self.version, images, options))
         if self._backend.delay_s:
             await asyncio.sleep(self._backend.delay_s)
-        if self._backend.fail_with is not None and self.loaded and images[0].key != "warmup":
+        if self._backend.fail_with is not None and images[0].key != "warmup":
             raise self._backend.fail_with
         return [output(image, o) for image, o in items]
 

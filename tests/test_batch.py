@@ -16,7 +16,7 @@ from tests.predictions import assert_same_predictions
 
 
 def run_local(spec: JobSpec, settings, on_progress=None, storage=None):
-    from service.model_runner import StandaloneModel
+    from service.batch.model_source import StandaloneModel
 
     async def go():
         model = StandaloneModel(settings)

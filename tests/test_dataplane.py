@@ -6,7 +6,9 @@ the others down."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from concurrent.futures import Future
 
 import pytest
 from fastapi.testclient import TestClient
@@ -124,19 +126,31 @@ def test_each_model_has_its_own_labels_and_versions(client, jpeg):
     assert error(r, 404).endswith("(this gateway serves endpoints parts, saccader)")
 
 
+def holding(client: TestClient, model: str) -> tuple[threading.Event, Future]:
+    """A request on the model's default version that has not reached the model yet (still
+    decoding its images, say): it holds the version until the event is set."""
+    release = threading.Event()
+    version = client.app.state.plane.model(model).default()
+
+    async def hold() -> None:
+        with version.use():
+            while not release.is_set():
+                await asyncio.sleep(0.01)
+
+    return release, client.portal.start_task_soon(hold)
+
+
 def test_a_new_version_is_served_and_the_old_one_drained_then_unloaded(client, fake, jpeg):
-    fake.delay_s = 0.3  # a request in flight on version 1 while version 2 arrives
-    in_flight = client.portal.start_task_soon(
-        lambda: asyncio.to_thread(client.post, "/v1/models/saccader:predict", json=body(jpeg))
-    )
-    until(lambda: fake.calls and fake.calls[-1][:2] == ("saccader", 1))
+    release, held = holding(client, "saccader")
     fake.versions["saccader"] = [2, 1]  # `glimpse export --version 2` wrote a new folder
-    until(lambda: states(client, "saccader")[0] == ("2", "AVAILABLE"))
-    old = [p for p in fake.opened if (p.model_name, p.version) == ("saccader", 1)]
-    assert in_flight.result(timeout=10).status_code == 200
+    until(lambda: states(client, "saccader") == [("2", "AVAILABLE"), ("1", "UNLOADING")])
+    [old] = [p for p in fake.opened if (p.model_name, p.version) == ("saccader", 1)]
+    time.sleep(0.3)  # several polls: version 1 waits for the request that holds it
+    assert states(client, "saccader")[1] == ("1", "UNLOADING") and not old.closed
+    release.set()
+    held.result(timeout=10)
     until(lambda: states(client, "saccader") == [("2", "AVAILABLE"), ("1", "END")])
-    assert old[0].closed  # unloaded only after its request finished
-    fake.delay_s = 0.0
+    assert old.closed
     assert client.post("/v1/models/saccader:predict", json=body(jpeg)).status_code == 200
     assert fake.calls[-1][:2] == ("saccader", 2)
     assert error(client.post("/v1/models/saccader/versions/1:predict", json=body(jpeg)), 404)
@@ -164,8 +178,6 @@ def test_a_model_that_fails_to_load_is_reported_and_the_others_serve(tmp_path, j
         assert error(c.post("/v1/models/parts:predict", json=body(jpeg)), 503) == (
             "model failed to load: OSError: bad SavedModel at <path>"
         )
-        plane = c.app.state.plane
-        assert (plane.model_ready("saccader"), plane.model_ready("parts")) == (True, False)
         assert c.post("/v1/models/saccader:predict", json=body(jpeg)).status_code == 200
 
 
@@ -202,18 +214,17 @@ def test_models_come_and_go_with_the_config(tmp_path, jpeg):
             text + f'config {{ name: "birds" base_path: "{tmp_path}/birds" }} }}'
         )
         until(lambda: c.post("/v1/models/birds:predict", json=body(jpeg)).status_code == 200)
-        fake.delay_s = 0.5  # a request in flight on saccader when it leaves the config
-        in_flight = c.portal.start_task_soon(
-            lambda: asyncio.to_thread(c.post, "/v1/models/saccader:predict", json=body(jpeg))
-        )
-        until(lambda: fake.calls and fake.calls[-1][0] == "saccader")
+        release, held = holding(c, "saccader")  # a request on it when it leaves the config
         given.model_config_file.write_text(
             f'model_config_list {{ config {{ name: "birds" base_path: "{tmp_path}/b" }} }}'
         )
         until(lambda: c.get("/v1/models").json() == {"models": ["birds"]})
-        assert in_flight.result(timeout=10).status_code == 200  # drained, not cut off
+        [saccader] = [p for p in fake.opened if p.model_name == "saccader"]
+        time.sleep(0.3)  # several polls: it drains, not cut off
+        assert not saccader.closed
+        release.set()
+        held.result(timeout=10)
         until(lambda: all(p.closed for p in fake.opened if p.model_name != "birds"))
-        fake.delay_s = 0.0
         assert error(c.post("/v1/models/saccader:predict", json=body(jpeg)), 404) == (
             "Servable not found for request: Latest(saccader)"
         )
@@ -232,7 +243,8 @@ def test_without_a_config_every_model_folder_is_served(tmp_path, jpeg):
     with TestClient(create_app(given, fake)) as c:
         until(lambda: c.get("/healthz/startup").status_code == 200)
         assert c.get("/v1/models").json() == {"models": ["saccader"]}
-        (tmp_path / "parts" / "3").mkdir(parents=True)  # a new model folder appears
+        (tmp_path / "parts" / "3").mkdir(parents=True)  # a new model folder appears,
+        (tmp_path / "parts" / "3" / "saved_model.pb").write_bytes(b"")  # once it is whole
         until(lambda: c.post("/v1/models/parts:predict", json=body(jpeg)).status_code == 200)
         assert fake.calls[-1][:2] == ("parts", 3)
 

@@ -104,13 +104,15 @@ def test_what_the_gateway_cannot_serve_is_named(text, message):
 
 def _version(base: Path, name: str, number: int) -> None:
     (base / name / str(number)).mkdir(parents=True)
+    (base / name / str(number) / "saved_model.pb").write_bytes(b"")
 
 
 def test_without_a_file_every_model_folder_of_the_base(tmp_path):
     for name, number in (("saccader", 1), ("parts", 3), ("birds", 1), ("birds", 2)):
         _version(tmp_path, name, number)
     (tmp_path / "empty").mkdir()  # no version folder: not a model
-    (tmp_path / ".hidden" / "1").mkdir(parents=True)
+    (tmp_path / "half" / "1").mkdir(parents=True)  # a version folder still being written
+    _version(tmp_path, ".hidden", 1)
     (tmp_path / "notes.txt").write_text("x")
     settings = GatewaySettings(model_dir=tmp_path, version_labels={"stable": 1})
     default, *others = desired_models(settings)

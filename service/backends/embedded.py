@@ -110,7 +110,9 @@ class EmbeddedPredictor:
         return await loop.run_in_executor(self._executor, self._call_signature, signature, inputs)
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        """The version's thread ends once its last call does (waited for off the event
+        loop); the loaded object stays in service/savedmodel.py's table for a reload."""
+        await asyncio.to_thread(self._executor.shutdown, True)
         self._fn = self.saved_model = None
 
 

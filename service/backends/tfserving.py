@@ -151,7 +151,7 @@ class TFServingPredictor:
         self._local = model.base_path / str(version)  # the gateway's copy, if it has one
         self._info: ModelInfo | None = None
         self._metadata: dict[str, Any] = {}
-        self._called: set[str] = set()  # signatures TF Serving has run once for us
+        self._warmed: set[str] = set()  # labelled-path signatures called once (warm-up)
 
     async def load(self) -> None:
         """Connect: the signatures (kept: a version's never change), and the limits from the
@@ -173,8 +173,8 @@ class TFServingPredictor:
     async def metadata(self) -> dict[str, Any]:
         return self._metadata
 
-    async def run_signature(
-        self, signature: str, inputs: dict[str, np.ndarray]
+    async def _call(
+        self, signature: str, inputs: dict[str, np.ndarray], timeout: float
     ) -> dict[str, np.ndarray]:
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
@@ -183,16 +183,22 @@ class TFServingPredictor:
         request = predict_pb2.PredictRequest(model_spec=spec)
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-        # The warm-up may wait for TF Serving's first run of each signature (and a busy
-        # machine): it gets its own deadline, so a short request deadline cannot fail start-up.
-        settings = self._backend.settings
-        timeout = settings.request_timeout_s if signature in self._called else WARMUP_TIMEOUT_S
         response = await self._backend.call(self._backend.predict_stub.Predict, request, timeout)
-        self._called.add(signature)
         return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
 
+    async def run_signature(
+        self, signature: str, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        return await self._call(signature, inputs, self._backend.settings.request_timeout_s)
+
     async def _predict(self, call: ModelCall) -> dict[str, np.ndarray]:
-        outputs = await self.run_signature(call.signature, call.inputs)
+        """One labelled-path call. The first of each signature is the warm-up, which may
+        wait for TF Serving's first run of it (and a busy machine): it gets a deadline of its
+        own, so a short request deadline cannot fail start-up."""
+        warm = call.signature in self._warmed
+        timeout = self._backend.settings.request_timeout_s if warm else WARMUP_TIMEOUT_S
+        self._warmed.add(call.signature)
+        outputs = await self._call(call.signature, call.inputs, timeout)
         missing = {"classes", "glimpse_boxes", "annotated_image_bytes"} - set(outputs)
         if missing:
             raise BackendError(f"model server response lacks outputs {sorted(missing)}")

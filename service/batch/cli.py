@@ -79,9 +79,8 @@ def _summary(report) -> None:
 async def _run_local(spec, settings, model_dir: str | None, quiet: bool):
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-    from service.batch.model_source import settings_for_model_dir
+    from service.batch.model_source import StandaloneModel, settings_for_model_dir
     from service.batch.runner import run_job
-    from service.model_runner import StandaloneModel
 
     local = settings_for_model_dir(settings, model_dir)
     model = StandaloneModel(local)

@@ -49,6 +49,7 @@ from service.errors import (
     GlimpseError,
     InvalidInput,
     JobNotFound,
+    ModelNotFound,
     NotReady,
     redact_paths,
 )
@@ -135,19 +136,24 @@ class JobManager:
         served = self._plane.model(model)
         try:
             number = await served.number_of(VersionRef.name(name))
-            served.serving(number)
         except NotReady:
-            return  # loading: whether it will be served is not known yet
-        except GlimpseError as e:
-            if name in served.config.labels or name.lstrip("v").isdigit():
-                current = served.default_number()
-                if e.message.startswith("Could not find version"):
-                    raise InvalidInput(
-                        f"{field}: {name} is version {number}; this gateway serves {current}"
-                    ) from None
-                raise InvalidInput(f"{field}: {e.message}") from None
+            return  # a label the model server resolves, while it cannot: not known yet
+        except ModelNotFound:
             raise InvalidInput(
                 f"{field}: {name!r} is not a version or a version label here"
+            ) from None
+        except InvalidInput as e:  # a number past int64
+            raise InvalidInput(f"{field}: {e.message}") from None
+        assert number is not None  # a name always names a version
+        try:
+            served.default()  # NotReady while loading: whether it will serve is not known yet
+            served.version(number)
+        except NotReady:
+            return
+        except ModelNotFound:
+            raise InvalidInput(
+                f"{field}: {name} is version {number}; this gateway serves"
+                f" {served.default_number()}"
             ) from None
 
     async def create(self, project: str, request: CreateJob) -> Job:

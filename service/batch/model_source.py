@@ -7,13 +7,18 @@ Cloud Storage; a gs:// model is copied to a local cache first, once per machine.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import shutil
 import tempfile
 from pathlib import Path
 
+from service.backends import make_backend
 from service.batch.storage import Storage, is_gcs
 from service.errors import ModelNotFound
+from service.model_config import desired_models
+from service.model_runner import ModelRunner
+from service.served_model import ServedModel
 from service.settings import GatewaySettings
 
 _CACHE = Path(tempfile.gettempdir()) / "glimpse-models"
@@ -38,6 +43,34 @@ def _fetch(storage: Storage, model_dir: str) -> Path:
     except OSError:  # another worker finished first
         shutil.rmtree(staging, ignore_errors=True)
     return local
+
+
+class StandaloneModel:
+    """The default model, served without a gateway: what `glimpse batch` and the Beam
+    pipeline's workers run on. It is a ServedModel like the gateway's, so the version chosen
+    is the one the gateway would serve (the model config's or the settings' version policy
+    and labels, GLIMPSE_MODEL_VERSION_LABEL), with the backend the settings name."""
+
+    def __init__(self, settings: GatewaySettings):
+        self._settings = settings
+        self._backend = make_backend(settings)
+        self._model: ServedModel | None = None
+
+    async def start(self) -> ModelRunner:
+        """The default version's runner, loaded and warmed up; NotReady saying why not."""
+        await self._backend.start()
+        name = self._settings.model_name
+        config = next((m for m in desired_models(self._settings) if m.name == name), None)
+        if config is None:
+            raise ModelNotFound(f"model {name} is not in {self._settings.model_config_file}")
+        self._model = ServedModel(config, self._backend, self._settings)
+        await asyncio.gather(*await self._model.sync())
+        return self._model.default().runner
+
+    async def close(self) -> None:
+        if self._model is not None:
+            await self._model.close()
+        await self._backend.close()
 
 
 def settings_for_model_dir(

@@ -28,14 +28,13 @@ except ImportError as e:
 from service.batch.finish import remove_staging, stopped, succeed
 from service.batch.inputs import expand_inputs, read_lines
 from service.batch.lines import Failure, LineRef, Outcome, RawLine
-from service.batch.model_source import settings_for_model_dir
+from service.batch.model_source import StandaloneModel, settings_for_model_dir
 from service.batch.output import find_staged, staging_prefix
 from service.batch.predict import predict_lines
 from service.batch.shard import ShardWriter
 from service.batch.spec import JobReport, JobSpec, JobState
 from service.batch.storage import Storage
 from service.instances import DecodeLimits
-from service.model_runner import StandaloneModel
 from service.settings import GatewaySettings
 
 NAMESPACE = "glimpse_batch"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from model_export.contract import ModelInfo
@@ -26,6 +27,7 @@ from service.errors import (
     Overloaded,
 )
 from service.instances import DecodeLimits, ImageInput
+from service.model_runner import ModelRunner
 from service.predictor import ModelOutput, Options
 from service.responses import build_prediction
 from service.schemas import PredictParameters
@@ -35,13 +37,10 @@ TRANSIENT = (Overloaded, NotReady, BackendUnavailable, BackendTimeout, BackendEr
 
 class BatchModel(Protocol):
     """What a batch runs on: a model runner (service/model_runner.py), or a served model of
-    the gateway's data plane (its jobs API)."""
+    the gateway's data plane (its jobs API), whose version may change between batches."""
 
-    def model_info(self) -> ModelInfo | None: ...
-
-    async def predict(
-        self, images: list[ImageInput], options: list[Options]
-    ) -> list[ModelOutput]: ...
+    def held(self) -> AbstractAsyncContextManager[ModelRunner]:
+        """The runner of the version that runs this batch, kept loaded until it is done."""
 
 
 class BatchFailed(Exception):
@@ -74,7 +73,7 @@ def _encode(
 
 
 async def predict_each(
-    model: BatchModel,
+    model: ModelRunner,
     images: dict[int, ImageInput],
     params: PredictParameters,
     max_in_flight: int,
@@ -114,18 +113,22 @@ async def predict_lines(
     retry_deadline_s: float,
     max_in_flight: int,
 ) -> list[Outcome]:
-    """One outcome per line, in order."""
-    try:
-        check_parameters(model.model_info(), params)
-    except InvalidInput as e:
-        raise BatchFailed(e.message) from None
+    """One outcome per line, in order. The parameters are checked against the limits of the
+    version that runs the batch, which is admitted once for all its lines."""
     decoded = await asyncio.to_thread(_decode, lines, limits)
     images = {i: d for i, d in enumerate(decoded) if isinstance(d, ImageInput)}
     deadline = time.monotonic() + retry_deadline_s
     delay = 0.2
-    while True:
+    outputs, info = {}, None  # a batch of lines none of which is an image needs no model
+    while images:
         try:
-            outputs = await predict_each(model, images, params, max_in_flight) if images else {}
+            async with model.held() as runner:
+                info = runner.model_info()
+                try:
+                    check_parameters(info, params)
+                except InvalidInput as e:
+                    raise BatchFailed(e.message) from None
+                outputs = await predict_each(runner, images, params, max_in_flight)
             break
         except TRANSIENT as e:
             if time.monotonic() + delay > deadline:
@@ -134,5 +137,4 @@ async def predict_lines(
                 ) from e
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, 10.0)
-    info = model.model_info()
     return await asyncio.to_thread(_encode, lines, decoded, outputs, params, info)

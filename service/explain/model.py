@@ -33,7 +33,6 @@ from service.errors import BackendTimeout, NotReady
 from service.savedmodel import warmup_image
 from service.scheduler import FairScheduler, Kind
 
-SIGNATURES = EXPLAIN_SIGNATURES
 # Rows per call: each call is one turn on the model, so its length is what a prediction
 # arriving meanwhile may wait (16 logits rows or glimpse sets: ~0.15-0.2 s of Lite0 on 2
 # cores; the cost per row is flat from 8 rows up, so nothing is lost to smaller calls).
@@ -78,14 +77,14 @@ class ExplainModel:
 
         self._tf = tf
         self.path = path
-        missing = [s for s in SIGNATURES if s not in loaded.signatures]
+        missing = [s for s in EXPLAIN_SIGNATURES if s not in loaded.signatures]
         if missing:
             raise NotReady(
                 f"model version {path.name} lacks the explain signatures {missing}; re-export"
                 " it with this version of `glimpse export`"
             )
         self._loaded = loaded  # keeps the variables alive
-        self._fn = {name: loaded.signatures[name] for name in SIGNATURES}
+        self._fn = {name: loaded.signatures[name] for name in EXPLAIN_SIGNATURES}
         self._scheduler = scheduler
         self.labels = Labels.read(path / "assets" / LABELS_FILE)
 

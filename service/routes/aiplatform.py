@@ -18,6 +18,7 @@ import functools
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Annotated, Literal, TypeVar
@@ -174,32 +175,51 @@ def version_resource(
     )
 
 
-PageSize = Annotated[int, Query(alias="pageSize", ge=0, le=2**31 - 1)]
-PageToken = Annotated[str | None, Query(alias="pageToken", max_length=64)]
-Filter = Annotated[str | None, Query(alias="filter", max_length=1024)]
+@dataclass(frozen=True)
+class Paging:
+    """ml v1's list parameters, for any list of items kept in their order."""
+
+    size: int
+    token: str | None
+    filter: str | None
+
+    def page(
+        self, items: list[T], prefix: str, after: Callable[[str], T], what: str
+    ) -> tuple[list[T], str | None]:
+        """One page of `items` and the next page's token. A token is opaque to clients: the
+        last item listed (`prefix` + the item), so an item that comes or goes between two
+        pages shifts nothing; `after` reads the item back, ValueError if it cannot. `filter`
+        is refused: every `what` is listed."""
+        if self.filter:
+            raise InvalidInput(f"filter: not supported here; every {what} is listed")
+        size = min(self.size or PAGE_SIZE, MAX_PAGE_SIZE)  # 0 is proto3's "not set"
+        remaining = items
+        if self.token:
+            token = self.token
+            try:
+                text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+                if not text.startswith(prefix):
+                    raise ValueError(text)
+                last = after(text.removeprefix(prefix))
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                raise InvalidInput("pageToken: not a token this server issued") from None
+            remaining = [i for i in items if i > last]  # type: ignore[operator]
+        page = remaining[:size]
+        if len(remaining) <= size:
+            return page, None
+        last = f"{prefix}{page[-1]}".encode()
+        return page, base64.urlsafe_b64encode(last).decode().rstrip("=")
 
 
-def _page(
-    items: list[T], size: int, token: str | None, prefix: str, after: Callable[[str], T]
-) -> tuple[list[T], str | None]:
-    """One page of `items` (in their order) and the next page's token. A token is opaque to
-    clients: the last item listed (`prefix` + the item), so an item that comes or goes
-    between two pages shifts nothing; `after` reads the item back, ValueError if it cannot."""
-    size = min(size or PAGE_SIZE, MAX_PAGE_SIZE)  # 0 is proto3's "not set"
-    remaining = items
-    if token:
-        try:
-            text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
-            if not text.startswith(prefix):
-                raise ValueError(text)
-            last = after(text.removeprefix(prefix))
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise InvalidInput("pageToken: not a token this server issued") from None
-        remaining = [i for i in items if i > last]  # type: ignore[operator]
-    page = remaining[:size]
-    if len(remaining) <= size:
-        return page, None
-    return page, base64.urlsafe_b64encode(f"{prefix}{page[-1]}".encode()).decode().rstrip("=")
+def paging(
+    page_size: Annotated[int, Query(alias="pageSize", ge=0, le=2**31 - 1)] = 0,
+    page_token: Annotated[str | None, Query(alias="pageToken", max_length=64)] = None,
+    filter_: Annotated[str | None, Query(alias="filter", max_length=1024)] = None,
+) -> Paging:
+    return Paging(page_size, page_token, filter_)
+
+
+PagingDep = Annotated[Paging, Depends(paging)]
 
 
 def _version_number(text: str) -> int:
@@ -234,16 +254,8 @@ def _model(plane: DataPlane, project: str, model: ServedModel) -> Model:
     responses=_ERRORS,
     summary="The served models, by name (ml v1 projects.models.list)",
 )
-async def list_models(
-    project: str,
-    plane: PlaneDep,
-    page_size: PageSize = 0,
-    page_token: PageToken = None,
-    filter_: Filter = None,
-) -> ModelList:
-    if filter_:
-        raise InvalidInput("filter: not supported here; every model is listed")
-    page, token = _page(sorted(plane.models), page_size, page_token, "m/", _model_name)
+async def list_models(project: str, plane: PlaneDep, paging: PagingDep) -> ModelList:
+    page, token = paging.page(sorted(plane.models), "m/", _model_name, "model")
     return ModelList(
         models=[_model(plane, project, plane.model(name)) for name in page] or None,
         next_page_token=token,
@@ -269,17 +281,10 @@ async def get_model(project: str, model: str, plane: PlaneDep) -> Model:
     summary="The model's versions, lowest first (ml v1 projects.models.versions.list)",
 )
 async def list_versions(
-    project: str,
-    model: str,
-    plane: PlaneDep,
-    page_size: PageSize = 0,
-    page_token: PageToken = None,
-    filter_: Filter = None,
+    project: str, model: str, plane: PlaneDep, paging: PagingDep
 ) -> VersionList:
     served = plane.model(model)
-    if filter_:
-        raise InvalidInput("filter: not supported here; every version is listed")
-    page, token = _page(plane.versions(model), page_size, page_token, "v", _version_number)
+    page, token = paging.page(await plane.versions(model), "v", _version_number, "version")
     default = served.default_number()
     return VersionList(
         versions=[version_resource(served, project, v, default, plane.in_process) for v in page]
@@ -298,6 +303,6 @@ async def list_versions(
 async def get_version(project: str, model: str, version: str, plane: PlaneDep) -> Version:
     served = plane.model(model)
     number = await served.number_of(VersionRef.name(version))
-    if number not in plane.versions(model):
+    if number not in await plane.versions(model):
         raise no_such_version(model, number)
     return version_resource(served, project, number, served.default_number(), plane.in_process)

@@ -86,16 +86,17 @@ async def answer_tensors(plane: DataPlane, ref: ModelRef, body: dict[str, Any]) 
             "parameters apply to the default signature's labelled rows; another signature"
             " takes its own inputs (see /metadata)"
         )
-    target = await plane.target(ref.name, ref.version, body.get("signature_name"))
-    # Pure Python over every value (~26 ms for one 224x224x3 float input): off the event loop.
-    tensors, form = await asyncio.to_thread(tensor_json.parse_request, body, target.signature)
+    async with plane.target(ref.name, ref.version, body.get("signature_name")) as target:
+        # Pure Python over every value (~26 ms for one 224x224x3 float input): off the loop.
+        parse = tensor_json.parse_request
+        tensors, form = await asyncio.to_thread(parse, body, target.signature)
 
-    def where(i: int) -> str:
-        if form == "columnar":
-            return f"inputs.input_image_bytes[{i}]"
-        return f"instances[{i}].input_image_bytes"
+        def where(i: int) -> str:
+            if form == "columnar":
+                return f"inputs.input_image_bytes[{i}]"
+            return f"instances[{i}].input_image_bytes"
 
-    outputs = await plane.infer(target, tensors, where)
+        outputs = await plane.infer(target, tensors, where)
 
     def encode() -> bytes:
         if form == "row":
@@ -112,8 +113,12 @@ async def predict(body: PredictRequest, ref: ModelRefDep, plane: PlaneDep) -> Re
 async def explain(body: ExplainRequest, ref: ModelRefDep, plane: PlaneDep) -> Response:
     """Explain the classification of photos (docs/explain.md)."""
     answered = await plane.explain(ref.name, ref.version, body.instances, body.parameters)
-    content = ExplainResponse(explanations=answered.items).model_dump_json(exclude_none=True)
-    return json_response(content.encode())
+
+    def encode() -> bytes:
+        answer = ExplainResponse(explanations=answered.items)
+        return answer.model_dump_json(exclude_none=True).encode()
+
+    return json_response(await off_loop(len(answered.items) == 1, encode))
 
 
 async def model_status(ref: ModelRefDep, plane: PlaneDep) -> dict[str, Any]:
