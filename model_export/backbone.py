@@ -108,8 +108,8 @@ def build_backbone(variant: str = "lite0") -> keras.Model:
     return keras.Model(inputs, x, name=f"efficientnet_{variant}")
 
 
-def build_classifier_head(features: int) -> keras.layers.Dense:
-    head = keras.layers.Dense(NUM_CLASSES, name="fc")
+def build_classifier_head(features: int, num_classes: int = NUM_CLASSES) -> keras.layers.Dense:
+    head = keras.layers.Dense(num_classes, name="fc")
     head.build((None, features))
     return head
 

@@ -26,10 +26,17 @@ def imagenet_labels() -> list[tuple[str, str]]:
 
 
 def write_labels(path: Path) -> Path:
-    """One `synset<TAB>name` line per class; the line number is the class index."""
-    rows = imagenet_labels()
-    if any("\t" in name or "\n" in name for _, name in rows):
-        raise RuntimeError("class names must not contain tabs or newlines")
+    """ImageNet's labels, one `synset<TAB>name` line per class."""
+    return write_label_rows(path, imagenet_labels())
+
+
+def write_label_rows(path: Path, rows: list[tuple[str, str]]) -> Path:
+    """One `id<TAB>name` line per class; the line number is the class index. The id is
+    ImageNet's synset, or empty for a user's own classes (the name is their label)."""
+    if any(ch in text for row in rows for text in row for ch in "\t\r\n"):
+        raise ValueError("class ids and names must not contain tabs or line breaks")
+    if any(not name for _, name in rows):
+        raise ValueError("every class needs a name")
     lines = [f"{synset}\t{name}" for synset, name in rows]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

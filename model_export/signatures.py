@@ -25,6 +25,7 @@ import dataclasses
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import tensorflow as tf
@@ -47,7 +48,7 @@ from model_export.contract import (
     SIGNATURE_NAMES,
     VIEW_SIZE,
 )
-from model_export.labels import write_labels
+from model_export.labels import write_label_rows, write_labels
 from model_export.saccader import Saccader, seen_pixels
 
 BYTES = tf.TensorSpec([None], tf.string, name=IMAGE_INPUT)
@@ -301,29 +302,57 @@ def stale_reason(saved_model_dir: Path, cfg: SaccaderConfig) -> str | None:
     return " and ".join(changes) or None
 
 
-def export(model: Saccader, model_dir: Path, version: int = 1, name: str = "saccader") -> Path:
-    """Write `<model_dir>/<name>/<version>/` as TF Serving expects; returns that directory."""
+def export(
+    model: Saccader,
+    model_dir: Path,
+    version: int = 1,
+    name: str = "saccader",
+    labels: list[tuple[str, str]] | None = None,
+    info: dict | None = None,
+    finish: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write `<model_dir>/<name>/<version>/` as TF Serving expects; returns that directory.
+
+    labels: (id, name) per class in class order (default: ImageNet's synsets and names; a
+    head trained on a user's classes passes ("", label) rows: no invented synset). info: more
+    keys for model_info.json (what the head was trained on). finish: writes more files into
+    the version (an evaluation) before it is published. The version is written aside and
+    renamed into place, so TF Serving and the gateway's poller never see a half-written one.
+    """
     target = Path(model_dir) / name / str(version)
     if target.exists():
         raise FileExistsError(f"{target} exists; pick another version or remove it")
     staging = target.with_name(f".{version}.partial")
     staging.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(staging, ignore_errors=True)  # left over from an interrupted export
-    with tempfile.TemporaryDirectory() as tmp:
-        info = Path(tmp) / MODEL_INFO_FILE
-        info.write_text(json.dumps(model_info(model.cfg), indent=2) + "\n")
-        module = ExportModule(model, write_labels(Path(tmp) / LABELS_FILE), info)
-        signatures = {
-            SERVING_DEFAULT: module.serving_default,
-            SERVING_OPTIONS: module.serving_options,
-            SERVING_BOXES: module.serving_boxes,
-            EXPLAIN: module.explain,
-            EXPLAIN_GLIMPSE_SETS: module.explain_glimpse_sets,
-            CLASSIFY: module.classify,
-            **explain_signatures.attach(module, model),  # post-hoc gradients, explain_*.py
-        }
-        tf.saved_model.save(module, str(staging), signatures=signatures)
-    staging.rename(target)  # TF Serving must never see a half-written version
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            info_path = Path(tmp) / MODEL_INFO_FILE
+            info_path.write_text(
+                json.dumps({**model_info(model.cfg), **(info or {})}, indent=2) + "\n"
+            )
+            labels_path = Path(tmp) / LABELS_FILE
+            if labels is None:
+                write_labels(labels_path)
+            else:
+                write_label_rows(labels_path, labels)
+            module = ExportModule(model, labels_path, info_path)
+            signatures = {
+                SERVING_DEFAULT: module.serving_default,
+                SERVING_OPTIONS: module.serving_options,
+                SERVING_BOXES: module.serving_boxes,
+                EXPLAIN: module.explain,
+                EXPLAIN_GLIMPSE_SETS: module.explain_glimpse_sets,
+                CLASSIFY: module.classify,
+                **explain_signatures.attach(module, model),  # post-hoc gradients, explain_*.py
+            }
+            tf.saved_model.save(module, str(staging), signatures=signatures)
+        if finish is not None:
+            finish(staging)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return target
 
 

@@ -1,4 +1,4 @@
-"""The `glimpse` console script: serve, export, classify, predict, batch and bench."""
+"""The `glimpse` console script: serve, export, train, classify, predict, batch and bench."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from typing import Annotated
 import typer
 
 from model_export.cli import app
+from model_export.training import cli as train_cli
 from service import cli_bench, cli_predict
 from service.batch.cli import batch_app
 
 app.add_typer(batch_app, name="batch")
 cli_predict.register(app)
 cli_bench.register(app)
+train_cli.register(app)
 
 
 @app.command(
