@@ -20,10 +20,11 @@ COPY service ./service
 # The CLI's remote commands (glimpse predict, glimpse batch status/list/cancel) use the client.
 COPY glimpse_client ./glimpse_client
 # Versions are pinned in pyproject.toml; the project itself is what is installed here.
-# The `gcs` extra: batch jobs (jobs API, deploy/batch) read and write gs://. Not `beam`: the
+# The `gcs` extra: batch jobs (jobs API, deploy/batch) read and write gs://. `train`: training
+# jobs on the jobs API (the pretrained backbone wheel and scikit-learn). Not `beam`: the
 # gateway and the plain runner never import Apache Beam, a huge install.
 # hadolint ignore=DL3013
-RUN /opt/venv/bin/pip install '.[gcs]' && /opt/venv/bin/pip uninstall --yes pip
+RUN /opt/venv/bin/pip install '.[gcs,train]' && /opt/venv/bin/pip uninstall --yes pip
 
 # ---- export the SavedModel once: /models/saccader/1 ----
 FROM ${PYTHON_IMAGE} AS export

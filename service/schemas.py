@@ -204,9 +204,14 @@ class PredictRequest(BaseModel):
 
 
 class ClassScore(BaseModel):
-    index: int = Field(description="ImageNet-1k class index, 0..999.")
-    synset: str = Field(description="WordNet id, e.g. n02123045.")
-    label: str = Field(description="Human-readable name.")
+    index: int = Field(
+        description="Class index in the model's labels: 0..999 for ImageNet, 0..K-1 for a"
+        " model trained on K labels of your own (in sorted label order)."
+    )
+    synset: str = Field(
+        description="WordNet id for ImageNet models, e.g. n02123045; empty for your own labels."
+    )
+    label: str = Field(description="Human-readable name: ImageNet's, or your own label.")
     score: float = Field(description="Probability.")
 
 

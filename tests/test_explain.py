@@ -165,6 +165,7 @@ def test_label_index_chooses_the_class(gateway, photo):
             "model evaluations",
         ),
         ({"num_glimpses": 17}, "parameters.num_glimpses"),
+        ({"label_index": 1000}, "1000 is not a class of this model (it has 1000: 0..999)"),
         ({"colour": "red"}, "colour"),
     ],
 )

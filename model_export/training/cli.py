@@ -27,7 +27,7 @@ EXAMPLES = """Examples:
 def _console():
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)
 
 
 def _summary(report) -> None:

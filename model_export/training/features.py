@@ -19,6 +19,9 @@ head learns from is exactly what it will see when served.
 from __future__ import annotations
 
 import hashlib
+import io
+import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +63,19 @@ class FeatureExtractor:
     def __init__(self, model: Saccader):
         self.model = model
         self.cfg = model.cfg
-        self._view = tf.function(self._view_features, reduce_retracing=True)
-        self._canvas = tf.function(self._canvas_features, reduce_retracing=True)
+        self._view = tf.function(
+            self._view_features, input_signature=[tf.TensorSpec([None], tf.string)]
+        )
+        self._canvas = tf.function(
+            self._canvas_features,
+            input_signature=[
+                tf.TensorSpec([None], tf.string),
+                tf.TensorSpec([None, None, None, None], tf.float32),
+                tf.TensorSpec([None, None], tf.float32),
+                tf.TensorSpec([None], tf.float32),
+                tf.TensorSpec([], tf.int32),
+            ],
+        )
 
     @property
     def identity(self) -> str:
@@ -139,25 +153,43 @@ def _each(
 
 
 class FeatureCache:
-    """View feature maps by photo content, on local disk: a retrain (other settings, more
-    photos, another import file naming the same photos) extracts only what is new.
+    """Features by photo content, on local disk or Cloud Storage: a retrain (other settings,
+    more photos, another import file naming the same photos) extracts only what is new, and a
+    Beam pipeline's workers fill the cache the trainer then reads.
 
-    One `.npy` per photo under `<root>/<extractor identity>/<2 hex>/<sha256>.npy`, written
-    aside and renamed, so a killed run leaves no torn entry.
+    One `.npy` per photo under `<root>/<extractor identity>/<2 hex>/<sha256>.npy`; local files
+    are written aside and renamed (a Cloud Storage object appears whole), so a killed run
+    leaves no torn entry.
     """
 
-    def __init__(self, root: Path, identity: str):
-        self.root = Path(root) / identity
+    def __init__(self, root: Path | str, identity: str):
+        self.root = f"{str(root).rstrip('/')}/{identity}"
+        self._storage = None
 
     @staticmethod
     def key(image: bytes) -> str:
         return hashlib.sha256(image).hexdigest()
 
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.npy"
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{key[:2]}/{key}.npy"
+
+    def _gcs(self):
+        if self._storage is None:
+            from service.batch.storage import Storage
+
+            self._storage = Storage()
+        return self._storage
 
     def get(self, key: str) -> np.ndarray | None:
         path = self._path(key)
+        if path.startswith("gs://"):
+            from google.api_core.exceptions import NotFound
+
+            try:
+                with self._gcs().open_read(path) as f:
+                    return np.load(io.BytesIO(f.read()), allow_pickle=False)
+            except (NotFound, ValueError):
+                return None
         try:
             return np.load(path, allow_pickle=False)
         except (OSError, ValueError):
@@ -165,8 +197,13 @@ class FeatureCache:
 
     def put(self, key: str, value: np.ndarray) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{id(value)}.tmp")
-        with tmp.open("wb") as f:
-            np.save(f, value, allow_pickle=False)
-        tmp.replace(path)
+        buffer = io.BytesIO()
+        np.save(buffer, value, allow_pickle=False)
+        if path.startswith("gs://"):
+            self._gcs().write_bytes(path, buffer.getvalue(), "application/octet-stream")
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(buffer.getvalue())
+        tmp.replace(target)

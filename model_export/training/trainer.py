@@ -155,6 +155,7 @@ class Trainer:
         self.pool = ThreadPoolExecutor(8, thread_name_prefix="train-read")
         self.bad_images: list[BadImage] = []
         self.seconds: dict[str, float] = {}
+        self.cached_photos = 0  # photos whose view features were in the cache
 
     def _check_cancel(self) -> None:
         if self.cancel.is_set():
@@ -203,7 +204,7 @@ class Trainer:
             default_top_k=min(SaccaderConfig.default_top_k, k),
             max_top_k=min(SaccaderConfig.max_top_k, k),
         )
-        model = _frozen_model(cfg, k)
+        model = frozen_model(cfg, k)
         extractor = FeatureExtractor(model)
         cache_root = spec.cache_dir or default_cache_dir()
         view_cache = FeatureCache(cache_root, extractor.identity)
@@ -215,6 +216,7 @@ class Trainer:
 
             extract_with_beam(report.examples, cache_root, cfg, list(spec.beam_args))
         examples, pooled, cached = self._view_features(report, extractor, view_cache)
+        self.cached_photos = cached
         self.seconds["view features"] = time.perf_counter() - t0
         self._check_bad_fraction(report)
         index = {label: i for i, label in enumerate(labels)}
@@ -438,7 +440,7 @@ class Trainer:
         )
 
 
-def _frozen_model(cfg, num_classes: int):
+def frozen_model(cfg, num_classes: int):
     """The pretrained backbone (frozen) with a fresh head of `num_classes` outputs."""
     from model_export.backbone import VARIANTS, build_classifier_head, load_pretrained
     from model_export.saccader import Saccader

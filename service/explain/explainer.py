@@ -132,6 +132,12 @@ class Explainer:
             # Loading (seconds, once) is not billed to the request's deadline: a first request
             # after start-up should not time out because nobody had asked before.
             model = await loop.run_in_executor(self._executor, self._loaded)
+            classes = len(model.labels.names)
+            if params.label_index is not None and params.label_index >= classes:
+                raise InvalidInput(
+                    f"parameters.label_index: {params.label_index} is not a class of this model"
+                    f" (it has {classes}: 0..{classes - 1})"
+                )
             budget = Budget(deadline=time.monotonic() + timeout)
         except BaseException:
             self._pending -= 1

@@ -61,7 +61,10 @@ class ExplainParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
     method: Method = Field("glimpses", description=f"The explanation method. {METHOD_HELP}")
     label_index: int | None = Field(
-        None, ge=0, le=999, description="Class to explain; default: the explained model's top."
+        None,
+        ge=0,
+        description="Class to explain (an index into the model's labels: 0..999 for ImageNet,"
+        " 0..K-1 for a model trained on K labels of your own); default: the model's top.",
     )
     num_glimpses: int = Field(
         6, ge=1, description="Glimpses (glimpses and sag), up to the model's `max_glimpses`."
