@@ -51,6 +51,7 @@ from model_export.contract import (
 from model_export.labels import write_label_rows, write_labels
 from model_export.saccader import Saccader, seen_pixels
 
+EXPORTER_REVISION = 2
 BYTES = tf.TensorSpec([None], tf.string, name=IMAGE_INPUT)
 BOXES = tf.TensorSpec([None, None, 4], tf.float32, name=GLIMPSE_BOXES)
 
@@ -265,6 +266,10 @@ def model_info(cfg: SaccaderConfig) -> dict:
     and every setting (the gateway validates requests against `max_glimpses` and `max_top_k`)."""
     return {
         "view_size": VIEW_SIZE,
+        # Bumped when the graph changes what it draws or answers without a setting changing
+        # (2: the annotated image's union outline and numbered glimpses), so `glimpse export
+        # --if-missing` (make serve) re-exports an older version instead of serving it.
+        "exporter_revision": EXPORTER_REVISION,
         "preprocessing": (
             f"shorter side resized to {RESIZE_SHORTER} (bicubic), central {VIEW_SIZE}x{VIEW_SIZE}"
             " crop"

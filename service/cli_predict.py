@@ -8,9 +8,15 @@ named on stderr), 2 bad usage.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.text import Text
+
+    from glimpse_client import ClassScore, Glimpse, Prediction
 
 EXAMPLES = """
 Examples:
@@ -36,6 +42,57 @@ def _annotated_path(out: Path, image: Path, fmt: str, taken: set[Path]) -> Path:
     return path
 
 
+def class_text(c: ClassScore) -> str:
+    """The label, then the synset on a line of its own (one wide column would take the width
+    the file name and glimpses need); models with their own labels ("dog", "vehicle") have no
+    synset, so nothing follows, and a model without names still says which class it is."""
+    label = c.label or c.synset or f"class {c.index}"
+    return f"{label}\n({c.synset})" if c.synset and c.synset != label else label
+
+
+def glimpse_text(g: Glimpse) -> str:
+    """`1: y40-104 x144-208 100%`: spaces only between parts that read on their own, so that a
+    narrow column wraps a glimpse into whole ranges, never through a number."""
+    box = g.box
+    return (
+        f"{g.order}: y{box.ymin:.0f}-{box.ymax:.0f} x{box.xmin:.0f}-{box.xmax:.0f} "
+        f"{g.new_pixels:.0%}"
+    )
+
+
+def predictions_table(out: Path | None = None) -> Table:
+    """The table `predict` prints. Class and score never wrap; in an 80- or 100-column
+    terminal the file name is shortened (…) and the glimpses wrap, so that the answer shows
+    whole (rich takes width from wrappable columns first)."""
+    from rich.table import Table
+
+    caption = None if out is None else f"annotated images in {out}"
+    table = Table(title="glimpse predict", caption=caption)
+    table.add_column("file", overflow="ellipsis")
+    table.add_column("class", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("coverage", justify="right", no_wrap=True)
+    table.add_column("glimpses (view px, new pixels)", overflow="ellipsis")
+    if out is not None:
+        table.add_column("annotated", overflow="ellipsis")
+    return table
+
+
+def prediction_row(image: Path, p: Prediction) -> list[Text]:
+    """One photo's cells, as plain text (a label or file name is never read as rich markup).
+    The file's name only: its full path would take the width from the answer."""
+    from rich.text import Text
+
+    cells = [
+        image.name,
+        class_text(p.top_class),
+        f"{p.top_class.score:.3f}",
+        f"{p.coverage:.0%}",
+        "\n".join(glimpse_text(g) for g in p.glimpses),
+    ]
+    return [Text(c) for c in cells]
+
+
 def predict_command(
     images: Annotated[
         list[Path], typer.Argument(help="Photos (JPEG, PNG, WebP, BMP, GIF).", show_default=False)
@@ -48,7 +105,10 @@ def predict_command(
         typer.Option(file_okay=False, help="Write the annotated images here (created)."),
     ] = None,
     num_glimpses: Annotated[int, typer.Option(min=1, max=16)] = 6,
-    top_k: Annotated[int, typer.Option(min=1, max=20, help="Classes listed per photo.")] = 5,
+    top_k: Annotated[
+        int | None,
+        typer.Option(min=1, max=20, help="Classes listed per photo (default 5, or all if fewer)."),
+    ] = None,
     token: Annotated[
         str | None, typer.Option(envvar="GLIMPSE_AUTH_TOKEN", help="Bearer token.")
     ] = None,
@@ -73,22 +133,15 @@ def predict_command(
     """
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
+    from rich.text import Text
 
     from glimpse_client import Client, GlimpseError
 
     if flavour not in ("auto", "gateway", "tfserving"):
         raise typer.BadParameter("auto, gateway or tfserving", param_hint="--flavour")
     stdout, stderr = Console(), Console(stderr=True)
-    # Paths are never shortened (a script may read them); the other columns wrap instead.
-    table = Table(title="glimpse predict")
-    table.add_column("file", no_wrap=True, min_width=max(len(str(i)) for i in images))
-    table.add_column("class", overflow="fold")
-    table.add_column("score", justify="right")
-    table.add_column("coverage", justify="right")
-    table.add_column("glimpses (order: ymin,xmin,ymax,xmax new pixels)", no_wrap=True)
+    table = predictions_table(out)
     if out is not None:
-        table.add_column("annotated", no_wrap=True, min_width=len(str(out)) + 12)
         out.mkdir(parents=True, exist_ok=True)
     failed: list[tuple[Path, str]] = []
     taken: set[Path] = set()
@@ -119,20 +172,11 @@ def predict_command(
                 continue
             if json_lines:
                 stdout.print_json(p.model_dump_json(exclude={"annotated_image"}), indent=None)
-            row = [
-                str(image),
-                f"{p.top_class.label} ({p.top_class.synset})",
-                f"{p.top_class.score:.3f}",
-                f"{p.coverage:.0%}",
-                "\n".join(
-                    f"{g.order}: {g.box.ymin:.0f},{g.box.xmin:.0f},{g.box.ymax:.0f},"
-                    f"{g.box.xmax:.0f} {g.new_pixels:.0%}"
-                    for g in p.glimpses
-                ),
-            ]
+            row = prediction_row(image, p)
             if out is not None and p.annotated_image is not None:
                 fmt = p.annotated_image_format or "png"
-                row.append(str(p.save_annotated(_annotated_path(out, image, fmt, taken))))
+                saved = p.save_annotated(_annotated_path(out, image, fmt, taken))
+                row.append(Text(saved.name))  # in `out`, which the caption names
             table.add_row(*row)
     if not json_lines and table.row_count:
         stdout.print(table)

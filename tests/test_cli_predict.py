@@ -8,11 +8,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from glimpse_client import Prediction
+from service.cli_predict import class_text, prediction_row, predictions_table
 from tests.conftest import encode
 from tests.servers import live_server
 
@@ -51,6 +54,20 @@ def test_predict_prints_a_table_and_writes_annotated_images(gateway, photos):
     assert written == ["cat.glimpses.png", "noise.glimpses.png"]
     image = Image.open(io.BytesIO((out / "cat.glimpses.png").read_bytes()))
     assert image.format == "PNG" and image.size == (224, 224)
+
+
+def test_table_in_a_narrow_terminal_keeps_class_and_score(gateway, photos):
+    """COLUMNS=80, a long path: the file's name may shorten, the answer may not."""
+    deep = photos / "a-rather-long-directory-name" / "and-another-one-below-it"
+    deep.mkdir(parents=True)
+    (deep / "cat.png").write_bytes((photos / "cat.png").read_bytes())
+    answer = glimpse("predict", str(deep / "cat.png"), "--url", gateway.url, "--json")
+    top = json.loads(answer.stdout)["top_class"]
+    done = glimpse("predict", str(deep / "cat.png"), "--url", gateway.url, env={"COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    assert max(len(line) for line in done.stdout.splitlines()) <= 80
+    assert top["label"] in done.stdout and f"{top['score']:.3f}" in done.stdout
+    assert "a-rather-long-directory-name" not in done.stdout  # the name, not the path
 
 
 def test_predict_json_lines(gateway, photos):
@@ -132,3 +149,70 @@ def test_bench_runs_the_module_with_the_makefile_arguments(tiny_model_dir, tmp_p
     # An option the module does not know: argparse's usage error comes back as the status.
     wrong = glimpse("bench", "cost", "--model-dir", str(tiny_model_dir), "--", "--nope")
     assert wrong.returncode == 2 and "unrecognized arguments: --nope" in wrong.stderr
+
+
+def _prediction(label: str, synset: str, score: float) -> Prediction:
+    """A prediction as the gateway answers it: six glimpses of a 2 x 3 focus region."""
+    glimpses = [
+        {"order": i + 1, "box": {"ymin": y, "xmin": x, "ymax": y + 64, "xmax": x + 64},
+         "centre": {"y": y + 32, "x": x + 32}, "new_pixels": 1.0 if i == 0 else 0.55}
+        for i, (y, x) in enumerate([(40, 64), (88, 104), (88, 64), (40, 104), (40, 144), (88, 144)])
+    ]  # fmt: skip
+    top = {"index": 7, "synset": synset, "label": label, "score": score}
+    return Prediction.model_validate(
+        {
+            "top_class": top, "top_k": [top], "glimpses": glimpses, "coverage": 0.321,
+            "full_image": top,
+            "preprocessing": {
+                "original_size": [375, 500],
+                "crop_box": {"ymin": 0, "xmin": 62, "ymax": 375, "xmax": 437},
+            },
+        }
+    )  # fmt: skip
+
+
+def _render(width: int, out: Path | None) -> str:
+    from rich.console import Console
+
+    table = predictions_table(out)
+    rows = [
+        (
+            Path("/data/imagenet-sample/validation/n02100236_German_short-haired_pointer.JPEG"),
+            _prediction("German short-haired pointer", "n02100236", 0.98765),
+        ),
+        (Path("/home/someone/photos/holiday/IMG_20240801_101501.jpg"), _prediction("dog", "", 0.5)),
+        (Path("[red]x[/red].jpg"), _prediction("[bold]vehicle[/bold]", "", 0.25)),
+    ]
+    for image, prediction in rows:
+        row = prediction_row(image, prediction)
+        if out is not None:
+            row.append(f"{image.stem}.glimpses.png")
+        table.add_row(*row)
+    console = Console(width=width, file=io.StringIO(), color_system=None)
+    console.print(table)
+    return console.file.getvalue()
+
+
+@pytest.mark.parametrize("width", [80, 100])
+@pytest.mark.parametrize("out", [None, Path("/tmp/some/annotated/images")])
+def test_class_and_score_always_show_whole(width, out):
+    """The full path and the glimpse list used to take an 80- or 100-column terminal, squeezing
+    class and score to nothing: now they shrink instead, and the answer shows whole."""
+    text = _render(width, out)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= width
+    for whole in ("German short-haired pointer", "(n02100236)", "0.988", "0.500", "0.250"):
+        assert sum(whole in line for line in lines) == 1, (whole, text)
+    assert sum(line.startswith("│ ") and " dog " in line for line in lines) == 1
+    assert "[bold]vehicle[/bold]" in text  # a label is shown as it is, never read as markup
+    assert "validation" not in text and "holiday" not in text  # names, not paths
+    assert "()" not in text  # a custom-label model has no synset: nothing in brackets
+    if out is not None:
+        assert f"annotated images in {out}" in " ".join(text.split())
+
+
+def test_class_text_shows_what_the_model_returns():
+    assert class_text(_prediction("tabby", "n02123045", 1.0).top_class) == "tabby\n(n02123045)"
+    assert class_text(_prediction("vehicle", "", 1.0).top_class) == "vehicle"
+    assert class_text(_prediction("", "n02123045", 1.0).top_class) == "n02123045"
+    assert class_text(_prediction("", "", 1.0).top_class) == "class 7"

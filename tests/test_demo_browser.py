@@ -436,9 +436,107 @@ def test_each_glimpse_shows_what_it_is_worth_alone_and_without(page, tiny_gatewa
         )
         expect(item.locator(".where")).to_contain_text(f"{whole_pct(g['new_pixels'])} new pixels")
         label = page.locator(f'#overlay .label[data-order="{g["order"]}"]')
-        assert label.text_content() == f"{g['order']} {pct(g['probability'])}"
+        assert label.locator(".number").text_content() == str(g["order"])
+        assert label.locator(".worth").text_content() == pct(g["probability"])
     assert "score" not in page.locator("#glimpse-list").inner_text()
     screenshot(page, "demo-glimpse-worth")
+
+
+def overlap(a: dict, b: dict) -> bool:
+    """Whether two bounding boxes (x, y, width, height) share any area."""
+    return (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and a["y"] < b["y"] + b["height"]
+        and b["y"] < a["y"] + a["height"]
+    )
+
+
+def svg_rect(page: Page, selector: str) -> dict:
+    """An overlay rectangle's x, y, width, height in the photo's pixels (its attributes)."""
+    rect = page.locator(selector)
+    return {k: float(rect.get_attribute(k)) for k in ("x", "y", "width", "height")}
+
+
+def on_screen(page: Page, x: float, y: float) -> tuple[float, float]:
+    """A point of the photo (its pixels) -> where it is in the window."""
+    box = page.locator("#overlay").bounding_box()
+    width, height = overlay_size(page)
+    return box["x"] + x * box["width"] / width, box["y"] + y * box["height"] / height
+
+
+def test_photo_is_large_and_glimpses_read_at_a_glance(page, tiny_gateway, photo_bytes):
+    """In a 1280-px window the photo is drawn at least 448 px wide (it was about 250); the
+    glimpses get one outline around their union, not a frame each, and their numbers sit at
+    their own centres without covering each other; pointing at a glimpse, on the photo or in
+    the list, shows its own frame."""
+    open_demo(page, tiny_gateway.url)
+    upload(page, "cat.png", photo_bytes, "image/png")
+    expect(page.locator("#result")).to_have_attribute("data-worth", "done", timeout=TIMEOUT_MS)
+    photo = page.locator("#photo-view").bounding_box()
+    assert photo["width"] >= 448
+    assert page.locator("#overlay").bounding_box() == pytest.approx(photo, abs=1)
+
+    expect(page.locator("#overlay .union-line")).to_be_visible()
+    assert page.get_attribute("#overlay .union-line", "d").startswith("M")
+    frames = page.locator("#overlay .glimpse")
+    expect(frames).to_have_count(6)
+    for i in range(6):
+        expect(frames.nth(i)).to_be_hidden()  # no grid of frames
+
+    labels = page.locator("#overlay .label")
+    expect(labels).to_have_count(6)
+    shown = [labels.nth(i).bounding_box() for i in range(6)]
+    for i, a in enumerate(shown):
+        assert a["width"] > 0 and not any(overlap(a, b) for b in shown[i + 1 :]), shown
+    for order in range(1, 7):
+        box = svg_rect(page, f'#overlay .glimpse[data-order="{order}"] rect.box')
+        badge = svg_rect(page, f'#overlay .label[data-order="{order}"] rect')
+        centre = (badge["x"] + badge["width"] / 2, badge["y"] + badge["height"] / 2)
+        assert box["x"] <= centre[0] <= box["x"] + box["width"], order
+        assert box["y"] <= centre[1] <= box["y"] + box["height"], order
+    screenshot(page, "demo-glimpses-at-a-glance")
+
+    # The pointer on glimpse 2's centre: its frame, its number and its line are marked.
+    box = svg_rect(page, '#overlay .glimpse[data-order="2"] rect.box')
+    page.mouse.move(*on_screen(page, box["x"] + box["width"] / 2, box["y"] + box["height"] / 2))
+    expect(page.locator('#overlay .glimpse[data-order="2"]')).to_be_visible()
+    expect(page.locator("#overlay .glimpse.active")).to_have_count(1)
+    expect(page.locator('#overlay .label[data-order="2"]')).to_have_class("label active")
+    expect(page.locator('#glimpse-list li[data-order="2"]')).to_have_class("active")
+    screenshot(page, "demo-glimpse-pointed-at")
+    page.mouse.move(5, 5)  # off the photo: no frame
+    expect(page.locator("#overlay .glimpse.active")).to_have_count(0)
+    page.locator('#glimpse-list li[data-order="4"]').hover()
+    expect(page.locator('#overlay .glimpse[data-order="4"]')).to_be_visible()
+    expect(page.locator("#overlay .glimpse.active")).to_have_count(1)
+
+
+def test_custom_labels_are_shown_as_the_model_names_them(page, tiny_gateway, photo_bytes):
+    """A model trained on a user's labels answers "dog" with no synset: the page shows the
+    label as it comes, with no empty brackets, wherever it names a class."""
+
+    def relabel(c: dict, label: str) -> None:
+        c.update(label=label, synset="")
+
+    def custom(route) -> None:
+        answer = route.fetch().json()
+        prediction = answer["predictions"][0]
+        relabel(prediction["top_class"], "dog")
+        relabel(prediction["full_image"], "vehicle")
+        for i, c in enumerate(prediction["top_k"]):
+            relabel(c, "dog" if i == 0 else f"label {i}")
+        route.fulfill(json=answer)
+
+    page.route("**/*:predict", custom)
+    open_with_photo(page, tiny_gateway.url, photo_bytes)
+    expect(page.locator("#top-class")).to_have_text("dog")
+    expect(page.locator("#full-image")).to_contain_text("vehicle (")
+    expect(page.locator("#top-k-list li").first).to_contain_text("dog ")
+    expect(page.locator("#status")).to_contain_text("dog, ")
+    ask_own(page)
+    expect(page.locator("#own-class")).to_have_text("dog")
+    assert "()" not in page.locator("#result").inner_text()
 
 
 def test_failed_worth_is_a_note_and_the_page_still_works(page, tiny_gateway, photo_bytes):

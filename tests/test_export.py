@@ -51,10 +51,10 @@ def test_layout_and_signatures(tiny_export, served):
 
 
 def test_model_info_describes_the_export(tiny_export):
-    from model_export.signatures import read_model_info
+    from model_export.signatures import EXPORTER_REVISION, read_model_info
 
     info = read_model_info(tiny_export)
-    assert info["view_size"] == 224
+    assert info["view_size"] == 224 and info["exporter_revision"] == EXPORTER_REVISION
     assert info["config"]["variant"] == "tiny" and info["config"]["glimpse_size"] == 64
 
 

@@ -2,7 +2,7 @@
 
 import { ApiError, explain, loadConfig, predict } from "./api.js";
 import { setUpExplain } from "./explain.js";
-import { drawGlimpses, percent, showWorth } from "./glimpses.js";
+import { classLabel, drawGlimpses, percent, showWorth } from "./glimpses.js";
 import { setUpOwnGlimpses } from "./own.js";
 import { preparePhoto } from "./photo.js";
 
@@ -50,7 +50,7 @@ function showTopK(list, classes) {
     const meter = document.createElement("meter");
     Object.assign(meter, { min: 0, max: 1, value: c.score });
     meter.setAttribute("aria-hidden", "true");
-    item.append(`${c.label} ${percent(c.score)} `, meter);
+    item.append(`${classLabel(c)} ${percent(c.score)} `, meter);
     return item;
   }));
 }
@@ -85,7 +85,7 @@ async function showWorthWhenDrawn(worth, current) {
     if (!current()) return;
     showWorth(ui.overlay, ui.glimpses, entry.glimpses);
     ui.worthNote.textContent = "Alone: the class's probability from that glimpse's pixels only. " +
-      "Without it: from all the other glimpses. The photo's labels give the first.";
+      "Without it: from all the other glimpses. The numbers on the photo give the first.";
     ui.result.dataset.worth = "done";
   } catch (err) {
     if (!current()) return;
@@ -96,10 +96,12 @@ async function showWorthWhenDrawn(worth, current) {
 
 async function show(prediction, current) {
   const top = prediction.top_class;
-  ui.topClass.textContent = top.label;
+  const name = classLabel(top);
+  ui.topClass.textContent = name;
   ui.topScore.textContent = percent(top.score);
   ui.coverage.textContent = percent(prediction.coverage);
-  ui.fullImage.textContent = `${prediction.full_image.label} (${percent(prediction.full_image.score)})`;
+  const full = prediction.full_image;
+  ui.fullImage.textContent = `${classLabel(full)} (${percent(full.score)})`;
   const notes = [];
   if (photo.scaled) notes.push("The photo was over the gateway's size limit, so a smaller copy was sent.");
   if (prediction.preprocessing.converted_from) {
@@ -117,7 +119,7 @@ async function show(prediction, current) {
   const drawn = await drawGlimpses(ui.overlay, ui.glimpses, prediction, current);
   if (!current()) return;
   ui.result.dataset.state = "done";
-  ui.status.textContent = `${top.label}, ${percent(top.score)}, from ${drawn} glimpses.`;
+  ui.status.textContent = `${name}, ${percent(top.score)}, from ${drawn} glimpses.`;
   own.start(prediction, current);
   showWorthWhenDrawn(worth, current); // not awaited: the form is free again meanwhile
 }

@@ -26,7 +26,10 @@ function figureFor(compare, method, name) {
     figure = document.createElement("figure");
     figure.className = "view explanation";
     figure.dataset.method = method;
-    compare.append(figure);
+    // After the figures there already, so the first one is beside the photo's glimpses and
+    // the lists move down, rather than below the lists, out of sight.
+    const figures = compare.querySelectorAll(":scope > figure");
+    figures[figures.length - 1].after(figure);
   }
   const img = document.createElement("img");
   img.alt = `${name} explanation of the same photo`;

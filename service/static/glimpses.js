@@ -4,6 +4,12 @@
 // (preprocessing.original_size), so `box_original` boxes are used as they come, at the
 // photo's own resolution, whatever size the photo is displayed at.
 //
+// The glimpses overlap (the model tiles a region with 64-px squares 40-48 px apart), so one
+// frame each would draw a grid of crossing lines with the numbers piled at the corners. What
+// reads at a glance instead: one outline around everything the model looked at, each glimpse's
+// number at its own centre, and the frame of one glimpse only, the one under the pointer (on
+// the photo or its line in the list).
+//
 // What each glimpse is worth (the :explain API's `glimpses` method: the class's probability
 // from its pixels alone, and from all the others without it) comes later, and is added to the
 // labels and the list by showWorth().
@@ -13,6 +19,12 @@ const STEP_MS = 450;
 
 const percent = (x) => `${(100 * x).toFixed(1)}%`;
 const wholePercent = (x) => `${Math.round(100 * x)}%`;
+
+/**
+ * A class as the model names it. Models with their own labels ("dog", "vehicle") come with an
+ * empty synset, so only the label is shown; a model without names still says which class.
+ */
+const classLabel = (c) => c.label || c.synset || `class ${c.index}`;
 
 function el(name, attrs = {}, text = "") {
   const node = document.createElementNS(SVG, name);
@@ -68,20 +80,96 @@ function label(cls, order, rest, x, y, layout, dx, dy) {
   return group;
 }
 
-/** A glimpse's label: its order, and what it is worth alone once that is known. */
-function addLabel(glimpse, layout) {
-  const worth = layout.worth.get(glimpse.order);
-  const box = glimpse.box_original;
-  layout.labels.append(label("label", glimpse.order, worth ? percent(worth.probability) : "",
-    box.xmin, box.ymin, layout, 1, 1));
+const centre = (box) => ({ x: (box.xmin + box.xmax) / 2, y: (box.ymin + box.ymax) / 2 });
+
+/**
+ * Where a badge centred on (x, y) goes: there if it covers no badge placed already, else the
+ * nearest free spot a badge's size or two away (the model's glimpses are far enough apart that
+ * this is rare; boxes a user sends need not be). Kept inside the photo.
+ */
+function placeBadge(x, y, w, h, placed, bounds) {
+  const inside = (spot) => ({
+    ...spot,
+    x: Math.min(Math.max(spot.x, 0), Math.max(0, bounds.width - w)),
+    y: Math.min(Math.max(spot.y, 0), Math.max(0, bounds.height - h)),
+  });
+  const steps = [[0, 0], [0, 1], [0, -1], [1, 0], [-1, 0], [1, 1], [-1, 1], [1, -1], [-1, -1]];
+  for (const reach of [1, 2]) {
+    for (const [dx, dy] of steps) {
+      const spot = inside({ x: x - w / 2 + reach * dx * w, y: y - h / 2 + reach * dy * h, w, h });
+      if (!placed.some((p) => overlaps(p, spot))) {
+        placed.push(spot);
+        return spot;
+      }
+    }
+  }
+  const spot = inside({ x: x - w / 2, y: y - h / 2, w, h });
+  placed.push(spot);
+  return spot;
 }
 
-/** The glimpse's outline, into the boxes layer, and its label, into the layer above it all. */
+/**
+ * A glimpse's badge at its centre: its order in bold and, once known, below it what it is
+ * worth alone. Sizes follow the photo (`layout.unit` is 1% of its longer side), so they read
+ * the same at any display size.
+ */
+function addBadge(glimpse, layout) {
+  const worth = layout.worth.get(glimpse.order);
+  const big = 3.4 * layout.unit;
+  const small = 2.5 * layout.unit;
+  const digits = String(glimpse.order).length;
+  const rest = worth ? percent(worth.probability) : "";
+  const w = Math.max(big * (0.62 * digits + 0.7), small * (0.6 * rest.length + 0.7));
+  const h = big * 1.3 + (rest ? small * 1.2 : 0);
+  const at = centre(glimpse.box_original);
+  const spot = placeBadge(at.x, at.y, w, h, layout.placed, layout);
+  const group = el("g", { class: "label", "data-order": glimpse.order });
+  const r = 0.25 * big;
+  group.append(el("rect", { x: spot.x, y: spot.y, width: w, height: h, rx: r, ry: r }));
+  const middle = spot.x + w / 2;
+  group.append(el("text", { class: "number", x: middle, y: spot.y + big * 1.02, "font-size": big },
+    String(glimpse.order)));
+  if (rest) {
+    group.append(el("text", { class: "worth", x: middle, y: spot.y + big * 1.3 + small * 0.9,
+      "font-size": small }, rest));
+  }
+  layout.labels.append(group);
+}
+
+/**
+ * The outline of the union of `boxes`: the sides of the cells of the grid their edges make
+ * that have a covered cell on one side only. One path, so overlapping strokes never darken.
+ */
+function unionOutline(boxes) {
+  const xs = [...new Set(boxes.flatMap((b) => [b.xmin, b.xmax]))].sort((a, b) => a - b);
+  const ys = [...new Set(boxes.flatMap((b) => [b.ymin, b.ymax]))].sort((a, b) => a - b);
+  const holds = (b, i, j) =>
+    b.xmin <= xs[i] && xs[i + 1] <= b.xmax && b.ymin <= ys[j] && ys[j + 1] <= b.ymax;
+  const covered = (i, j) => i >= 0 && j >= 0 && i < xs.length - 1 && j < ys.length - 1 &&
+    boxes.some((b) => holds(b, i, j));
+  const parts = [];
+  for (let i = 0; i < xs.length - 1; i += 1) {
+    for (let j = 0; j < ys.length - 1; j += 1) {
+      if (!covered(i, j)) continue;
+      const [x0, x1, y0, y1] = [xs[i], xs[i + 1], ys[j], ys[j + 1]];
+      if (!covered(i, j - 1)) parts.push(`M${x0} ${y0}H${x1}`);
+      if (!covered(i, j + 1)) parts.push(`M${x0} ${y1}H${x1}`);
+      if (!covered(i - 1, j)) parts.push(`M${x0} ${y0}V${y1}`);
+      if (!covered(i + 1, j)) parts.push(`M${x1} ${y0}V${y1}`);
+    }
+  }
+  return parts.join("");
+}
+
+/** A glimpse: its frame (shown while it is pointed at), the union's outline, its badge. */
 function addGlimpse(glimpse, layout) {
   const group = el("g", { class: "glimpse", "data-order": glimpse.order });
-  group.append(el("rect", { class: "box", ...rectAttrs(glimpse.box_original) }));
-  layout.boxes.append(group);
-  addLabel(glimpse, layout);
+  const box = rectAttrs(glimpse.box_original);
+  group.append(el("rect", { class: "box-halo", ...box }), el("rect", { class: "box", ...box }));
+  layout.frames.append(group);
+  const outline = unionOutline(layout.drawn.map((g) => g.box_original));
+  for (const path of layout.union.children) path.setAttribute("d", outline);
+  addBadge(glimpse, layout);
 }
 
 /** Where a box is, in the photo's pixels, for the lists under it. */
@@ -120,12 +208,16 @@ function prepare(svg, prediction) {
   defs.append(mask);
   svg.append(defs, el("rect", { class: "dim", x: 0, y: 0, width, height, mask: "url(#unseen)" }));
   svg.append(el("rect", { class: "crop", ...rectAttrs(prediction.preprocessing.crop_box) }));
-  const boxes = el("g", { class: "glimpses" });
-  const labels = el("g", { class: "labels" }); // above every box: outlines must not cross labels
-  svg.append(boxes, labels);
+  const union = el("g", { class: "union" });
+  union.append(el("path", { class: "union-halo" }), el("path", { class: "union-line" }));
+  const frames = el("g", { class: "glimpses" });
+  const labels = el("g", { class: "labels" }); // above every line: lines must not cross numbers
+  svg.append(union, frames, labels);
+  // The photo is drawn at the overlay's shape, as large as the page allows (demo.css).
+  svg.parentElement?.style.setProperty("--aspect", String(width / height));
   return {
-    mask, boxes, labels, unit: unit(width, height), width, height, placed: [],
-    drawn: [], worth: new Map(),
+    mask, union, frames, labels, unit: unit(width, height), width, height, placed: [],
+    drawn: [], worth: new Map(), list: null, active: null,
   };
 }
 
@@ -135,13 +227,76 @@ const layouts = new WeakMap(); // svg -> the layout of the glimpses drawn in it
 const reducedMotion = () => window.matchMedia("(prefers-reduced-motion: reduce)").matches;
 const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
+/** Show glimpse `order`'s frame, and mark its badge and list item (null: none). */
+function setActive(layout, order) {
+  layout.active = order;
+  const mark = (nodes) => {
+    for (const node of nodes) node.classList.toggle("active", Number(node.dataset.order) === order);
+  };
+  mark(layout.frames.children);
+  mark(layout.labels.children);
+  if (layout.list) mark(layout.list.children);
+}
+
+/**
+ * The glimpse under a point of the photo: of those holding it, the one whose centre is nearest,
+ * so the one whose number is nearest too.
+ */
+function glimpseAt(layout, point) {
+  let best = null;
+  let bestDistance = Infinity;
+  for (const g of layout.drawn) {
+    const b = g.box_original;
+    if (point.x < b.xmin || point.x > b.xmax || point.y < b.ymin || point.y > b.ymax) continue;
+    const c = centre(b);
+    const distance = Math.hypot(point.x - c.x, point.y - c.y);
+    if (distance < bestDistance) [best, bestDistance] = [g.order, distance];
+  }
+  return best;
+}
+
+const following = new WeakSet(); // overlays whose pointer is followed already
+
+/**
+ * Follow the pointer over the photo and over the list, once per overlay. Listening on the
+ * overlay's parent catches the pointer whether the photo or the drawing layer above it has it.
+ */
+function followPointer(svg, list) {
+  if (following.has(svg)) return;
+  following.add(svg);
+  const frame = svg.parentElement;
+  frame.addEventListener("pointermove", (event) => {
+    const layout = layouts.get(svg);
+    const ctm = svg.getScreenCTM();
+    if (!layout || !ctm) return;
+    const point = new DOMPoint(event.clientX, event.clientY).matrixTransform(ctm.inverse());
+    const order = glimpseAt(layout, point);
+    if (order !== layout.active) setActive(layout, order);
+  });
+  frame.addEventListener("pointerleave", () => {
+    const layout = layouts.get(svg);
+    if (layout) setActive(layout, null);
+  });
+  list.addEventListener("pointerover", (event) => {
+    const layout = layouts.get(svg);
+    const item = event.target.closest?.("li[data-order]");
+    if (layout && item) setActive(layout, Number(item.dataset.order));
+  });
+  list.addEventListener("pointerleave", () => {
+    const layout = layouts.get(svg);
+    if (layout) setActive(layout, null);
+  });
+}
+
 /**
  * Draw the glimpses in order into `svg` and `list`. `isCurrent()` turning false (a newer photo
  * was picked) stops the animation. Resolves to the number drawn.
  */
 export async function drawGlimpses(svg, list, prediction, isCurrent) {
   const layout = prepare(svg, prediction);
+  layout.list = list;
   layouts.set(svg, layout);
+  followPointer(svg, list);
   list.replaceChildren();
   const glimpses = [...prediction.glimpses].sort((a, b) => a.order - b.order);
   const delay = reducedMotion() ? 0 : STEP_MS;
@@ -149,9 +304,9 @@ export async function drawGlimpses(svg, list, prediction, isCurrent) {
     if (layout.drawn.length > 0 && delay) await sleep(delay);
     if (!isCurrent()) return layout.drawn.length;
     layout.mask.append(el("rect", { fill: "black", ...rectAttrs(glimpse.box_original) }));
+    layout.drawn.push(glimpse);
     addGlimpse(glimpse, layout);
     list.append(listItem(glimpse));
-    layout.drawn.push(glimpse);
   }
   return layout.drawn.length;
 }
@@ -166,8 +321,9 @@ export function showWorth(svg, list, glimpses) {
   for (const g of glimpses) layout.worth.set(g.order, g);
   layout.placed = [];
   layout.labels.replaceChildren();
-  for (const glimpse of layout.drawn) addLabel(glimpse, layout);
+  for (const glimpse of layout.drawn) addBadge(glimpse, layout);
   list.replaceChildren(...layout.drawn.map((g) => listItem(g, layout.worth.get(g.order))));
+  setActive(layout, layout.active);
 }
 
-export { el, label, percent, rectAttrs, unit, where };
+export { classLabel, el, label, percent, rectAttrs, unit, where };

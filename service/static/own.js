@@ -11,7 +11,7 @@
 // of the photo that becomes the view: view px = (photo px - crop.min) * 224 / crop side.
 
 import { ApiError, predict } from "./api.js";
-import { el, label, percent, rectAttrs, unit, where } from "./glimpses.js";
+import { classLabel, el, label, percent, rectAttrs, unit, where } from "./glimpses.js";
 
 const VIEW = 224;
 const MAX_BOXES = 16; // the most the model takes (parameters.glimpse_boxes)
@@ -202,14 +202,14 @@ export function setUpOwnGlimpses({ ui, overlay, context, renderTopK, onUnauthori
       if (!live()) return;
       const top = answer.top_class;
       ui.count.textContent = `From ${boxes(sent.length)} alone:`;
-      ui.topClass.textContent = top.label;
+      ui.topClass.textContent = classLabel(top);
       ui.topScore.textContent = percent(top.score);
       renderTopK(ui.topK, answer.top_k);
       ui.answer.hidden = false;
       ui.stale.hidden = true;
       showMine();
       ui.section.dataset.state = "done";
-      say(`From ${boxes(sent.length)} alone: ${top.label}, ${percent(top.score)}.`);
+      say(`From ${boxes(sent.length)} alone: ${classLabel(top)}, ${percent(top.score)}.`);
     } catch (err) {
       if (!live()) return;
       say("");
