@@ -178,7 +178,7 @@ def thousand_photos(images: Path, folder: Path) -> Path:
         label = coarse_of(index[path.name.split("_")[0]]) or "other"
         mirror = folder / "mirrored" / path.name
         ImageOps.mirror(Image.open(path).convert("RGB")).save(mirror, quality=92)
-        lines += [f"{path},{label}", f"{mirror},{label}"]
+        lines += [f"{path.resolve()},{label}", f"{mirror},{label}"]
     out = folder / "thousand.csv"
     out.write_text("\n".join(lines) + "\n")
     return out
@@ -242,9 +242,11 @@ def main() -> None:
         }
         if not args.skip_thousand:
             thousand = thousand_photos(args.images, tmp / "thousand")
-            cold, cold_s = timed_train(thousand, tmp / "models", tmp / "cache", "thousand")
+            # A cache of its own: the example's photos must not make the cold run warm.
+            cache = tmp / "cache-1000"
+            cold, cold_s = timed_train(thousand, tmp / "models", cache, "thousand")
             warm, warm_s = timed_train(
-                thousand, tmp / "models", tmp / "cache", "thousand", version=2, seed=1
+                thousand, tmp / "models", cache, "thousand", version=2, seed=1
             )
             rows += [
                 stage_row("1000 photos (cold cache)", cold, cold_s),

@@ -166,7 +166,7 @@ class Client:
         self,
         image: ImageLike,
         num_glimpses: int = 6,
-        top_k: int = 5,
+        top_k: int | None = None,
         *,
         key: str | None = None,
         annotated_image: bool = True,
@@ -193,7 +193,7 @@ class Client:
         self,
         images: Iterable[ImageLike],
         num_glimpses: int = 6,
-        top_k: int = 5,
+        top_k: int | None = None,
         *,
         keys: Sequence[str | None] | None = None,
         annotated_image: bool = True,
@@ -241,7 +241,7 @@ class Client:
         blobs: list[bytes],
         keys: list[str | None],
         num_glimpses: int,
-        top_k: int,
+        top_k: int | None,
         annotated: bool,
         annotated_format: str,
         original_pixels: bool,
@@ -257,7 +257,9 @@ class Client:
             body = {
                 "signature_name": "serving_options" if boxes is None else "serving_boxes",
                 "instances": [
-                    _tfserving.signature_inputs(e, num_glimpses, top_k, boxes) for e in encoded
+                    # TF Serving's signature needs a number: 5, as the SavedModel's default.
+                    _tfserving.signature_inputs(e, num_glimpses, top_k or 5, boxes)
+                    for e in encoded
                 ],
             }
             rows = self._json("POST", self._model_path() + ":predict", json=body)["predictions"]
@@ -271,7 +273,8 @@ class Client:
         ]
         parameters = {
             "num_glimpses": num_glimpses,
-            "top_k": top_k,
+            # Left out, the gateway lists 5 classes, or every class of a model with fewer.
+            **({"top_k": top_k} if top_k is not None else {}),
             "annotated_image": annotated,
             "annotated_image_format": annotated_format,
             "original_pixels": original_pixels,
@@ -323,13 +326,14 @@ class Client:
         job_id: str | None = None,
         *,
         num_glimpses: int = 6,
-        top_k: int = 5,
+        top_k: int | None = None,
         annotated_image: bool = True,
         batch_size: int = 64,
         max_worker_count: int = 4,
         labels: dict[str, str] | None = None,
     ) -> Job:
-        """Create a batch prediction job on the gateway; it runs in the background.
+        """Create a batch prediction job on the gateway, on this client's model; it runs in
+        the background.
 
         Paths are gs:// URIs, or local paths under the gateway's GLIMPSE_JOBS_LOCAL_ROOT
         (relative paths are relative to it). Returns the job as created (QUEUED or RUNNING).
@@ -340,6 +344,7 @@ class Client:
             "jobId": job_id or f"job_{time.strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}",
             "labels": labels or {},
             "predictionInput": {
+                "modelName": f"projects/{self.project}/models/{self.model}",
                 "dataFormat": "JSON",
                 "inputPaths": paths,
                 "outputPath": output_path,
@@ -347,7 +352,7 @@ class Client:
                 "maxWorkerCount": max_worker_count,
                 "parameters": {
                     "num_glimpses": num_glimpses,
-                    "top_k": top_k,
+                    **({"top_k": top_k} if top_k is not None else {}),
                     "annotated_image": annotated_image,
                 },
             },

@@ -19,9 +19,9 @@ class _Result(BaseModel):
 
 
 class ClassScore(_Result):
-    index: int = Field(description="ImageNet-1k class index, 0..999.")
-    synset: str = Field(description="WordNet id, e.g. n02123045.")
-    label: str
+    index: int = Field(description="Class index in the model's labels (0..999 for ImageNet).")
+    synset: str = Field(description="WordNet id (ImageNet); empty for your own labels.")
+    label: str = Field(description="The class name: ImageNet's, or your own label.")
     score: float = Field(description="Probability.")
 
 

@@ -48,8 +48,10 @@ GLIMPSE_BOXES = "glimpse_boxes"  # [batch, T, 4]: T counts glimpses
 GLIMPSE_SETS = "glimpse_sets"  # [S, T]: T counts glimpses
 MAX_GLIMPSE_SETS = 64  # sets per explain_glimpse_sets call: bounds its memory (~100 MB)
 
-# Assets (`<version>/assets/`): the labels (one `synset<TAB>name` line per class, in class
-# order) and what the export says about itself.
+# Assets (`<version>/assets/`): the labels (one `id<TAB>name` line per class, in class order:
+# the id is ImageNet's synset, empty for a model trained on a user's labels) and what the
+# export says about itself. Beside them, `<version>/assets.extra/` (TF Serving's folder for
+# files outside the graph) holds a trained version's evaluation.
 LABELS_FILE = "labels.tsv"
 MODEL_INFO_FILE = "model_info.json"
 

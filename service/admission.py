@@ -96,6 +96,12 @@ def check_limits(
         )
 
 
-def check_parameters(info: ModelInfo | None, params: PredictParameters) -> None:
-    """:predict's parameters against the model's limits (online, job creation, batch)."""
+def check_parameters(info: ModelInfo | None, params: PredictParameters) -> PredictParameters:
+    """:predict's parameters against the model's limits (online, job creation, batch), with
+    the defaults the request left out fitted to the model: top_k 5 is every class of a model
+    trained on fewer labels (asking for more than it has is a 400)."""
+    if info is not None and "top_k" not in params.model_fields_set:
+        if params.top_k > info.max_top_k:
+            params = params.model_copy(update={"top_k": info.max_top_k})
     check_limits(info, params.num_glimpses, params.top_k, params.glimpse_boxes is not None)
+    return params

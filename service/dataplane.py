@@ -247,6 +247,26 @@ class DataPlane:
         """Every version the model can tell of, lowest first (ml v1's versions.list)."""
         return await self.model(name).known_versions()
 
+    async def evaluated_versions(self, name: str) -> list[int]:
+        """The model's versions with an evaluation (`glimpse train` writes one), lowest first;
+        read from the version folders under its base path (the gateway's local copy beside
+        TF Serving)."""
+        model = self.model(name)
+        numbers = await model.known_versions()
+        base = model.config.base_path
+
+        def evaluated() -> list[int]:
+            return [n for n in numbers if savedmodel.evaluation_file(base / str(n)).is_file()]
+
+        return await asyncio.to_thread(evaluated)
+
+    async def evaluation(self, name: str, number: int) -> dict[str, Any] | None:
+        """Version `number`'s evaluation (Vertex's ModelEvaluation body), None if it has none."""
+        model = self.model(name)
+        if number not in await model.known_versions():
+            return None
+        return await asyncio.to_thread(savedmodel.evaluation, model.config.base_path / str(number))
+
     # -- the labelled path ----------------------------------------------------------------
 
     async def predict(
@@ -255,7 +275,7 @@ class DataPlane:
         """decode -> predict -> build for one request, all or none: one bad image fails the
         request, naming it (the batcher isolates it, so batch-mates are unharmed)."""
         model, version = await self._admit(name, ref, work=True, instances=len(instances))
-        admission.check_parameters(version.model_info(), params)
+        params = admission.check_parameters(version.model_info(), params)
         with version.use():
             images, deadline = await self._decode(instances)
             predictions = await self._predict_images(version, images, params, deadline)
@@ -349,7 +369,7 @@ class DataPlane:
         """Both answers for the same images of the default version, decoded once under one
         deadline (Vertex's :explain answers predictions beside explanations)."""
         version = await self._admit_explain(name, VersionRef(), len(instances), explain_params)
-        admission.check_parameters(version.model_info(), predict_params)
+        predict_params = admission.check_parameters(version.model_info(), predict_params)
         with version.use():
             images, deadline = await self._decode(instances)
             predictions = await self._predict_images(version, images, predict_params, deadline)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,10 @@ class ModelRunner:
         the first request pays for no tracing."""
         await self.predictor.load()
         self._batcher.start()
+        info = self.model_info()
         for options in WARMUP_OPTIONS:
+            if info is not None and options.top_k > info.max_top_k:  # fewer classes than 5
+                options = replace(options, top_k=info.max_top_k)
             await self._batcher.submit([(warmup_image(), options)])
 
     def model_info(self) -> ModelInfo | None:

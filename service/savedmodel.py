@@ -32,6 +32,26 @@ def versions(model_base: Path) -> list[int]:
     return sorted(found, reverse=True)
 
 
+def evaluation_file(version_folder: Path) -> Path:
+    from model_export.training.evaluation import EVALUATION_DIR, EVALUATION_JSON
+
+    return version_folder / EVALUATION_DIR / EVALUATION_JSON
+
+
+def evaluation(version_folder: Path) -> dict[str, Any] | None:
+    """The version's evaluation on its test split (Vertex AI's ModelEvaluation body, which
+    `glimpse train` writes beside the SavedModel), or None when it has none."""
+    from model_export.training import evaluation as written
+
+    if not evaluation_file(version_folder).is_file():
+        return None
+    try:
+        body = written.read(version_folder)
+    except (OSError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
 # Every version folder loaded in this process, by where it is and which export it holds.
 _LOADED: dict[tuple[Path, int, int], Any] = {}
 _LOADED_LOCK = threading.Lock()

@@ -125,6 +125,9 @@ class GatewaySettings(BaseSettings):
     jobs_max_stored: int = Field(10_000, ge=10)
     # Jobs may read and write gs:// paths; local paths only under this folder (None: none).
     jobs_local_root: Path | None = None
+    # Training jobs' feature cache, the one `glimpse train` reads from the same variable
+    # (None: ~/.cache/glimpse/features). Text, not a Path: a gs:// folder is one too.
+    feature_cache: str | None = None
 
     # Vertex AI online prediction (service/routes/vertex.py): the one endpoint this gateway
     # answers as (None: its model name, e.g. .../endpoints/saccader), and the one location it

@@ -170,3 +170,24 @@ class VertexEndpoint(GoogleJson):
     traffic_split: dict[str, int]
     create_time: str
     update_time: str
+
+
+class VertexModelEvaluation(GoogleJson):
+    """Vertex's ModelEvaluation: a version's evaluation on its test split, as `glimpse train`
+    wrote it (metrics in the classification metrics schema; glimpse's own in `metadata`)."""
+
+    model_config = ConfigDict(extra="allow")  # the stored body's other keys, as written
+
+    name: str  # projects/{p}/locations/{l}/models/{m}/evaluations/{version}
+    display_name: str | None = None
+    metrics_schema_uri: str | None = None
+    metrics: dict[str, Any] | None = None
+    create_time: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class VertexModelEvaluationList(GoogleJson):
+    """Vertex's ListModelEvaluationsResponse (`{}` when there are none, as Google answers)."""
+
+    model_evaluations: list[VertexModelEvaluation] | None = None
+    next_page_token: str | None = None

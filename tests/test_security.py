@@ -43,6 +43,7 @@ PATH_VALUES = {
     "name": "api.js",
     "location": "us-central1",
     "endpoint": "saccader",
+    "evaluation": "1",
 }
 
 

@@ -181,6 +181,18 @@ class Trainer:
 
         return list(self.pool.map(one, examples))
 
+    def _reload(self, examples: Sequence[Example]) -> list[bytes]:
+        """Photos read once already: one that has gone since is an error, not a skip (the
+        head would be fitted on features of photos the evaluation cannot see)."""
+        before = len(self.bad_images)
+        images = self._load(examples)
+        if len(self.bad_images) > before:
+            gone = self.bad_images[before]
+            raise TrainingError(
+                f"line {gone.line} ({gone.uri}) became unreadable during training: {gone.reason}"
+            )
+        return [image for image in images if image is not None]
+
     def run(self) -> TrainReport:
         try:
             return self._run()
@@ -393,7 +405,7 @@ class Trainer:
             self._check_cancel()
             batch = examples[start : start + BATCH]
             at = rows[start : start + BATCH]
-            images = self._load(batch)
+            images = self._reload(batch)
             keys = [view_cache.key(b) for b in images]
             found = [canvas_cache.get(key) for key in keys]
             todo = [i for i, f in enumerate(found) if f is None]
@@ -418,7 +430,7 @@ class Trainer:
         parts: dict[str, list[np.ndarray]] = {}
         for start in range(0, len(examples), BATCH):
             self._check_cancel()
-            images = self._load(examples[start : start + BATCH])
+            images = self._reload(examples[start : start + BATCH])
             out = fn(tf.constant(images))
             for key, value in out.items():
                 parts.setdefault(key, []).append(value.numpy())

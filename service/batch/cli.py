@@ -210,9 +210,23 @@ def _follow(client: Client, job_id: str) -> Job:
     def show(job: Job) -> None:
         out = job.prediction_output
         lines, errors = (out.line_count, out.error_count) if out else (0, 0)
-        _console().print(f"{job.state}: {lines} lines, {errors} errors", end="\r")
+        progress = _training(job) or f"{lines} lines, {errors} errors"
+        _console().print(f"{job.state}: {progress}", end="\r")
 
     return client.wait_job(job_id, timeout=None, poll_interval=1.0, on_poll=show)
+
+
+def _training(job: Job) -> str | None:
+    """A training job's progress or new version, from its answer; None for batch jobs."""
+    if job.body.get("trainingInput") is None:
+        return None
+    out = job.body.get("trainingOutput") or {}
+    path = (out.get("builtInAlgorithmOutput") or {}).get("modelPath")
+    if path:
+        return f"training: {path}"
+    if not out.get("stage"):
+        return "training"
+    return f"training: {out['stage']} {out.get('photosDone')}/{out.get('photosTotal')}"
 
 
 def _submit_remote(url: str, project: str, token: str | None, spec: JobSpec, wait: bool) -> None:
@@ -266,7 +280,8 @@ def list_jobs(
     for job in jobs:
         out = job.prediction_output
         predictions, errors = (out.prediction_count, out.error_count) if out else (0, 0)
-        typer.echo(f"{job.job_id}\t{job.state}\t{predictions} predictions\t{errors} errors")
+        shown = _training(job) or f"{predictions} predictions\t{errors} errors"
+        typer.echo(f"{job.job_id}\t{job.state}\t{shown}")
 
 
 @batch_app.command(

@@ -29,9 +29,9 @@ from service.batch.job_resource import LABEL_KEY, Job
 from service.batch.spec import JobState
 from service.errors import InvalidInput
 
-# Every state of the API's enum: PREPARING and STATE_UNSPECIFIED match no job here, but a
-# client filtering on them asks a valid question.
-STATES = ("STATE_UNSPECIFIED", "PREPARING", *(s.value for s in JobState))
+# Every state of the API's enum: STATE_UNSPECIFIED matches no job here (PREPARING only
+# training jobs), but a client filtering on it asks a valid question.
+STATES = ("STATE_UNSPECIFIED", *(s.value for s in JobState))
 _TEXT_OPS = ("=", "!=", ":")
 _TIME_OPS = ("=", "!=", "<", "<=", ">", ">=")
 FIELDS = "state, jobId, labels.KEY, createTime"

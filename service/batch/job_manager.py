@@ -1,12 +1,18 @@
-"""The gateway's managed batch jobs: create, get, list, cancel, and a scheduler that runs them.
+"""The gateway's managed jobs: create, get, list, cancel, and a scheduler that runs them.
 
-Jobs run in the gateway process on a served model (`predictionInput.modelName`, else the
-default model), through the data plane: they share the model's micro-batcher and turns with
-online requests, which keep their place in the queue because a job keeps at most one model
-batch in flight per worker. State lives in a JobStore; after a restart, jobs that were RUNNING or
-QUEUED run again from the start, which is safe because outputs are committed whole
-(output.py). A job interrupted by crashes `jobs_max_attempts` times is FAILED rather than
-retried forever; a graceful shutdown does not count as an attempt.
+Two kinds, as AI Platform's jobs API has: batch prediction (`predictionInput`) and training
+(`trainingInput`, whose args are `glimpse train`'s: train_job.py). Training jobs run one at a
+time in a worker thread of their own, beside batch jobs (GLIMPSE_JOBS_MAX_RUNNING), and write
+the new version into the gateway's model base, which the data plane's poll then serves.
+
+Batch jobs run in the gateway process on a served model (`predictionInput.modelName`, else
+the default model), through the data plane: they share the model's micro-batcher and turns
+with online requests, which keep their place in the queue because a job keeps at most one
+model batch in flight per worker. State lives in a JobStore; after a restart, jobs that were
+RUNNING (or PREPARING) or QUEUED run again from the start, which is safe because outputs are
+committed whole (output.py) and versions are written aside and renamed into place. A job
+interrupted by crashes `jobs_max_attempts` times is FAILED rather than retried forever; a
+graceful shutdown does not count as an attempt.
 
 Every call is scoped to the project in the URL (job_store.py): a job is created in it, and
 get, list and cancel see only its jobs. Jobs of all projects share the scheduler's queue, the
@@ -23,19 +29,24 @@ import hashlib
 import json
 import logging
 import re
+import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from service.admission import VersionRef, check_parameters
-from service.batch import job_filter
+from service.batch import job_filter, train_job
 from service.batch.job_resource import (
+    BuiltInAlgorithmOutput,
     CreateJob,
     Job,
     JobList,
     PredictionOutput,
+    TrainingOutput,
     now,
     rfc3339,
 )
@@ -71,7 +82,11 @@ class JobManager:
         self._plane = plane
         self._store: JobStore = None  # type: ignore[assignment]  # opened in start()
         self._storage = Storage(settings.storage_retry_deadline_s)
-        self._running: dict[RunKey, tuple[asyncio.Task, asyncio.Event]] = {}
+        # Each running job's task and its cancel (an asyncio.Event, or for training the
+        # threading.Event the Trainer checks between batches).
+        self._running: dict[RunKey, tuple[asyncio.Task, asyncio.Event | threading.Event]] = {}
+        self._training: set[RunKey] = set()  # those of _running that are training jobs
+        self._train_pool = ThreadPoolExecutor(1, thread_name_prefix="train-job")
         self._wake: asyncio.Event | None = None
         self._scheduler: asyncio.Task | None = None
         self._closing = False
@@ -88,11 +103,14 @@ class JobManager:
         for job in self._store.all():
             if job.state == JobState.CANCELLING:
                 self._finish(job, JobState.CANCELLED, "the gateway restarted while cancelling")
-            elif job.state == JobState.RUNNING:
-                attempt = job.prediction_output.attempt if job.prediction_output else 0
+            elif job.state in (JobState.RUNNING, JobState.PREPARING):
+                attempt = job.attempt
                 if attempt >= self._settings.jobs_max_attempts:
                     self._finish(
-                        job, JobState.FAILED, f"interrupted by a gateway restart {attempt} times"
+                        job,
+                        JobState.FAILED,
+                        f"interrupted by a gateway restart {attempt} times; create it again"
+                        " (under a new job id) to retry",
                     )
                 else:
                     job.state = JobState.QUEUED
@@ -111,6 +129,9 @@ class JobManager:
         tasks = [t for t, _ in self._running.values()]
         if tasks:
             await asyncio.wait(tasks, timeout=max(grace_s, 0.1))
+        # A training run past the grace (an export is not cancellable) finishes in its thread;
+        # its job stays RUNNING, and the next start reruns it (already_written).
+        self._train_pool.shutdown(wait=False, cancel_futures=True)
         self._store.close()
 
     # -- API -------------------------------------------------------------------------------
@@ -161,7 +182,18 @@ class JobManager:
             raise InvalidInput(
                 f"projects/{project[:64]}: a project id is letters, digits and . _ : -"
             )
+        if request.training_input is not None:
+            job = Job(
+                job_id=request.job_id,
+                project=project,
+                labels=request.labels,
+                training_input=request.training_input,
+                training_output=TrainingOutput(),
+            )
+            await self._check_training(job)
+            return self._insert(project, job)
         given = request.prediction_input
+        assert given is not None  # CreateJob has one of the two
         if given.uri:
             raise InvalidInput(
                 "predictionInput.uri: this gateway runs jobs on its served model; "
@@ -187,9 +219,12 @@ class JobManager:
             pass  # loading: the runner checks them when the job starts
         except InvalidInput as e:
             raise InvalidInput(f"predictionInput.{e.message}") from None
+        return self._insert(project, job)
+
+    def _insert(self, project: str, job: Job) -> Job:
         self._prune()
         if not self._store.insert(project, job):
-            raise Conflict(f"job {request.job_id} already exists")
+            raise Conflict(f"job {job.job_id} already exists")
         if self._wake:
             self._wake.set()
         return job
@@ -228,6 +263,8 @@ class JobManager:
         if job.state == JobState.QUEUED and key not in self._running:
             self._finish(job, JobState.CANCELLED, "cancelled before it started")
             return
+        if job.state == JobState.CANCELLING:
+            return  # asked already
         job.state = JobState.CANCELLING
         job.error_message = "cancel requested"
         self._store.update(job)
@@ -252,16 +289,26 @@ class JobManager:
     async def _schedule(self) -> None:
         assert self._wake is not None
         while True:
-            if self._plane.models and any(m.is_ready() for m in self._plane.models.values()):
-                for job in self._store.queued():
-                    if len(self._running) >= self._settings.jobs_max_running:
-                        break
-                    key = (job.project, job.job_id)
-                    if key not in self._running:
-                        cancel = asyncio.Event()
-                        name = f"{job.project}/{job.job_id}"
-                        task = asyncio.create_task(self._run(job, cancel), name=name)
-                        self._running[key] = (task, cancel)
+            ready = any(m.is_ready() for m in self._plane.models.values())
+            for job in self._store.queued():
+                key = (job.project, job.job_id)
+                if key in self._running:
+                    continue
+                name = f"{job.project}/{job.job_id}"
+                if job.training_input is not None:  # one at a time; needs no served model
+                    if self._training:
+                        continue
+                    cancel: asyncio.Event | threading.Event = threading.Event()
+                    work = self._run_training(job, cancel)
+                    self._training.add(key)
+                else:
+                    batch_jobs = len(self._running) - len(self._training)
+                    if not ready or batch_jobs >= self._settings.jobs_max_running:
+                        continue
+                    cancel = asyncio.Event()
+                    work = self._run_job(job, cancel)
+                task = asyncio.create_task(self._run(job, work), name=name)
+                self._running[key] = (task, cancel)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 1.0)
@@ -305,20 +352,22 @@ class JobManager:
         if gone:
             log.info("forgot %d finished jobs (retention)", gone)
 
-    async def _run(self, job: Job, cancel: asyncio.Event) -> None:
+    async def _run(self, job: Job, work) -> None:
         """Runs one job; whatever happens, its slot is released and it ends in a state."""
         try:
-            await self._run_job(job, cancel)
+            await work
         except Exception as e:  # noqa: BLE001 - a bug guard: the job fails, the queue goes on
             log.exception("job %s crashed", job.job_id)
             self._finish(job, JobState.FAILED, f"internal error: {type(e).__name__}")
         finally:
             self._running.pop((job.project, job.job_id), None)
+            self._training.discard((job.project, job.job_id))
             if self._wake:
                 self._wake.set()
 
     async def _run_job(self, job: Job, cancel: asyncio.Event) -> None:
         given = job.prediction_input
+        assert given is not None
         output = job.prediction_output or PredictionOutput(output_path=given.output_path)
         output.attempt += 1
         job.state, job.start_time, job.prediction_output = JobState.RUNNING, now(), output
@@ -356,10 +405,184 @@ class JobManager:
             job.job_id, report.state.value, report.lines, report.predictions, report.errors,
         )  # fmt: skip
 
+    # -- training jobs ---------------------------------------------------------------------
+
+    def _model_base(self, name: str) -> Path:
+        """The folder that holds model `name`'s folder: the gateway's model base, or with a
+        model config file the parent of the listed model's base_path."""
+        where = f"{train_job.FIELD}: --model-name {name}"
+        if self._settings.backend != "embedded":
+            raise InvalidInput(
+                f"{train_job.FIELD}: training jobs need GLIMPSE_BACKEND=embedded: TF Serving"
+                " reads its own model base; run `glimpse train --model-base` where it reads"
+            )
+        served = self._plane.models.get(name)
+        if served is not None:
+            base = served.config.base_path
+            if base.name != name:
+                raise InvalidInput(
+                    f"{where}: its base_path in the model config does not end in /{name};"
+                    " run `glimpse train --model-base` yourself"
+                )
+            return base.parent
+        if self._settings.model_config_file is not None:
+            raise InvalidInput(
+                f"{where}: not in the gateway's model config file, so a new model would not"
+                f" be served: add an entry for it (base_path ending in /{name}) first"
+            )
+        return self._settings.model_dir
+
+    def _train_spec(self, job: Job):
+        from model_export.training.trainer import TrainSpec
+
+        assert job.training_input is not None
+        given = train_job.parse_args(job.training_input.args)
+        return TrainSpec(
+            import_file=self._local(given.import_file),
+            model_name=given.model_name,
+            model_base=self._model_base(given.model_name),
+            version=given.version,
+            seed=given.seed,
+            backbone=given.backbone,
+            cache_dir=self._settings.feature_cache,
+            max_bad_fraction=given.max_bad_fraction,
+        )
+
+    def _redact_base(self, message: str, base: Path) -> str:
+        for prefix in {str(base.resolve()), str(base)}:
+            message = message.replace(prefix.rstrip("/") + "/", "")
+            message = message.replace(prefix, "the model base")
+        return self._public(message) or ""
+
+    async def _check_training(self, job: Job) -> None:
+        """What can be checked cheaply, now: the arguments, the import file's place (and,
+        when local, that it is a readable file), the model name and version (a clash with a
+        version on disk or one a queued job will write), the backend and model config."""
+        from model_export.training.trainer import TrainingError, target_version
+
+        assert job.training_input is not None
+        given = train_job.parse_args(job.training_input.args)
+        import_field = f"{train_job.FIELD}: the import file"
+        self._check_path(given.import_file, import_field)
+        spec = self._train_spec(job)
+        try:
+            target_version(spec)  # the name's form, and a clash with the versions on disk
+        except TrainingError as e:
+            message = self._redact_base(str(e), Path(spec.model_base))
+            raise InvalidInput(f"{train_job.FIELD}: {message}") from None
+        if not is_gcs(spec.import_file):
+            try:
+                with open(spec.import_file, "rb") as f:
+                    f.read(1)
+            except OSError as e:
+                why = e.strerror or type(e).__name__
+                if isinstance(e, IsADirectoryError):
+                    why = "a folder, not a file"
+                raise InvalidInput(f"{import_field} {given.import_file!r}: {why}") from None
+        number = given.version or 1
+        for other in self._store.unfinished():
+            if other.training_input is None:
+                continue
+            try:
+                theirs = train_job.parse_args(other.training_input.args)
+            except InvalidInput:
+                continue
+            if theirs.model_name == given.model_name and (
+                given.version is None or (theirs.version or 1) == number
+            ):
+                who = f"job {other.job_id}" if other.project == job.project else "another job"
+                raise InvalidInput(
+                    f"{train_job.FIELD}: {who} ({other.state.value}) will write"
+                    f" {given.model_name} version {theirs.version or 1}: wait for it, or pass"
+                    " another --version"
+                )
+
+    async def _run_training(self, job: Job, cancel: threading.Event) -> None:
+        from model_export.training.import_file import DatasetError
+        from model_export.training.trainer import Cancelled, TrainingError
+
+        output = job.training_output or TrainingOutput()
+        # A job started before and interrupted by a restart: its version may be in place.
+        resumed_since = job.start_time if output.attempt else None
+        output.attempt += 1
+        job.state, job.start_time, job.training_output = JobState.PREPARING, now(), output
+        self._store.update(job)
+        try:
+            spec = self._train_spec(job)
+        except GlimpseError as e:  # the model config changed since the create
+            self._finish(job, JobState.FAILED, e.message)
+            return
+        loop = asyncio.get_running_loop()
+        saved = 0.0
+
+        def progress(stage: str, done: int, total: int) -> None:  # on the event loop
+            nonlocal saved
+            output.stage, output.photos_done, output.photos_total = stage, done, total
+            starting = job.state == JobState.PREPARING
+            if starting or time.monotonic() - saved > _PROGRESS_SAVE_S:
+                saved = time.monotonic()
+                current = self._store.get(job.project, job.job_id)
+                if current and current.state == JobState.CANCELLING:
+                    cancel.set()  # another replica or request asked
+                    return
+                job.state = JobState.RUNNING
+                self._store.update(job)
+
+        def on_progress(stage: str, done: int, total: int) -> None:  # in the worker thread
+            with contextlib.suppress(RuntimeError):  # the loop closed: the gateway stopped
+                loop.call_soon_threadsafe(progress, stage, done, total)
+
+        root = self._settings.jobs_local_root
+        started = time.monotonic()
+        try:
+            trained = await loop.run_in_executor(
+                self._train_pool, train_job.run, spec, root, resumed_since, on_progress, cancel
+            )
+        except Cancelled:
+            if self._closing:
+                output.attempt -= 1  # a graceful shutdown is not the job's fault
+                job.state = JobState.QUEUED
+                self._store.update(job)
+                return
+            self._finish(job, JobState.CANCELLED, "cancelled; no version was written")
+            return
+        except (TrainingError, DatasetError) as e:
+            self._finish(job, JobState.FAILED, str(e))
+            return
+        except Exception as e:  # noqa: BLE001 - storage, TensorFlow: the job fails, with why
+            log.exception("training job %s failed", job.job_id)
+            self._finish(job, JobState.FAILED, f"{type(e).__name__}: {str(e)[:1000]}")
+            return
+        version = f"{spec.model_name}/{Path(trained.path).name}"
+        output.completed_trial_count = 1
+        output.built_in_algorithm_output = BuiltInAlgorithmOutput(
+            runtime_version=_tensorflow(),
+            python_version=f"{sys.version_info.major}.{sys.version_info.minor}",
+            model_path=version,
+        )
+        output.splits = trained.splits
+        output.bad_line_count, output.bad_photo_count = trained.bad_lines, trained.bad_photos
+        output.duplicate_count = trained.duplicates
+        self._finish(job, JobState.SUCCEEDED, None)
+        log.info(
+            "training job %s SUCCEEDED: %s in %.0f s", job.job_id, version,
+            time.monotonic() - started,
+        )  # fmt: skip
+
     def _finish(self, job: Job, state: JobState, message: str | None) -> None:
         job.state, job.end_time = state, now()
         job.error_message = self._public(message) if state != JobState.SUCCEEDED else None
         self._store.update(job)
+
+
+def _tensorflow() -> str | None:
+    """TensorFlow's major.minor, as ml v1 reports a runtime version."""
+    from importlib import metadata
+
+    try:
+        return ".".join(metadata.version("tensorflow").split(".")[:2])
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _scope(project: str, chosen: job_filter.JobFilter) -> str:

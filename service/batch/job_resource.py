@@ -1,4 +1,5 @@
-"""The AI Platform `projects.jobs` resource for batch prediction, as JSON clients see it.
+"""The AI Platform `projects.jobs` resource, as JSON clients see it: batch prediction
+(`predictionInput`) and training (`trainingInput`: `glimpse train`'s arguments, train_job.py).
 
 Field names are camelCase and int64 fields are strings, as in Google's REST APIs (proto3 JSON),
 so clients written for `ml.googleapis.com` parse our answers; a create body may carry them as
@@ -152,6 +153,83 @@ class PredictionOutput(_Api):
     attempt: int = 0
 
 
+MAX_TRAINING_ARGS = 64
+# AI Platform's custom training fields: the gateway runs one program, `glimpse train`.
+_CUSTOM_TRAINING = frozenset(
+    {
+        "packageUris",
+        "pythonModule",
+        "masterConfig",
+        "workerType",
+        "workerCount",
+        "workerConfig",
+        "parameterServerType",
+        "parameterServerCount",
+        "parameterServerConfig",
+        "evaluatorType",
+        "evaluatorCount",
+        "evaluatorConfig",
+        "hyperparameters",
+        "jobDir",
+    }
+)
+
+
+class TrainingInput(_Api):
+    """AI Platform's TrainingInput, for the one trainer the gateway runs: `args` are exactly
+    `glimpse train`'s arguments (the import file, --model-name, --version, ...)."""
+
+    args: list[str] = Field(min_length=1, max_length=MAX_TRAINING_ARGS)
+    # Accepted, as a job written for ml.googleapis.com carries them, and ignored: training
+    # runs in the gateway's own process, on its CPUs.
+    region: str | None = Field(None, max_length=64, description="Ignored.")
+    scale_tier: str | None = Field(None, max_length=64, description="Ignored.")
+    master_type: str | None = Field(None, max_length=64, description="Ignored.")
+    runtime_version: str | None = Field(None, max_length=64, description="Ignored.")
+    python_version: str | None = Field(None, max_length=64, description="Ignored.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_program(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            given = sorted(k for k in data if k in _CUSTOM_TRAINING)
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: not supported; this gateway runs `glimpse train`,"
+                    " whose arguments go in args"
+                )
+        return data
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, v: list[str]) -> list[str]:
+        return [_check_path(a) for a in v]
+
+
+class BuiltInAlgorithmOutput(_Api):
+    framework: Literal["TENSORFLOW"] = "TENSORFLOW"
+    runtime_version: str | None = None  # TensorFlow's major.minor
+    python_version: str | None = None
+    model_path: str = Field(description="The new version: NAME/VERSION under the model base.")
+
+
+class TrainingOutput(_Api):
+    completed_trial_count: Int64 = 0  # 1 once the one trial (the run) has succeeded
+    is_built_in_algorithm_job: bool = True
+    built_in_algorithm_output: BuiltInAlgorithmOutput | None = None  # once SUCCEEDED
+    # Glimpse extensions. Progress: the stage running (view features, glimpse features,
+    # evaluation) and its photos done of total.
+    stage: str | None = None
+    photos_done: Int64 = 0
+    photos_total: Int64 = 0
+    # Once SUCCEEDED: photos per split, lines and photos left out.
+    splits: dict[str, int] | None = None
+    bad_line_count: Int64 | None = None
+    bad_photo_count: Int64 | None = None
+    duplicate_count: Int64 | None = None
+    attempt: int = 0
+
+
 class Job(_Api):
     job_id: str
     # The project in the URL it was created under: kept in the store's own column, never in
@@ -165,18 +243,33 @@ class Job(_Api):
     error_message: str | None = None
     labels: dict[str, str] = {}
     etag: str | None = None
-    prediction_input: PredictionInput
+    prediction_input: PredictionInput | None = None
     prediction_output: PredictionOutput | None = None
+    training_input: TrainingInput | None = None
+    training_output: TrainingOutput | None = None
 
     _job_id = field_validator("job_id")(classmethod(lambda cls, v: _check_job_id(v)))
 
+    @property
+    def attempt(self) -> int:
+        """How many times the job has started (restarts included)."""
+        output = self.training_output or self.prediction_output
+        return output.attempt if output else 0
+
 
 class CreateJob(_Api):
-    """The create body: a job without the fields the server sets."""
+    """The create body: a job without the fields the server sets, and one of the inputs."""
 
     job_id: str
     labels: dict[str, str] = {}
-    prediction_input: PredictionInput
+    prediction_input: PredictionInput | None = None
+    training_input: TrainingInput | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CreateJob:
+        if (self.prediction_input is None) == (self.training_input is None):
+            raise ValueError("a job has either predictionInput or trainingInput")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -159,6 +159,15 @@ class JobStore:
             ).fetchall()
         return [_job(r) for r in rows]
 
+    def unfinished(self) -> list[Job]:
+        """Jobs not yet SUCCEEDED, FAILED or CANCELLED, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT project, body FROM jobs WHERE json_extract(body, '$.state')"
+                " NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED') ORDER BY created"
+            ).fetchall()
+        return [_job(r) for r in rows]
+
     def all(self) -> list[Job]:
         with self._lock:
             rows = self._db.execute("SELECT project, body FROM jobs ORDER BY created").fetchall()

@@ -125,7 +125,7 @@ async def predict_lines(
             async with model.held() as runner:
                 info = runner.model_info()
                 try:
-                    check_parameters(info, params)
+                    params = check_parameters(info, params)
                 except InvalidInput as e:
                     raise BatchFailed(e.message) from None
                 outputs = await predict_each(runner, images, params, max_in_flight)

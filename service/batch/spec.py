@@ -20,6 +20,7 @@ def new_job_id(prefix: str = "glimpse_batch") -> str:
 
 class JobState(StrEnum):
     QUEUED = "QUEUED"
+    PREPARING = "PREPARING"  # training jobs: started, reading the import file and backbone
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"

@@ -1,4 +1,5 @@
-"""AI Platform's batch prediction jobs API: create, get, list, cancel.
+"""AI Platform's jobs API: create, get, list, cancel, for batch prediction (`predictionInput`)
+and training (`trainingInput`: `glimpse train`'s arguments, service/batch/train_job.py).
 
 Jobs are scoped by the `{project}` in the path: each project sees and cancels only its own
 jobs, and job ids are unique per project (job_store.py). The project is not authenticated:
@@ -31,11 +32,13 @@ _BODY_ERRORS = {**_ERRORS, **error_responses({413: "Body over the payload limit"
     response_model=Job,
     response_model_exclude_none=True,
     responses=_BODY_ERRORS,
-    summary="Create a batch prediction job (runs in the background)",
+    summary="Create a batch prediction or training job (runs in the background)",
 )
 async def create_job(project: str, body: CreateJob, jobs: JobsDep) -> Job:
     """Output-only fields in the body (`state`, `createTime`, `predictionOutput`, ...) are
-    ignored, so a job copied from an earlier answer can be sent again under a new id."""
+    ignored, so a job copied from an earlier answer can be sent again under a new id. A
+    training job's `trainingInput.args` are `glimpse train`'s arguments, without
+    `--model-base`: the version is written into the gateway's model base and served."""
     return await jobs.create(project, body)
 
 
@@ -81,7 +84,7 @@ def list_jobs(  # a plain def: a filtered page may parse thousands of stored job
 @router.post(
     "/v1/projects/{project}/jobs/{job}:cancel",
     responses=_ERRORS,
-    summary="Cancel a queued or running job (its output is left as it was)",
+    summary="Cancel a queued or running job (its output is left as it was; no version)",
 )
 async def cancel_job(project: str, job: str, jobs: JobsDep) -> dict:
     jobs.cancel(project, job)

@@ -13,7 +13,10 @@ service/error_body.py). The deployed model's id is `<model>-v<version>`, its mod
 `projects/{p}/locations/{l}/models/<model>` and its `modelVersionId` the version that answers
 requests without one; a new version is a new deployed model, as a redeploy is on Vertex. How an
 explanation maps onto Vertex's `Attribution`: service/vertex_schemas.py. Batch prediction
-stays on the ml v1 jobs API (service/routes/jobs.py).
+and training stay on the ml v1 jobs API (service/routes/jobs.py).
+
+A model's evaluations are Vertex's `models/{m}/evaluations`: one per version that `glimpse
+train` evaluated on its test split, its id the version number.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from service.admission import VersionRef
 from service.dataplane import DataPlane, off_loop
 from service.errors import InvalidInput, ModelNotFound
 from service.routes import tfserving
+from service.routes.aiplatform import PagingDep
 from service.routes.deps import ModelRef, PlaneDep, error_responses, require_token
 from service.schemas import (
     PredictParameters,
@@ -42,6 +46,8 @@ from service.vertex_schemas import (
     VertexExplainRequest,
     VertexExplainResponse,
     VertexExplanation,
+    VertexModelEvaluation,
+    VertexModelEvaluationList,
     VertexPredictRequest,
     VertexPredictResponse,
 )
@@ -49,6 +55,7 @@ from service.vertex_schemas import (
 router = APIRouter(tags=["vertex"], dependencies=[Depends(require_token)])
 
 ENDPOINT = "/v1/projects/{project}/locations/{location}/endpoints/{endpoint}"
+MODEL = "/v1/projects/{project}/locations/{location}/models/{model}"
 
 
 _ERRORS = error_responses(
@@ -242,3 +249,80 @@ async def explain(deployed: DeploymentDep, body: VertexExplainRequest, plane: Pl
         predictions=predicted.items,
     )
     return await _encoded(answer, len(body.instances))
+
+
+# -- model evaluations ---------------------------------------------------------------------
+
+_EVALUATION_ERRORS = error_responses(
+    {
+        400: "Invalid page token, or a filter",
+        401: "Missing or invalid bearer token",
+        404: "Unknown model, or a version without an evaluation",
+    }
+)
+
+
+def _model_name(project: str, location: str, model: str, plane: DataPlane) -> str:
+    """projects/{p}/locations/{l}/models/{m} for a served model, else 404 NOT_FOUND."""
+    name = f"projects/{project}/locations/{location}/models/{model}"
+    where = plane.settings.vertex_location
+    if not (_PROJECT.fullmatch(project) and _LOCATION.fullmatch(location)):
+        raise ModelNotFound(f"Model not found: project or location {project!r}/{location!r}")
+    if model not in plane.models or location != (where or location):
+        served = ", ".join(sorted(plane.models)) + (f" in {where}" if where else "")
+        raise ModelNotFound(f"Model `{name}` not found (this gateway serves {served})")
+    return name
+
+
+def _evaluation(name: str, model: str, number: int, body: dict) -> VertexModelEvaluation:
+    return VertexModelEvaluation.model_validate(
+        {**body, "name": f"{name}/evaluations/{number}", "displayName": f"{model} v{number}"}
+    )
+
+
+def _evaluation_number(text: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,18}", text):
+        raise ValueError(text)
+    return int(text)
+
+
+@router.get(
+    MODEL + "/evaluations",
+    response_model=VertexModelEvaluationList,
+    response_model_exclude_none=True,
+    responses=_EVALUATION_ERRORS,
+    summary="The model's evaluations, one per evaluated version, lowest version first",
+)
+async def list_evaluations(
+    project: str, location: str, model: str, plane: PlaneDep, paging: PagingDep
+) -> VertexModelEvaluationList:
+    name = _model_name(project, location, model, plane)
+    numbers = await plane.evaluated_versions(model)
+    page, token = paging.page(numbers, "e", _evaluation_number, "evaluation")
+    found = [(n, await plane.evaluation(model, n)) for n in page]
+    return VertexModelEvaluationList(
+        model_evaluations=[_evaluation(name, model, n, b) for n, b in found if b] or None,
+        next_page_token=token,
+    )
+
+
+@router.get(
+    MODEL + "/evaluations/{evaluation}",
+    response_model=VertexModelEvaluation,
+    response_model_exclude_none=True,
+    responses=_EVALUATION_ERRORS,
+    summary="A version's evaluation on its test split (id: the version number)",
+)
+async def get_evaluation(
+    project: str, location: str, model: str, evaluation: str, plane: PlaneDep
+) -> VertexModelEvaluation:
+    name = _model_name(project, location, model, plane)
+    body = None
+    if re.fullmatch(r"[0-9]{1,18}", evaluation):
+        body = await plane.evaluation(model, int(evaluation))
+    if body is None:
+        raise ModelNotFound(
+            f"ModelEvaluation `{name}/evaluations/{evaluation[:64]}` not found (evaluation ids"
+            f" are the versions `glimpse train` evaluated: list {name}/evaluations)"
+        )
+    return _evaluation(name, model, int(evaluation), body)
