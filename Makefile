@@ -73,8 +73,7 @@ bench-models: export
 	$(BIN)/python -m bench.models --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
 
 bench-training: $(VENV)/.installed
-	$(BIN)/python -m bench.training --images $(SAMPLES) \
-		--import-file $(SAMPLES)/../superclasses-train.csv --out bench/results
+	$(BIN)/python -m bench.training --images $(SAMPLES) --out bench/results
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

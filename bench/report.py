@@ -21,6 +21,7 @@ SECTIONS = [
     ("hostile", "make bench-hostile", "Hostile mix: decode bombs among good requests"),
     ("fairness", "make bench-fairness", "Fairness: one-photo :predict beside tensor hogs"),
     ("models", "make bench-models", "Models: gateway RSS with 1, 2 and 4 models"),
+    ("training", "make bench-training", "Your own classes: training time, unseen-class accuracy"),
 ]
 
 

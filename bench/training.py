@@ -214,9 +214,14 @@ def stage_row(title: str, report, seconds: float) -> list:
 
 def main() -> None:
     ap = arguments(__doc__)
-    ap.add_argument("--import-file", type=Path, required=True)
+    ap.add_argument(
+        "--import-file",
+        type=Path,
+        help="Default: superclasses-train.csv beside the photo folder (../shared/data).",
+    )
     ap.add_argument("--skip-thousand", action="store_true", help="Only the example and judge.")
     args = ap.parse_args()
+    args.import_file = args.import_file or args.images.parent / "superclasses-train.csv"
     env = environment()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

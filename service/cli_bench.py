@@ -18,7 +18,9 @@ import typer
 ROOT = Path(__file__).resolve().parents[1]
 # `make bench` runs them all (load sends 10,000 requests; faithfulness explains every method
 # and takes longest), then bench.report collects the tables into docs/benchmarks.md.
-BENCHMARKS = ("accuracy", "cost", "serve", "batch", "load", "hostile", "faithfulness")
+BENCHMARKS = (
+    "accuracy", "cost", "serve", "batch", "load", "hostile", "faithfulness", "training",
+)  # fmt: skip
 
 EXAMPLES = """
 Examples:

@@ -200,7 +200,7 @@ def test_the_cli_adds_a_version_from_the_cache_and_exits_like_glimpse_batch(trai
     result = CliRunner().invoke(app, [*args, "--version", "2", "--seed", "1"])
     assert result.exit_code == 0, result.output
     assert (tmp / "models" / "colours" / "2" / "saved_model.pb").exists()
-    assert "24 photos (24 features from cache" in result.output  # no photo extracted again
+    assert "24 photos (24 features and" in result.output  # no photo extracted again
     assert "glimpses/full" in result.output and "| red" not in result.output
     assert "skipped line 25" in result.output
     usage = CliRunner().invoke(app, [*args, "--runner", "spark"])

@@ -62,7 +62,8 @@ def _summary(report) -> None:
         f" {meta['distinctGlimpses']}; coverage {pct(meta['coverage'])}"
     )
     console.print(
-        f"{sum(report.counts.values())} photos ({report.cached_photos} features from cache,"
+        f"{sum(report.counts.values())} photos ({report.cached_photos} features and"
+        f" {report.canvas_cached} glimpse canvases from cache,"
         f" {report.photos_per_second:.1f} photos/s extracted); {report.bad_lines} bad lines,"
         f" {len(report.bad_images)} unreadable photos, {report.duplicates} duplicates;"
         f" L2 C={report.chosen_c}; {report.seconds['total']:.0f} s"

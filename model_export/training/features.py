@@ -8,12 +8,14 @@ and the what path's logits are `seen_weighted_mean(canvas features) @ W + b` (sa
 - view: the [7, 7, C] feature map of the 224 view (kept whole, float16: the where path's
   evidence for any future head is computed from it without another backbone pass), and its mean;
 - canvas: the glimpse canvas the where path chooses with a given head, pooled as the what path
-  pools it. Fitting on these as well as on the view is what makes the *glimpse* classifier good
-  (a head fitted on full views only loses points on canvases: grey surround, magnified parts).
+  pools it; cached by photo and boxes, and the boxes come from the cached view features
+  without a backbone pass, so a new head re-extracts only the photos whose glimpses moved.
+  Fitting on these as well as on the view is what makes the *glimpse* classifier good (a head
+  fitted on full views only loses points on canvases: grey surround, magnified parts).
 
-Both are computed in one batched graph call per batch, by the same functions the exported
-model runs (preprocessing.batch_views, saccader.saccader_cell, glimpse_canvas), so what the
-head learns from is exactly what it will see when served.
+Both are computed in batched graph calls by the same functions the exported model runs
+(preprocessing.batch_views, saccader.saccader_cell, glimpse_canvas), so what the head learns
+from is exactly what it will see when served.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import io
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ import tensorflow as tf
 
 from model_export import policies, preprocessing
 from model_export.saccader import Saccader, glimpse_canvas, saccader_cell
+from model_export.training.head import Head
 
 # Bump when what a cached feature means changes (preprocessing, canvas, pooling), so an old
 # cache is never read as a new one.
@@ -39,22 +41,6 @@ FEATURES_REVISION = 1
 
 class UnreadableImage(ValueError):
     """The bytes are not an image the model's decoder reads (JPEG, PNG, GIF, BMP)."""
-
-
-@dataclass(frozen=True)
-class Head:
-    """A linear head: logits = features @ kernel + bias; kernel [C, K], bias [K]."""
-
-    kernel: np.ndarray
-    bias: np.ndarray
-
-    def logits(self, features: np.ndarray) -> np.ndarray:
-        return features @ self.kernel + self.bias
-
-    def digest(self) -> str:
-        h = hashlib.sha256(np.ascontiguousarray(self.kernel, np.float32).tobytes())
-        h.update(np.ascontiguousarray(self.bias, np.float32).tobytes())
-        return h.hexdigest()[:16]
 
 
 class FeatureExtractor:
@@ -66,14 +52,20 @@ class FeatureExtractor:
         self._view = tf.function(
             self._view_features, input_signature=[tf.TensorSpec([None], tf.string)]
         )
-        self._canvas = tf.function(
-            self._canvas_features,
+        self._boxes = tf.function(
+            self._glimpse_boxes,
             input_signature=[
-                tf.TensorSpec([None], tf.string),
                 tf.TensorSpec([None, None, None, None], tf.float32),
                 tf.TensorSpec([None, None], tf.float32),
                 tf.TensorSpec([None], tf.float32),
                 tf.TensorSpec([], tf.int32),
+            ],
+        )
+        self._canvas = tf.function(
+            self._canvas_features,
+            input_signature=[
+                tf.TensorSpec([None], tf.string),
+                tf.TensorSpec([None, None, 4], tf.float32),
             ],
         )
 
@@ -92,47 +84,44 @@ class FeatureExtractor:
         view = preprocessing.batch_views(image_bytes, None)["view"]
         return self.model.backbone(preprocessing.normalise(view), training=False)
 
-    def _canvas_features(
-        self,
-        image_bytes: tf.Tensor,
-        view_features: tf.Tensor,
-        kernel: tf.Tensor,
-        bias: tf.Tensor,
-        steps: tf.Tensor,
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        """The where path with head (kernel, bias) on the cached view features, then the what
-        path's canvas of `steps` glimpses, pooled over its seen cells."""
+    def _glimpse_boxes(
+        self, view_features: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor, steps: tf.Tensor
+    ) -> tf.Tensor:
+        """The where path with head (kernel, bias), from cached view features alone (no
+        photo, no backbone pass): [B, steps, 4] glimpse boxes."""
         loc = tf.einsum("bhwc,ck->bhwk", view_features, kernel) + bias
         predicted = tf.argmax(tf.reduce_mean(loc, axis=[1, 2]), axis=1, output_type=tf.int32)
-        evidence = policies.cam_evidence(loc, predicted, self.cfg)
-        boxes = saccader_cell(evidence, steps, self.cfg)
+        return saccader_cell(policies.cam_evidence(loc, predicted, self.cfg), steps, self.cfg)
+
+    def _canvas_features(self, image_bytes: tf.Tensor, boxes: tf.Tensor) -> tf.Tensor:
+        """The what path's canvas of these glimpses, through the backbone, pooled over its seen
+        cells exactly as the what path averages location logits (saccader.seen_average)."""
         valid = tf.ones(tf.shape(boxes)[:2], tf.bool)
         hires = preprocessing.batch_views(image_bytes, self.cfg.hires_size)["hires"]
         canvas, keep = glimpse_canvas(hires, boxes, valid, self.cfg.canvas_size)
         features = self.model.backbone(preprocessing.normalise(canvas), training=False)
         cell = keep.shape[1] // features.shape[1]
         weight = tf.nn.avg_pool2d(tf.cast(keep, tf.float32)[..., None], cell, cell, "VALID")
-        pooled = tf.reduce_sum(weight * features, axis=[1, 2]) / tf.maximum(
+        return tf.reduce_sum(weight * features, axis=[1, 2]) / tf.maximum(
             tf.reduce_sum(weight, axis=[1, 2]), 1e-6
         )
-        return pooled, boxes
 
     def view(self, images: Sequence[bytes]) -> list[np.ndarray | UnreadableImage]:
         """[7, 7, C] float16 per photo, or the reason it could not be read."""
         return _each(images, lambda batch: self._view(tf.constant(batch)).numpy())
 
-    def canvas(
-        self, images: Sequence[bytes], view_features: np.ndarray, head: Head, steps: int
-    ) -> np.ndarray:
-        """[N, C] pooled canvas features of photos whose view features exist (so they decode)."""
-        pooled, _ = self._canvas(
-            tf.constant(list(images)),
+    def boxes(self, view_features: np.ndarray, head: Head, steps: int) -> np.ndarray:
+        """[N, steps, 4] glimpses the where path picks with `head` (view pixels)."""
+        return self._boxes(
             tf.constant(view_features, tf.float32),
             tf.constant(head.kernel, tf.float32),
             tf.constant(head.bias, tf.float32),
             tf.constant(steps),
-        )
-        return pooled.numpy()
+        ).numpy()
+
+    def canvas(self, images: Sequence[bytes], boxes: np.ndarray) -> np.ndarray:
+        """[N, C] pooled canvas features of photos whose view features exist (so they decode)."""
+        return self._canvas(tf.constant(list(images)), tf.constant(boxes, tf.float32)).numpy()
 
 
 def _each(

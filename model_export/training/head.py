@@ -13,14 +13,29 @@ The L2 strength is chosen on the validation split, by the accuracy that matters:
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from model_export.training.features import Head
-
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)  # inverse L2 strength, on standardised features
+
+
+@dataclass(frozen=True)
+class Head:
+    """A linear head: logits = features @ kernel + bias; kernel [C, K], bias [K]."""
+
+    kernel: np.ndarray
+    bias: np.ndarray
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        return features @ self.kernel + self.bias
+
+    def digest(self) -> str:
+        h = hashlib.sha256(np.ascontiguousarray(self.kernel, np.float32).tobytes())
+        h.update(np.ascontiguousarray(self.bias, np.float32).tobytes())
+        return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ class TrainReport:
     photos_per_second: float = 0.0
     cached_photos: int = 0
     split_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # label -> split -> n
+    canvas_cached: int = 0  # glimpse canvases found in the cache (same photo, same glimpses)
 
 
 def default_cache_dir() -> Path:
@@ -156,6 +157,8 @@ class Trainer:
         self.bad_images: list[BadImage] = []
         self.seconds: dict[str, float] = {}
         self.cached_photos = 0  # photos whose view features were in the cache
+        self.canvas_cached = 0  # photos whose glimpse canvas features were in the cache
+        self.view_keys: dict[int, str] = {}  # line -> the photo's content key
 
     def _check_cancel(self) -> None:
         if self.cancel.is_set():
@@ -250,10 +253,7 @@ class Trainer:
         # 3. Canvas features of training and validation photos, glimpses by head A.
         t0 = time.perf_counter()
         fit_examples = [i for i, s in enumerate(split) if s != "test"]
-        canvas_cache = FeatureCache(
-            cache_root,
-            f"{extractor.identity}/canvas-{head_a.digest()}-t{cfg.default_glimpses}",
-        )
+        canvas_cache = FeatureCache(cache_root, f"{extractor.identity}/canvas")
         canvas = np.zeros_like(pooled)
         self._canvas_features(
             [examples[i] for i in fit_examples], fit_examples, extractor, view_cache,
@@ -333,6 +333,7 @@ class Trainer:
             seconds=self.seconds,
             photos_per_second=photos_per_second,
             cached_photos=cached,
+            canvas_cached=self.canvas_cached,
             split_counts={
                 label: {s: int(np.sum((y == i) & (split == s))) for s in counts}
                 for i, label in enumerate(labels)
@@ -390,6 +391,7 @@ class Trainer:
                         found[i] = value
             for i, example in enumerate(batch):
                 if found[i] is not None:
+                    self.view_keys[example.line] = keys[i]
                     kept.append(example)
                     pooled.append(found[i].astype(np.float32).mean(axis=(0, 1)))
                     cached += i not in todo
@@ -400,21 +402,30 @@ class Trainer:
     def _canvas_features(
         self, examples, rows, extractor, view_cache, canvas_cache, head, steps, out
     ) -> None:
+        """Canvas features of `examples` into out[rows]: the glimpses come from the cached view
+        features; a photo is read and passed through the backbone only when the canvas of
+        those very glimpses is not cached (a retrain whose head moves few glimpses is cheap)."""
         total = len(examples)
         for start in range(0, total, BATCH):
             self._check_cancel()
             batch = examples[start : start + BATCH]
             at = rows[start : start + BATCH]
-            images = self._reload(batch)
-            keys = [view_cache.key(b) for b in images]
-            found = [canvas_cache.get(key) for key in keys]
+            keys = [self.view_keys[e.line] for e in batch]
+            maps = np.stack([view_cache.get(key) for key in keys]).astype(np.float32)
+            boxes = extractor.boxes(maps, head, steps)
+            canvas_keys = [
+                canvas_cache.key(key.encode() + b.astype(np.float32).tobytes())
+                for key, b in zip(keys, boxes, strict=True)
+            ]
+            found = [canvas_cache.get(key) for key in canvas_keys]
             todo = [i for i, f in enumerate(found) if f is None]
             if todo:
-                maps = np.stack([view_cache.get(keys[i]) for i in todo])
-                values = extractor.canvas([images[i] for i in todo], maps, head, steps)
+                images = self._reload([batch[i] for i in todo])
+                values = extractor.canvas(images, boxes[todo])
                 for i, value in zip(todo, values, strict=True):
-                    canvas_cache.put(keys[i], value.astype(np.float32))
+                    canvas_cache.put(canvas_keys[i], value.astype(np.float32))
                     found[i] = value
+            self.canvas_cached += len(batch) - len(todo)
             for i, row in enumerate(at):
                 out[row] = found[i]
             self.on_progress("glimpse features", min(start + BATCH, total), total)
