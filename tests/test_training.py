@@ -246,3 +246,19 @@ def test_the_beam_runner_extracts_into_the_cache_the_trainer_reads(tmp_path):
     with pytest.raises(Cancelled):
         trainer.run()
     assert seen[-1] == 12 and trainer.cached_photos == 12  # the pipeline extracted them all
+
+
+def test_the_feature_cache_on_cloud_storage(bucket):
+    """What Dataflow workers and the trainer share: put and get through the storage emulator,
+    a miss is None, an entry is whole."""
+    from model_export.training.features import FeatureCache
+
+    cache = FeatureCache(f"gs://{bucket.name}/cache", "r1-test")
+    key = cache.key(b"photo bytes")
+    assert cache.get(key) is None
+    value = np.arange(12, dtype=np.float16).reshape(2, 2, 3)
+    cache.put(key, value)
+    got = cache.get(key)
+    assert got is not None and got.dtype == np.float16 and np.array_equal(got, value)
+    names = [blob.name for blob in bucket.list_blobs(prefix="cache/")]
+    assert names == [f"cache/r1-test/{key[:2]}/{key}.npy"]

@@ -89,8 +89,11 @@ def train_command(
         str, typer.Option(help="local, or beam: feature extraction as an Apache Beam pipeline.")
     ] = "local",
     cache_dir: Annotated[
-        Path | None,
-        typer.Option(help="Feature cache (default: GLIMPSE_FEATURE_CACHE or ~/.cache/glimpse)."),
+        str | None,
+        typer.Option(
+            help="Feature cache, a folder or gs:// (default: GLIMPSE_FEATURE_CACHE or"
+            " ~/.cache/glimpse/features)."
+        ),
     ] = None,
     max_bad_fraction: Annotated[
         float,

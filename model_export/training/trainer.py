@@ -49,7 +49,7 @@ class TrainSpec:
     version: int | None = None  # None: a new model's version 1
     seed: int = 0
     backbone: str = "lite0"
-    cache_dir: Path | None = None
+    cache_dir: Path | str | None = None  # a folder, or gs://bucket/prefix
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION
     runner: str = "local"  # "beam": view features by an Apache Beam pipeline
     beam_args: tuple[str, ...] = ()
