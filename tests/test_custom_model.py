@@ -167,3 +167,21 @@ def test_glimpse_predict_prints_the_users_label(served):
     assert done.returncode == 0, done.stderr
     assert any(label in done.stdout for label in LABELS)
     assert "()" not in done.stdout
+
+
+def test_the_demo_picks_the_model_and_shows_its_labels(served, page):
+    """The demo's model picker: the user's model answers with its own three labels (the
+    page leaves top_k at the model's own when the field is untouched)."""
+    from playwright.sync_api import expect
+
+    from tests.test_demo_browser import open_demo, wait_done
+
+    gw, photos, _ = served
+    open_demo(page, gw.url)
+    expect(page.locator("#model-row")).to_be_visible()
+    page.select_option("#model", "colours")
+    page.set_input_files("#photo", str(photos / "green0.png"))
+    wait_done(page)
+    assert page.locator("#top-class").inner_text() in LABELS
+    expect(page.locator("#top-k-list li")).to_have_count(3)
+    expect(page.locator("#error")).to_be_hidden()

@@ -132,7 +132,10 @@ async function classify() {
   }
   const mine = ++run;
   const current = () => mine === run;
-  const parameters = { num_glimpses: clamp(ui.numGlimpses), top_k: clamp(ui.topK) };
+  const parameters = { num_glimpses: clamp(ui.numGlimpses) };
+  // Left at its default, top_k is the model's own (5, or every class of a model of fewer).
+  const topK = clamp(ui.topK);
+  if (ui.topK.value !== ui.topK.defaultValue) parameters.top_k = topK;
   showError("");
   ui.result.dataset.state = "waiting";
   ui.status.textContent = `Classifying ${photo.name}…`;
