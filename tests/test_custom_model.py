@@ -1,5 +1,6 @@
-"""A model trained on a user's labels, through every surface of a running gateway: it is
-trained while the gateway serves the ImageNet model and served beside it without a restart;
+"""A model trained on a user's labels, through every surface of a running gateway: a training
+job on the gateway's jobs API trains it while the gateway serves the ImageNet model, and it is
+served beside it without a restart; its evaluation reads in Vertex's shape (HTTP and GAPIC);
 then TF Serving's, AI Platform's and Vertex AI's predict, the tensor path, explanations
 (every family, SAG, the user's own boxes), a batch job naming the model, the Python client and
 `glimpse predict` all answer with the user's labels and no invented synset."""
@@ -14,30 +15,41 @@ import time
 import httpx
 import pytest
 
+from tests.batch_inputs import wait_state
 from tests.conftest import body
 from tests.servers import live_server, wait_until
-from tests.test_training import COLOURS, _dataset, _spec
+from tests.test_training import COLOURS, _dataset
 
 LABELS = sorted(COLOURS)
 
 
+JOBS = "/v1/projects/demo/jobs"
+LOCATION = "projects/demo/locations/europe-west4"
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_export, gateway_settings):
-    """A gateway on a model base holding the tiny ImageNet model; `colours` is trained into
-    that base while it runs. Yields (gateway, photo folder, seconds until served)."""
-    from model_export.training.trainer import train
-
+    """A gateway on a model base holding the tiny ImageNet model; `colours` is trained on it
+    through the jobs API (`trainingInput.args` = glimpse train's) while it serves. Yields
+    (gateway, photo folder, the finished job, seconds from SUCCEEDED to AVAILABLE)."""
     tmp = tmp_path_factory.mktemp("custom")
     base = tmp / "models"
     (base / "saccader").mkdir(parents=True)
     (base / "saccader" / "1").symlink_to(tiny_export, target_is_directory=True)
-    import_file = _dataset(tmp)
+    _dataset(tmp)
     settings = gateway_settings(
-        model_dir=base, jobs_db=tmp / "jobs.sqlite3", jobs_local_root=tmp, model_poll_s=0.5
+        model_dir=base,
+        jobs_db=tmp / "jobs.sqlite3",
+        jobs_local_root=tmp,
+        model_poll_s=0.5,
+        feature_cache=str(tmp / "cache"),
     )
     with live_server(settings) as gw:
         assert httpx.get(f"{gw.url}/v1/models").json()["models"] == ["saccader"]
-        report = train(_spec(tmp, import_file))
+        args = ["import.csv", "--model-name", "colours", "--seed", "0", "--backbone", "tiny"]
+        _create(gw, "train_colours", args)
+        job = wait_state(gw.url + JOBS, "train_colours", {"SUCCEEDED", "FAILED", "CANCELLED"})
+        assert job["state"] == "SUCCEEDED", job.get("errorMessage")
         published = time.monotonic()
 
         def available() -> bool:
@@ -47,8 +59,13 @@ def served(tmp_path_factory, tiny_export, gateway_settings):
             )
 
         wait_until(available, timeout=30)
-        assert report.path == base / "colours" / "1"
-        yield gw, tmp / "photos", time.monotonic() - published
+        yield gw, tmp / "photos", job, time.monotonic() - published
+
+
+def _create(gw, job_id: str, args: list[str]) -> dict:
+    answer = httpx.post(gw.url + JOBS, json={"jobId": job_id, "trainingInput": {"args": args}})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
 
 
 @pytest.fixture
@@ -69,10 +86,62 @@ def _check_labels(prediction: dict) -> None:
     assert set(prediction["class_names"]) <= set(LABELS)
 
 
-def test_served_beside_the_imagenet_model_without_a_restart(served):
-    gw, _, seconds = served
+def test_a_training_job_is_served_beside_the_imagenet_model_without_a_restart(served):
+    from typer.testing import CliRunner
+
+    from service.batch.cli import batch_app
+
+    gw, photos, job, seconds = served
     assert httpx.get(f"{gw.url}/v1/models").json()["models"] == ["colours", "saccader"]
     assert seconds < 30
+    out = job["trainingOutput"]
+    assert out["builtInAlgorithmOutput"]["modelPath"] == "colours/1"
+    assert out["completedTrialCount"] == "1" and sum(out["splits"].values()) == 24
+    assert out["stage"] == "evaluation" and out["photosDone"] == out["photosTotal"]
+    assert (photos.parent / "models" / "colours" / "1" / "saved_model.pb").is_file()
+    listed = CliRunner().invoke(batch_app, ["list", "--url", gw.url, "--project", "demo"])
+    assert "train_colours\tSUCCEEDED\ttraining: colours/1" in listed.output, listed.output
+
+
+def test_the_evaluation_reads_in_vertex_shape_over_http_and_through_gapic(served):
+    from google.api_core import exceptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.aiplatform_v1 import ModelServiceClient
+
+    gw = served[0]
+    model = f"{LOCATION}/models/colours"
+    listed = httpx.get(f"{gw.url}/v1/{model}/evaluations").json()["modelEvaluations"]
+    assert [e["name"] for e in listed] == [f"{model}/evaluations/1"]
+    evaluation = httpx.get(f"{gw.url}/v1/{model}/evaluations/1").json()
+    assert evaluation == listed[0]
+    assert evaluation["metricsSchemaUri"].endswith("classification_metrics_1.0.0.yaml")
+    specs = evaluation["metrics"]["confusionMatrix"]["annotationSpecs"]
+    assert [s["displayName"] for s in specs] == LABELS
+    assert set(evaluation["metadata"]["glimpseTop1"]) == {"1", "2", "4", "6"}
+    client = ModelServiceClient(
+        transport="rest",
+        client_options={"api_endpoint": gw.url},
+        credentials=AnonymousCredentials(),
+    )
+    got = client.get_model_evaluation(name=f"{model}/evaluations/1")
+    assert got.name == f"{model}/evaluations/1"
+    assert got.metrics_schema_uri == evaluation["metricsSchemaUri"]
+    assert [e.name for e in client.list_model_evaluations(parent=model)] == [got.name]
+    with pytest.raises(exceptions.NotFound):
+        client.get_model_evaluation(name=f"{model}/evaluations/2")
+
+
+def test_a_cancelled_training_job_writes_no_version(served):
+    gw, photos, _, _ = served
+    args = ["import.csv", "--model-name", "shades", "--backbone", "tiny"]
+    _create(gw, "train_shades", args)
+    wait_state(gw.url + JOBS, "train_shades", {"PREPARING", "RUNNING"})
+    assert httpx.post(f"{gw.url}{JOBS}/train_shades:cancel").json() == {}
+    job = wait_state(gw.url + JOBS, "train_shades", {"SUCCEEDED", "FAILED", "CANCELLED"})
+    assert job["state"] == "CANCELLED", job
+    assert job["errorMessage"] == "cancelled; no version was written"
+    shades = photos.parent / "models" / "shades"
+    assert not shades.exists() or not any(shades.iterdir())
 
 
 @pytest.mark.parametrize(
@@ -135,7 +204,7 @@ def test_a_label_index_beyond_the_users_labels_is_a_400(served, red):
 def test_a_batch_job_and_the_python_client_on_the_model(served, red):
     from glimpse_client import Client
 
-    gw, photos, _ = served
+    gw, photos, _, _ = served
     root = photos.parent
     lines = [json.dumps({"input_image_bytes": {"b64": body(red)["instances"][0][
         "input_image_bytes"]["b64"]}, "key": f"k{i}"}) for i in range(3)]  # fmt: skip
@@ -157,7 +226,7 @@ def test_a_batch_job_and_the_python_client_on_the_model(served, red):
 
 
 def test_glimpse_predict_prints_the_users_label(served):
-    gw, photos, _ = served
+    gw, photos, _, _ = served
     done = subprocess.run(
         [sys.executable, "-m", "service.cli", "predict", str(photos / "red0.png"),
          "--url", gw.url, "--model", "colours"],
@@ -176,7 +245,7 @@ def test_the_demo_picks_the_model_and_shows_its_labels(served, page):
 
     from tests.test_demo_browser import open_demo, wait_done
 
-    gw, photos, _ = served
+    gw, photos, _, _ = served
     open_demo(page, gw.url)
     expect(page.locator("#model-row")).to_be_visible()
     page.select_option("#model", "colours")

@@ -5,6 +5,7 @@ example import file with the real backbone in the slow tier."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -208,25 +209,34 @@ def test_the_cli_adds_a_version_from_the_cache_and_exits_like_glimpse_batch(trai
 
 
 @pytest.mark.slow
-def test_the_example_import_file_trains_a_served_quality_head(tmp_path):
+def test_the_example_import_file_trains_through_the_cli(tmp_path):
+    """`glimpse train` as users run it on the example (real backbone), in its own process:
+    the Lite0 it builds and traces is not kept by the test run."""
+    import subprocess
+    import sys
+
     example = SHARED / "superclasses-train.csv"
     if not example.exists():
         pytest.skip(f"no {example}")
-    report = train(
-        TrainSpec(
-            import_file=str(example),
-            model_name="superclasses",
-            model_base=tmp_path / "models",
-            cache_dir=tmp_path / "cache",
-        )
-    )
-    assert report.labels == [
-        "bird", "cat", "dog", "fish", "insect", "primate", "reptile", "vehicle"
-    ]  # fmt: skip
-    meta = report.evaluation["metadata"]
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "train", str(example), "--model-name",
+         "superclasses", "--model-base", str(tmp_path / "models"), "--cache-dir",
+         str(tmp_path / "cache"), "--quiet"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "120"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    version = tmp_path / "models" / "superclasses" / "1"
+    labels = [
+        row.split("\t")[1]
+        for row in (version / "assets" / LABELS_FILE).read_text().split("\n")
+        if row
+    ]
+    assert labels == ["bird", "cat", "dog", "fish", "insect", "primate", "reptile", "vehicle"]
+    meta = json.loads((version / "assets.extra" / EVALUATION_JSON).read_text())["metadata"]
     # 13 test photos of the file's own split: a floor, not the product's number (bench).
-    assert meta["glimpseTop1"]["6"] >= 0.75
-    assert meta["distinctGlimpses"] == 6.0
+    assert meta["glimpseTop1"]["6"] >= 0.75 and meta["distinctGlimpses"] == 6.0
+    assert "158 photos" in done.stdout and "glimpses/full" in done.stdout
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ magnified union of parts on grey, which a head fitted on whole views reads a few
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -291,8 +292,6 @@ class Trainer:
         }
 
         def finish(staging: Path) -> None:
-            import json
-
             out = evaluation.write(staging, result, f"{spec.model_name} v{target.name}")
             details = {
                 **training_info,
