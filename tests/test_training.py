@@ -176,16 +176,19 @@ def test_a_cancelled_run_leaves_no_version(tmp_path):
     )
 
 
-def test_an_interrupted_export_leaves_no_half_written_version(tmp_path, monkeypatch):
+def test_an_interrupted_export_leaves_no_half_written_version(trained, monkeypatch):
+    """Killed while the version's last files are written (features from the cache)."""
     import model_export.training.evaluation as evaluation
+
+    tmp, import_file, _, _ = trained
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(evaluation, "confusion_png", boom)
     with pytest.raises(KeyboardInterrupt):
-        train(_spec(tmp_path, _dataset(tmp_path)))
-    folder = tmp_path / "models" / "colours"
+        train(_spec(tmp, import_file, model_name="interrupted", max_bad_fraction=0.1))
+    folder = tmp / "models" / "interrupted"
     assert not folder.exists() or not any(folder.iterdir())
 
 
