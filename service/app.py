@@ -24,7 +24,7 @@ from service.error_body import error_body
 from service.instances import explain_validation
 from service.metrics import Metrics
 from service.middleware import GatewayMiddleware
-from service.routes import aiplatform, demo, health, jobs, tfserving, vertex
+from service.routes import aiplatform, demo, health, jobs, oip, tfserving, vertex
 from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,8 @@ def create_app(settings: GatewaySettings, backend: Backend | None = None) -> Fas
     app.include_router(tfserving.router)
     app.include_router(aiplatform.router)
     app.include_router(vertex.router)
+    app.include_router(oip.router)
+    app.include_router(oip.models)
     if manager is not None:
         app.include_router(jobs.router)
     app.include_router(demo.router)

@@ -27,6 +27,8 @@ PUBLIC = {
     "/healthz/live",
     "/healthz/startup",
     "/healthz/ready",
+    "/v2/health/live",
+    "/v2/health/ready",
     "/",
     "/demo/config.json",
     "/demo/{name}",
