@@ -78,11 +78,20 @@ def create_app(settings: GatewaySettings, backend: Backend | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        grpc_server = None
+        if settings.grpc_port is not None:
+            from service.routes.oip_grpc import start_server
+
+            grpc_server, app.state.grpc_port = await start_server(
+                plane, settings.host, settings.grpc_port
+            )
         loading = asyncio.create_task(plane.start(), name="model-load")
         if manager is not None:
             await manager.start()
         yield
         plane.shutting_down = True
+        if grpc_server is not None:
+            await grpc_server.stop(settings.shutdown_grace_s)
         if not loading.done():
             loading.cancel()
         if manager is not None:

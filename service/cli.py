@@ -42,6 +42,15 @@ def serve(
             dir_okay=False,
         ),
     ] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Open Inference Protocol gRPC port (default: GLIMPSE_GRPC_PORT, else 8081;"
+            " 0: any free port).",
+        ),
+    ] = None,
 ) -> None:
     """Start the gateway (settings from GLIMPSE_* environment variables and PORT)."""
     import uvicorn
@@ -50,7 +59,9 @@ def serve(
     from service.log_config import configure
     from service.settings import GatewaySettings
 
-    given = {} if model_config_file is None else {"model_config_file": model_config_file}
+    given: dict = {} if model_config_file is None else {"model_config_file": model_config_file}
+    if grpc_port is not None:
+        given["grpc_port"] = grpc_port
     settings = GatewaySettings(**given)
     configure(settings.log_format, settings.log_level)
     models = (

@@ -275,40 +275,48 @@ def _json_values(name: str, array: np.ndarray) -> list[Any]:
     return flat.tolist()
 
 
-def _datatype(array: np.ndarray) -> str:
+def datatype_of(array: np.ndarray) -> str:
     if array.dtype.kind in ("O", "S", "U"):
         return "BYTES"
     return next((k for k, v in NUMPY.items() if np.dtype(v) == array.dtype), "FP32")
 
 
-def _raw(array: np.ndarray) -> bytes:
+def raw_bytes(array: np.ndarray) -> bytes:
+    """A tensor as v2 binary data: little-endian values, or length-prefixed BYTES elements."""
     if array.dtype.kind in ("O", "S", "U"):
         parts = []
         for v in array.reshape(-1):
             data = v if isinstance(v, bytes) else str(v).encode()
             parts += [struct.pack("<I", len(data)), data]
         return b"".join(parts)
-    return np.ascontiguousarray(array).tobytes()
+    return np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+
+
+def selected_outputs(
+    request: InferRequest, outputs: dict[str, np.ndarray]
+) -> list[tuple[str, np.ndarray]]:
+    """The outputs the request names (all, sorted, when it names none); an unknown name is a
+    400 listing what the signature gives."""
+    unknown = sorted(set(request.outputs) - set(outputs))
+    if unknown:
+        raise InvalidInput(f"unknown outputs {unknown}; the signature gives {sorted(outputs)}")
+    names = list(request.outputs) or sorted(outputs)
+    return [(name, np.asarray(outputs[name])) for name in names]
 
 
 def answer(
     model: str, version: int, request: InferRequest, outputs: dict[str, np.ndarray]
 ) -> tuple[bytes, int | None]:
-    """The v2 answer body, and its JSON header's length when binary data follow it."""
-    unknown = sorted(set(request.outputs) - set(outputs))
-    if unknown:
-        raise InvalidInput(f"unknown outputs {unknown}; the signature gives {sorted(outputs)}")
-    names = list(request.outputs) or sorted(outputs)
+    """The v2 REST answer body, and its JSON header's length when binary data follow it."""
     entries, tail = [], []
-    for name in names:
-        array = np.asarray(outputs[name])
+    for name, array in selected_outputs(request, outputs):
         entry: dict[str, Any] = {
             "name": name,
-            "datatype": _datatype(array),
+            "datatype": datatype_of(array),
             "shape": list(array.shape),
         }
         if request.outputs.get(name):
-            raw = _raw(array)
+            raw = raw_bytes(array)
             entry["parameters"] = {"binary_data_size": len(raw)}
             tail.append(raw)
         else:

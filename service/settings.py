@@ -56,6 +56,14 @@ class GatewaySettings(BaseSettings):
     # gateway needs a restart. A model whose label names nothing cannot serve them.
     model_version_label: str | None = None
 
+    @field_validator("grpc_port", mode="before")
+    @classmethod
+    def _grpc_off(cls, value: object) -> object:
+        """GLIMPSE_GRPC_PORT= (empty) or `off` turns gRPC off."""
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "none"):
+            return None
+        return value
+
     @field_validator("version_labels")
     @classmethod
     def _labels_are_names(cls, labels: dict[str, int]) -> dict[str, int]:
@@ -135,6 +143,9 @@ class GatewaySettings(BaseSettings):
     vertex_endpoint_id: str | None = Field(None, pattern=r"^[\w-]+$")
     vertex_location: str | None = Field(None, pattern=r"^[\w-]+$")
 
+    # Open Inference Protocol gRPC (inference.GRPCInferenceService): KServe's port 8081; 0 is
+    # any free port (tests, a second gateway on one machine), None turns it off.
+    grpc_port: int | None = Field(8081, ge=0, le=65535)
     auth_token: str | None = None  # if set, all but probes and demo need "Bearer <token>"
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"

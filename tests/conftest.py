@@ -12,6 +12,9 @@ import pytest
 from tests.browser import browser, page  # noqa: F401  (fixtures for every test module)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Every gateway a test starts listens for gRPC on a free port, never on the 8081 of a gateway
+# already running here (or of another test's).
+os.environ.setdefault("GLIMPSE_GRPC_PORT", "0")
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
 

@@ -90,7 +90,7 @@ def _ref(version: str | None) -> VersionRef:
     return VersionRef(version)
 
 
-async def _metadata(plane, model: str, version: str | None) -> dict[str, Any]:
+async def model_metadata_body(plane, model: str, version: str | None) -> dict[str, Any]:
     number, body = await plane.metadata(model, _ref(version))
     return {
         "name": model,
@@ -101,7 +101,7 @@ async def _metadata(plane, model: str, version: str | None) -> dict[str, Any]:
     }
 
 
-async def _ready(plane, model: str, version: str | None) -> dict[str, Any]:
+async def model_ready_body(plane, model: str, version: str | None) -> dict[str, Any]:
     status = await plane.status(model, _ref(version))
     states = [v.get("state") for v in status.get("model_version_status", [])]
     if "AVAILABLE" not in states:
@@ -109,15 +109,23 @@ async def _ready(plane, model: str, version: str | None) -> dict[str, Any]:
     return {"name": model, "ready": True}
 
 
-async def _infer(plane, model: str, version: str | None, request: Request) -> Response:
-    body = await request.body()
-    header = request.headers.get(oip_tensors.HEADER_LENGTH)
-    parsed = await asyncio.to_thread(oip_tensors.read_request, body, header)
+async def run_infer(
+    plane, model: str, version: str | None, parsed: oip_tensors.InferRequest
+) -> tuple[int, dict[str, Any]]:
+    """The request's signature on its tensors (REST and gRPC): the version that answered and
+    every output of the signature."""
     name = oip_tensors.signature_name(parsed)
     async with plane.target(model, _ref(version), name) as target:
         tensors = await asyncio.to_thread(oip_tensors.input_tensors, parsed, target.signature)
         outputs = await plane.infer(target, tensors, lambda i: f"inputs.input_image_bytes[{i}]")
-        number = target.version.number
+        return target.version.number, outputs
+
+
+async def _infer(plane, model: str, version: str | None, request: Request) -> Response:
+    body = await request.body()
+    header = request.headers.get(oip_tensors.HEADER_LENGTH)
+    parsed = await asyncio.to_thread(oip_tensors.read_request, body, header)
+    number, outputs = await run_infer(plane, model, version, parsed)
     content, head = await asyncio.to_thread(oip_tensors.answer, model, number, parsed, outputs)
     if head is None:
         return Response(content, media_type="application/json")
@@ -132,21 +140,21 @@ async def _infer(plane, model: str, version: str | None, request: Request) -> Re
     "/v2/models/{model}", responses=_MODEL_ERRORS, summary="Model metadata (the default version)"
 )
 async def model_metadata(model: str, plane: PlaneDep) -> dict[str, Any]:
-    return await _metadata(plane, model, None)
+    return await model_metadata_body(plane, model, None)
 
 
 @models.get(
     "/v2/models/{model}/versions/{version}", responses=_MODEL_ERRORS, summary="Model metadata"
 )
 async def version_metadata(model: str, version: str, plane: PlaneDep) -> dict[str, Any]:
-    return await _metadata(plane, model, version)
+    return await model_metadata_body(plane, model, version)
 
 
 @models.get(
     "/v2/models/{model}/ready", responses=_MODEL_ERRORS, summary="The model serves (503 when not)"
 )
 async def model_ready(model: str, plane: PlaneDep) -> dict[str, Any]:
-    return await _ready(plane, model, None)
+    return await model_ready_body(plane, model, None)
 
 
 @models.get(
@@ -155,7 +163,7 @@ async def model_ready(model: str, plane: PlaneDep) -> dict[str, Any]:
     summary="The version serves",
 )
 async def version_ready(model: str, version: str, plane: PlaneDep) -> dict[str, Any]:
-    return await _ready(plane, model, version)
+    return await model_ready_body(plane, model, version)
 
 
 @models.post(
