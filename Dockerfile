@@ -52,7 +52,8 @@ COPY --from=venv /opt/venv /opt/venv
 # The embedded backend (the default) serves this copy; with GLIMPSE_BACKEND=tfserving it is unused.
 COPY --from=export /models /models
 USER 10001:10001
-EXPOSE 8080
+# HTTP (every REST protocol) and the Open Inference Protocol's gRPC (GLIMPSE_GRPC_PORT).
+EXPOSE 8080 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"8080\")}/healthz/live', timeout=2)"]
 # Exec form: uvicorn is PID 1 and receives SIGTERM itself (finishes in-flight requests).

@@ -116,6 +116,12 @@ def test_probes_and_ports_exist_in_the_app(rendered):
         assert ports[get["port"]] == int(_gateway_env(rendered)["PORT"])
     assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz/live"
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/healthz/ready"
+    # The Open Inference Protocol's gRPC: the gateway's default port, named for the Service.
+    env = _gateway_env(rendered)
+    grpc_port = int(env.get("GLIMPSE_GRPC_PORT", GatewaySettings.model_fields["grpc_port"].default))
+    assert ports["grpc"] == grpc_port == 8081
+    service = _one(rendered, "Service")
+    assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}["grpc"] == "grpc"
 
 
 def test_pods_are_locked_down(rendered):
