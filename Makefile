@@ -6,7 +6,7 @@ MODEL_DIR ?= models
 SAMPLES ?= ../shared/data/imagenet-sample
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: serve test test-fast export bench bench-accuracy bench-cost bench-serve bench-batch bench-faithfulness bench-load bench-hostile bench-fairness bench-models bench-training lint clean
+.PHONY: serve test test-fast export bench bench-accuracy bench-cost bench-serve bench-batch bench-faithfulness bench-load bench-hostile bench-fairness bench-models bench-training bench-protocols lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,7 @@ test-fast: $(VENV)/.installed
 	$(BIN)/pytest -q -m fast
 
 bench: bench-accuracy bench-cost bench-serve bench-batch bench-faithfulness bench-load bench-hostile \
-	bench-fairness bench-models bench-training
+	bench-fairness bench-models bench-training bench-protocols
 	$(BIN)/python -m bench.report
 
 bench-accuracy: export
@@ -71,6 +71,9 @@ bench-fairness: export
 # Gateway RSS with 1, 2 and 4 copies of the model served: <= 400 MB per extra model.
 bench-models: export
 	$(BIN)/python -m bench.models --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
+
+bench-protocols: export
+	$(BIN)/python -m bench.protocols --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
 
 bench-training: $(VENV)/.installed
 	$(BIN)/python -m bench.training --images $(SAMPLES) --out bench/results

@@ -22,6 +22,7 @@ SECTIONS = [
     ("fairness", "make bench-fairness", "Fairness: one-photo :predict beside tensor hogs"),
     ("models", "make bench-models", "Models: gateway RSS with 1, 2 and 4 models"),
     ("training", "make bench-training", "Your own classes: training time, unseen-class accuracy"),
+    ("protocols", "make bench-protocols", "Protocols: TF Serving JSON, v2 JSON, binary, gRPC"),
 ]
 
 
