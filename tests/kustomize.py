@@ -175,3 +175,18 @@ def render(overlay: Path) -> list[dict]:
             if ref and ref["name"] in names:
                 ref["name"] = names[ref["name"]]
     return objects
+
+
+def settings_from(env: dict[str, str]):
+    """The gateway's settings as a manifest's environment makes them (os.environ restored)."""
+    import os
+
+    from service.settings import GatewaySettings
+
+    saved = dict(os.environ)
+    try:
+        os.environ.update(env)
+        return GatewaySettings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

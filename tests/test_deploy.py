@@ -15,7 +15,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 
 from service.settings import GatewaySettings
 from tests.conftest import body, encode
-from tests.kustomize import render
+from tests.kustomize import render, settings_from
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAYS = ["dev", "prod"]
@@ -87,26 +87,14 @@ def test_every_gateway_env_var_is_a_real_setting(rendered):
     env = _gateway_env(rendered)
     known = {"PORT"} | {f"GLIMPSE_{name.upper()}" for name in GatewaySettings.model_fields}
     assert set(env) <= known, set(env) - known
-    parsed = _settings_from(env)
+    parsed = settings_from(env)
     assert parsed.backend == "tfserving" and parsed.tfserving_address == "127.0.0.1:8500"
-
-
-def _settings_from(env: dict[str, str]) -> GatewaySettings:
-    import os
-
-    saved = dict(os.environ)
-    try:
-        os.environ.update(env)
-        return GatewaySettings()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def test_probes_and_ports_exist_in_the_app(rendered):
     from service.app import create_app
 
-    app = create_app(_settings_from(_gateway_env(rendered)))
+    app = create_app(settings_from(_gateway_env(rendered)))
     paths = set(app.openapi()["paths"])
     gateway = _container(rendered, "gateway")
     ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
@@ -337,7 +325,7 @@ def test_gateway_configured_as_the_manifests_talks_to_tf_serving(tiny_export, re
             "GLIMPSE_HOST": "127.0.0.1",
             "GLIMPSE_MODEL_CONFIG_FILE": str(local),
         }
-        with live_server(_settings_from(env)) as gateway:
+        with live_server(settings_from(env)) as gateway:
             photo = encode(__import__("numpy").zeros((120, 160, 3), "uint8"), "JPEG")
             r = httpx.post(
                 gateway.url + "/v1/models/saccader:predict", json=body(photo), timeout=60
@@ -392,7 +380,7 @@ def test_batch_job_runs_a_real_cli_command_with_real_settings(batch_job):
     glimpse = {k: v for k, v in env.items() if k.startswith("GLIMPSE_")}
     known = {f"GLIMPSE_{name.upper()}" for name in GatewaySettings.model_fields}
     assert set(glimpse) <= known, set(glimpse) - known
-    settings = _settings_from(glimpse)
+    settings = settings_from(glimpse)
     assert settings.backend == "embedded" and str(settings.model_dir) == "/models"
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import gzip
 import hashlib
-import os
 import re
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import yaml
 
 from service.settings import GatewaySettings
 from tests.conftest import body, encode
-from tests.kustomize import render
+from tests.kustomize import render, settings_from
 
 ROOT = Path(__file__).resolve().parents[1]
 KSERVE = ROOT / "deploy" / "kserve"
@@ -67,16 +66,6 @@ def _env(runtime: dict, isvc_name: str) -> dict[str, str]:
     return {
         e["name"]: e["value"].replace("{{.Name}}", isvc_name) for e in _container(runtime)["env"]
     }
-
-
-def _settings_from(env: dict[str, str]) -> GatewaySettings:
-    saved = dict(os.environ)
-    try:
-        os.environ.update(env)
-        return GatewaySettings()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 # -- the CRD schemas -------------------------------------------------------------------------
@@ -198,7 +187,7 @@ def test_runtime_env_is_real_gateway_settings(runtime):
     assert set(env) <= known, set(env) - known
     raw = {e["name"]: e["value"] for e in _container(runtime)["env"]}
     assert raw["GLIMPSE_MODEL_NAME"] == "{{.Name}}"  # KServe fills in the InferenceService's
-    settings = _settings_from(env)
+    settings = settings_from(env)
     assert settings.backend == "embedded" and settings.host == "0.0.0.0"
     assert settings.model_name == "saccader" and not settings.jobs_enabled
     assert str(settings.model_config_file).startswith("/tmp/")
@@ -208,7 +197,7 @@ def test_ports_probes_and_protocols_exist_in_the_app(runtime):
     from service.app import create_app
 
     container = _container(runtime)
-    settings = _settings_from(_env(runtime, "saccader"))
+    settings = settings_from(_env(runtime, "saccader"))
     paths = set(create_app(settings).openapi()["paths"])
     ports = {p["containerPort"]: p for p in container["ports"]}
     # Knative routes to one port; 8080 (http1) is KServe's REST port. gRPC would be 8081 (h2c).
@@ -307,7 +296,7 @@ def test_gateway_as_the_runtime_starts_it_serves_v1_and_v2(
         "GLIMPSE_HOST": "127.0.0.1",
         "GLIMPSE_MODEL_CONFIG_FILE": str(config),
     }
-    with live_server(_settings_from(env)) as gateway:
+    with live_server(settings_from(env)) as gateway:
         photo = encode(__import__("numpy").zeros((120, 160, 3), "uint8"), "JPEG")
         r = httpx.post(f"{gateway.url}/v1/models/{name}:predict", json=body(photo), timeout=60)
         assert r.status_code == 200, r.text

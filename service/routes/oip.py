@@ -86,12 +86,8 @@ async def ready(plane: PlaneDep) -> dict[str, bool]:
     return {"ready": True}
 
 
-def _ref(version: str | None) -> VersionRef:
-    return VersionRef(version)
-
-
 async def model_metadata_body(plane, model: str, version: str | None) -> dict[str, Any]:
-    number, body = await plane.metadata(model, _ref(version))
+    number, body = await plane.metadata(model, VersionRef(version))
     return {
         "name": model,
         "versions": [str(v) for v in await plane.versions(model)],
@@ -102,7 +98,7 @@ async def model_metadata_body(plane, model: str, version: str | None) -> dict[st
 
 
 async def model_ready_body(plane, model: str, version: str | None) -> dict[str, Any]:
-    status = await plane.status(model, _ref(version))
+    status = await plane.status(model, VersionRef(version))
     states = [v.get("state") for v in status.get("model_version_status", [])]
     if "AVAILABLE" not in states:
         raise NotReady(f"model {model} has no version ready ({', '.join(states) or 'none'})")
@@ -115,7 +111,7 @@ async def run_infer(
     """The request's signature on its tensors (REST and gRPC): the version that answered and
     every output of the signature."""
     name = oip_tensors.signature_name(parsed)
-    async with plane.target(model, _ref(version), name) as target:
+    async with plane.target(model, VersionRef(version), name) as target:
         tensors = await asyncio.to_thread(oip_tensors.input_tensors, parsed, target.signature)
         outputs = await plane.infer(target, tensors, lambda i: f"inputs.input_image_bytes[{i}]")
         return target.version.number, outputs

@@ -317,9 +317,10 @@ async def get_evaluation(
     project: str, location: str, model: str, evaluation: str, plane: PlaneDep
 ) -> VertexModelEvaluation:
     name = _model_name(project, location, model, plane)
-    body = None
-    if re.fullmatch(r"[0-9]{1,18}", evaluation):
-        body = await plane.evaluation(model, int(evaluation))
+    try:
+        body = await plane.evaluation(model, _evaluation_number(evaluation))
+    except ValueError:
+        body = None
     if body is None:
         raise ModelNotFound(
             f"ModelEvaluation `{name}/evaluations/{evaluation[:64]}` not found (evaluation ids"
