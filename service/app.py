@@ -131,13 +131,15 @@ def create_app(settings: GatewaySettings, backend: Backend | None = None) -> Fas
         log.exception("unhandled error")
         return _error(request, 500, f"internal error ({type(exc).__name__}); see the server log")
 
-    # Protocol adapters over the one data plane.
+    # Protocol adapters over the one data plane. A request is matched against the routes in
+    # this order: the prediction paths first (Vertex's and the jobs' many routes cost a
+    # v2 or TF Serving request a tenth of a millisecond when matched before them).
     app.include_router(health.router)
     app.include_router(tfserving.router)
-    app.include_router(aiplatform.router)
-    app.include_router(vertex.router)
     app.include_router(oip.router)
     app.include_router(oip.models)
+    app.include_router(aiplatform.router)
+    app.include_router(vertex.router)
     if manager is not None:
         app.include_router(jobs.router)
     app.include_router(demo.router)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Generic, TypeVar
 
+from service import timing
 from service.errors import NotReady, Overloaded
 from service.scheduler import FairScheduler, Kind
 
@@ -31,6 +32,8 @@ class _Pending(Generic[Item, Result]):
     future: asyncio.Future[Result]
     index: int  # its place in its own request, to name the instance when it alone fails
     enqueued: float = field(default_factory=time.perf_counter)
+    waited: float = 0.0  # in the queue, then in the batch's model call (service/timing.py)
+    ran: float = 0.0
 
     def fail(self, error: BaseException, alone: bool) -> None:
         """An error that belongs to this item alone is tagged with its index (the data plane
@@ -94,6 +97,8 @@ class MicroBatcher(Generic[Item, Result]):
             for p in pending:  # timed out or cancelled: the worker skips these
                 p.future.cancel()
             raise
+        timing.add("queue", max(p.waited for p in pending))
+        timing.add("model", max(p.ran for p in pending))
         for result in results:
             if isinstance(result, BaseException):
                 raise result
@@ -157,6 +162,7 @@ class MicroBatcher(Generic[Item, Result]):
             self._busy = False
         finished = time.perf_counter()
         for p, r in zip(batch, results, strict=True):
+            p.waited, p.ran = started - p.enqueued, finished - started
             if p.future.done():
                 continue
             if isinstance(r, BaseException):  # one bad item fails only its own request

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from model_export.contract import GLIMPSE_BOXES, GLIMPSE_SETS, IMAGE_INPUT
-from service import admission, savedmodel
+from service import admission, savedmodel, timing
 from service.admission import VersionRef
 from service.backends import Backend
 from service.decoding import Decoder
@@ -287,7 +287,9 @@ class DataPlane:
         deadline = time.monotonic() + self.settings.request_timeout_s
         started = time.perf_counter()
         images = await self.decoder.decode(instances, deadline)
-        self.metrics.stage.labels("decode").observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        self.metrics.stage.labels("decode").observe(took)
+        timing.add("decode", took)
         return images, deadline
 
     def _left(self, deadline: float, what: str) -> float:
@@ -307,7 +309,8 @@ class DataPlane:
         options = [Options.of(params)] * len(images)
         left = self._left(deadline, "queue")  # before a coroutine exists to be dropped
         try:
-            outputs = await asyncio.wait_for(version.runner.predict(images, options), left)
+            async with asyncio.timeout(left):  # no task of its own, unlike wait_for
+                outputs = await version.runner.predict(images, options)
         except TimeoutError:
             raise BackendTimeout(f"no answer from the model within {timeout:g} s") from None
         except InvalidInput as e:  # the model could not read one image: name it
@@ -439,12 +442,13 @@ class DataPlane:
             image = spec.inputs.get(IMAGE_INPUT)
             if image is not None and image.dtype == "DT_STRING" and IMAGE_INPUT in tensors:
                 tensors[IMAGE_INPUT] = await self._images(tensors[IMAGE_INPUT], deadline, where)
-            self.metrics.stage.labels("decode").observe(time.perf_counter() - started)
+            took = time.perf_counter() - started
+            self.metrics.stage.labels("decode").observe(took)
+            timing.add("decode", took)
             left = self._left(deadline, "queue")  # before a coroutine exists to be dropped
             try:
-                outputs = await asyncio.wait_for(
-                    version.runner.run_tensors(spec, tensors, flow=object()), left
-                )
+                async with asyncio.timeout(left):
+                    outputs = await version.runner.run_tensors(spec, tensors, flow=object())
             except TimeoutError:
                 raise BackendTimeout(f"no answer from the model within {timeout:g} s") from None
         finally:

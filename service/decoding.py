@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 _INLINE_B64 = 200_000  # ~150 KB: base64 and a header walk of it take well under a millisecond
 _JPEG_B64 = "/9j/"  # FF D8 FF, a JPEG's first bytes, in base64
+_JPEG = b"\xff\xd8\xff"
+_INLINE_RAW = _INLINE_B64 * 3 // 4
 
 
 class _NeedsPixels(Exception):
@@ -96,8 +98,15 @@ class Decoder:
     async def decode_bytes(
         self, raws: list[bytes], deadline: float, where: Callable[[int], str]
     ) -> list[ImageInput]:
-        """`decode` for images already out of their JSON (TF Serving's tensor forms); image i
-        is named `where(i)` in errors."""
+        """`decode` for images already out of their JSON (TF Serving's tensor forms, v2);
+        image i is named `where(i)` in errors. One small JPEG is checked here, as in
+        `decode`."""
+        if len(raws) == 1 and raws[0][:3] == _JPEG and len(raws[0]) < _INLINE_RAW:
+            quick = self._limits.budget(run=_needs_pixels, run_above_pixels=0)
+            try:
+                return decode_images(raws, self._limits.image_pixels, quick, where)
+            except _NeedsPixels:
+                pass
         return await self._in_pool(decode_images, raws, deadline, where)
 
     async def _in_pool(

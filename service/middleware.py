@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 
+from service import timing
 from service.error_body import error_body
 from service.log_config import request_id
 from service.metrics import Metrics
@@ -60,6 +61,7 @@ class GatewayMiddleware:
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
         token = request_id.set(rid)
         started = time.perf_counter()
+        spent, clock = timing.begin()  # answered as Server-Timing (service/timing.py)
         status = {"code": 500}
         self.metrics.in_flight.inc()
 
@@ -68,7 +70,7 @@ class GatewayMiddleware:
             status["code"] = 431
             message = f"request headers are over the limit of {self.max_header_bytes} bytes"
             await self._reply(send, scope, 431, message, rid)
-            return self._finish(scope, status, started, token)
+            return self._finish(scope, status, started, token, clock)
 
         if scope["method"] == "POST":
             length = headers.get(b"content-length")
@@ -76,7 +78,7 @@ class GatewayMiddleware:
                 status["code"] = 413
                 too_large = self._too_large(f"of {int(length)} bytes ")
                 await self._reply(send, scope, 413, too_large, rid)
-                return self._finish(scope, status, started, token)
+                return self._finish(scope, status, started, token, clock)
             # Every body this API takes is JSON, and TF Serving reads it as JSON whatever the
             # Content-Type says (its docs' `curl -d`, `requests.post(data=...)` send none or a
             # form type): so does the gateway. A body that is not JSON is a 400 naming the
@@ -92,7 +94,8 @@ class GatewayMiddleware:
         async def limited_receive():
             nonlocal received, failed
             try:
-                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+                async with asyncio.timeout(self.body_timeout_s):  # no task per chunk
+                    message = await receive()
             except TimeoutError:
                 failed = (408, f"request body stalled for {self.body_timeout_s:g} s")
                 raise _BodyUnreadable() from None
@@ -116,7 +119,12 @@ class GatewayMiddleware:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                spent["total"] = time.perf_counter() - started
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", rid.encode()),
+                    (b"server-timing", timing.header(spent).encode()),
+                ]
             await send(message)
 
         try:
@@ -127,9 +135,9 @@ class GatewayMiddleware:
         finally:
             if failed:
                 status["code"] = failed[0]
-            self._finish(scope, status, started, token)
+            self._finish(scope, status, started, token, clock)
 
-    def _finish(self, scope, status, started, token) -> None:
+    def _finish(self, scope, status, started, token, clock) -> None:
         elapsed = time.perf_counter() - started
         route = getattr(scope.get("route"), "path", None) or "unmatched"
         self.metrics.in_flight.dec()
@@ -145,6 +153,7 @@ class GatewayMiddleware:
             },
         )
         request_id.reset(token)
+        timing.end(clock)
 
 
 class _BodyUnreadable(Exception):

@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from service import timing
 from service.errors import BackendTimeout
 
 
@@ -148,6 +149,7 @@ class FairScheduler:
                     raise BackendTimeout("no turn on the model within the deadline") from None
                 raise
         turn.waited_s = time.perf_counter() - turn._enqueued
+        timing.add("queue", turn.waited_s)
         try:
             yield turn
         finally:
@@ -166,6 +168,7 @@ class FairScheduler:
             if not self._leave(turn):  # not granted by the deadline: out of the queue
                 raise BackendTimeout("no turn on the model within the deadline")
         turn.waited_s = time.perf_counter() - turn._enqueued
+        timing.add("queue", turn.waited_s)
         try:
             yield turn
         finally:

@@ -14,6 +14,7 @@ import pytest
 tritonclient_http = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+from service import timing  # noqa: E402
 from tests.conftest import body  # noqa: E402
 
 
@@ -173,3 +174,17 @@ def test_a_body_over_the_limit_is_413_before_it_is_read(gateway):
     header = {"inputs": [{"name": "input_image_bytes", "datatype": "BYTES", "shape": [1]}]}
     r = _raw(gateway, header, b"\0" * 2_100_000)
     assert r.status_code == 413 and "error" in r.json()
+
+
+def test_server_timing_parts_the_models_time_from_the_gateways(gateway, photo_bytes):
+    """Every answer says where its time went (service/timing.py): the model's own call on
+    the version's thread, inside the gateway's total; the labelled path (micro-batcher) too."""
+    entry, tail = _image_entry(photo_bytes)
+    r = _raw(gateway, {"inputs": [entry], "outputs": [{"name": "classes"}]}, tail)
+    assert r.status_code == 200, r.text
+    spent = timing.parse(r.headers["server-timing"])
+    assert spent["model"] > 0 and spent["decode"] > 0
+    assert spent["total"] >= spent["model"] + spent["decode"]
+    r = httpx.post(f"{gateway.url}/v1/models/saccader:predict", json=body(photo_bytes), timeout=60)
+    spent = timing.parse(r.headers["server-timing"])
+    assert spent["total"] >= spent["model"] > 0 and spent["queue"] >= 0

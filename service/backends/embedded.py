@@ -8,6 +8,7 @@ metrics stay responsive while a batch runs.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from model_export.contract import ModelInfo
-from service import savedmodel
+from service import savedmodel, timing
 from service.errors import BackendError, InvalidInput, model_error_reason
 from service.instances import ImageInput
 from service.model_config import ModelConfig
@@ -96,7 +97,8 @@ class EmbeddedPredictor:
         import tensorflow as tf
 
         try:
-            return self._call(signature, inputs)
+            with timing.span("model"):
+                return self._call(signature, inputs)
         except (tf.errors.InvalidArgumentError, TypeError, ValueError) as e:
             text = e.message if isinstance(e, tf.errors.OpError) else str(e)
             raise InvalidInput(model_error_reason(text)) from None
@@ -107,7 +109,10 @@ class EmbeddedPredictor:
         self, signature: str, inputs: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call_signature, signature, inputs)
+        run = contextvars.copy_context().run  # the request's timing record (service/timing.py)
+        return await loop.run_in_executor(
+            self._executor, run, self._call_signature, signature, inputs
+        )
 
     async def close(self) -> None:
         """The version's thread ends once its last call does (waited for off the event

@@ -16,6 +16,7 @@ import grpc
 import numpy as np
 
 from model_export.contract import ContractError, ModelInfo
+from service import timing
 from service.errors import (
     BackendError,
     BackendTimeout,
@@ -189,7 +190,8 @@ class TFServingPredictor:
     async def run_signature(
         self, signature: str, inputs: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        return await self._call(signature, inputs, self._backend.settings.request_timeout_s)
+        with timing.span("model"):
+            return await self._call(signature, inputs, self._backend.settings.request_timeout_s)
 
     async def _predict(self, call: ModelCall) -> dict[str, np.ndarray]:
         """One labelled-path call. The first of each signature is the warm-up, which may

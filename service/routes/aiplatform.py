@@ -211,7 +211,7 @@ class Paging:
         return page, base64.urlsafe_b64encode(last).decode().rstrip("=")
 
 
-def paging(
+async def paging(
     page_size: Annotated[int, Query(alias="pageSize", ge=0, le=2**31 - 1)] = 0,
     page_token: Annotated[str | None, Query(alias="pageToken", max_length=64)] = None,
     filter_: Annotated[str | None, Query(alias="filter", max_length=1024)] = None,

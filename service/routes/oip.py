@@ -15,18 +15,19 @@ are `{"error": "..."}`, the shape KServe and Triton answer with.
 
 from __future__ import annotations
 
-import asyncio
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from model_export.contract import SERVING_DEFAULT
 from service import oip_tensors
 from service.admission import VersionRef
+from service.dataplane import off_loop
 from service.errors import NotReady
 from service.routes.deps import PlaneDep, error_responses, require_token
-from service.signatures import signature_spec
+from service.signatures import signature_defs, signature_spec
 
 # The health routes are probes: public, as /healthz/* (service/routes/health.py says why).
 router = APIRouter(tags=["open inference protocol (v2)"])
@@ -35,7 +36,7 @@ models = APIRouter(tags=["open inference protocol (v2)"], dependencies=[Depends(
 
 _MODEL_ERRORS = error_responses(
     {
-        400: "A version that is not a number",
+        400: "A version number past int64",
         401: "Missing or invalid bearer token",
         404: "Unknown model or version",
         503: "Model not ready (loading, failed, or shutting down)",
@@ -87,13 +88,18 @@ async def ready(plane: PlaneDep) -> dict[str, bool]:
 
 
 async def model_metadata_body(plane, model: str, version: str | None) -> dict[str, Any]:
+    """The tensors of the signature an infer request without `signature_name` runs
+    (serving_default); a SavedModel without one (TF Serving may serve any) is described by
+    its first signature, which `parameters.signature_name` then names."""
     number, body = await plane.metadata(model, VersionRef(version))
+    defs = signature_defs(body)
+    name = SERVING_DEFAULT if SERVING_DEFAULT in defs or not defs else min(defs)
     return {
         "name": model,
         "versions": [str(v) for v in await plane.versions(model)],
         "platform": "tensorflow_savedmodel",
-        **oip_tensors.tensor_metadata(signature_spec(body, None)),
-        "parameters": {"served_version": str(number)},
+        **oip_tensors.tensor_metadata(signature_spec(body, name)),
+        "parameters": {"served_version": str(number), "signature_name": name},
     }
 
 
@@ -105,24 +111,37 @@ async def model_ready_body(plane, model: str, version: str | None) -> dict[str, 
     return {"name": model, "ready": True}
 
 
+# A body up to this size is read and turned into tensors on the event loop: a memcpy and a
+# small JSON parse cost less than the thread hop (dataplane.off_loop's rule).
+INLINE_BODY = 256 * 1024
+
+
 async def run_infer(
-    plane, model: str, version: str | None, parsed: oip_tensors.InferRequest
+    plane, model: str, version: str | None, parsed: oip_tensors.InferRequest, inline: bool
 ) -> tuple[int, dict[str, Any]]:
     """The request's signature on its tensors (REST and gRPC): the version that answered and
-    every output of the signature."""
+    every output of the signature. `inline`: a small request, built without a thread hop."""
     name = oip_tensors.signature_name(parsed)
     async with plane.target(model, VersionRef(version), name) as target:
-        tensors = await asyncio.to_thread(oip_tensors.input_tensors, parsed, target.signature)
+        tensors = await off_loop(inline, oip_tensors.input_tensors, parsed, target.signature)
         outputs = await plane.infer(target, tensors, lambda i: f"inputs.input_image_bytes[{i}]")
         return target.version.number, outputs
+
+
+def one_row(outputs: dict[str, Any]) -> bool:
+    """An answer of one instance: encoded on the event loop (off_loop's rule)."""
+    return all(len(array.shape) > 0 and array.shape[0] == 1 for array in outputs.values())
 
 
 async def _infer(plane, model: str, version: str | None, request: Request) -> Response:
     body = await request.body()
     header = request.headers.get(oip_tensors.HEADER_LENGTH)
-    parsed = await asyncio.to_thread(oip_tensors.read_request, body, header)
-    number, outputs = await run_infer(plane, model, version, parsed)
-    content, head = await asyncio.to_thread(oip_tensors.answer, model, number, parsed, outputs)
+    inline = len(body) <= INLINE_BODY
+    parsed = await off_loop(inline, oip_tensors.read_request, body, header)
+    number, outputs = await run_infer(plane, model, version, parsed, inline)
+    content, head = await off_loop(
+        inline and one_row(outputs), oip_tensors.answer, model, number, parsed, outputs
+    )
     if head is None:
         return Response(content, media_type="application/json")
     return Response(

@@ -16,10 +16,10 @@ set, is read from the `authorization` metadata.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import struct
+import time
 from typing import Any
 
 import grpc
@@ -27,8 +27,8 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from service import oip_tensors
-from service.dataplane import DataPlane
+from service import oip_tensors, timing
+from service.dataplane import DataPlane, off_loop
 from service.errors import (
     BackendTimeout,
     BackendUnavailable,
@@ -178,18 +178,24 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     async def ModelInfer(self, request, context):  # noqa: N802
+        started = time.perf_counter()
         await self._guard(context)
+        spent, clock = timing.begin()  # a handler runs in its own task: its own record
         try:
-            parsed = await asyncio.to_thread(_request, request)
+            inline = request.ByteSize() <= oip.INLINE_BODY
+            parsed = await off_loop(inline, _request, request)
             number, outputs = await oip.run_infer(
-                self.plane, request.model_name, request.model_version or None, parsed
+                self.plane, request.model_name, request.model_version or None, parsed, inline
             )
             chosen = oip_tensors.selected_outputs(parsed, outputs)
-            raw = await asyncio.to_thread(
-                lambda: [oip_tensors.raw_bytes(array) for _, array in chosen]
+            raw = await off_loop(
+                inline and oip.one_row(outputs),
+                lambda: [oip_tensors.raw_bytes(array) for _, array in chosen],
             )
         except GlimpseError as e:
             await self._abort(context, e)
+        finally:
+            timing.end(clock)
         response = pb.ModelInferResponse(
             model_name=request.model_name, model_version=str(number), id=request.id
         )
@@ -198,6 +204,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 name=name, datatype=oip_tensors.datatype_of(array), shape=list(array.shape)
             )
         response.raw_output_contents.extend(raw)
+        spent["total"] = time.perf_counter() - started
+        context.set_trailing_metadata((("server-timing", timing.header(spent)),))
         return response
 
 

@@ -120,7 +120,7 @@ def _endpoints(plane: DataPlane) -> dict[str, str]:
     return dict(sorted(ids.items()))
 
 
-def deployment(project: str, location: str, endpoint: str, plane: PlaneDep) -> Deployment:
+async def deployment(project: str, location: str, endpoint: str, plane: PlaneDep) -> Deployment:
     """A route dependency: the endpoint's deployment, or 404 (every Vertex route checks it
     before anything else)."""
     settings = plane.settings

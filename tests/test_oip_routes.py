@@ -1,0 +1,239 @@
+"""The fast tier of Open Inference Protocol v2: the REST and gRPC adapters through the app
+factory with a fake backend (no TensorFlow), so every model and version the data plane serves,
+each limit the other tensor forms have, and each refusal's v2 shape are checked in seconds.
+The same adapters against the real model are in test_oip_rest.py and test_oip_grpc.py."""
+
+from __future__ import annotations
+
+import struct
+import time
+
+import grpc
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from service import timing
+from service.app import create_app
+from service.errors import Overloaded
+from service.settings import GatewaySettings
+from tests.conftest import encode
+from tests.fake_backend import FakeBackend
+
+pytestmark = pytest.mark.fast
+
+
+CONFIG = """
+model_config_list {
+  config { name: "saccader" base_path: "%(base)s/saccader" model_platform: "tensorflow" }
+  config { name: "parts" base_path: "%(base)s/parts" model_platform: "tensorflow"
+           model_version_policy { all {} } }
+}
+"""
+
+
+def _settings(tmp_path, **overrides) -> GatewaySettings:
+    """Two models, `parts` with both its versions served (TF Serving's model config)."""
+    config = tmp_path / "models.config"
+    config.write_text(CONFIG % {"base": tmp_path})
+    given = {"model_dir": tmp_path, "model_config_file": config, "log_format": "text"}
+    return GatewaySettings(**{**given, "jobs_enabled": False, **overrides})
+
+
+def _started(client: TestClient) -> TestClient:
+    deadline = time.monotonic() + 10
+    for path in ("/v2/health/ready", "/v2/models/parts/versions/1/ready", "/v2/models/parts/ready"):
+        while client.get(path).status_code != 200:
+            assert time.monotonic() < deadline, client.get(path).text
+            time.sleep(0.005)
+    return client
+
+
+@pytest.fixture(scope="module")
+def jpeg_bytes() -> bytes:
+    return encode(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8), "JPEG")
+
+
+@pytest.fixture
+def fake() -> FakeBackend:
+    return FakeBackend(versions={"saccader": [1], "parts": [1, 2]})
+
+
+@pytest.fixture
+def client(tmp_path, fake):
+    with TestClient(create_app(_settings(tmp_path, grpc_port=0), fake)) as c:
+        yield _started(c)
+
+
+def _double(x: list[list[float]], **extra) -> dict:
+    return {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [len(x), 2], "data": x}],
+        "parameters": {"signature_name": "double"},
+        **extra,
+    }
+
+
+def _sizes(images: list[bytes]) -> tuple[bytes, dict[str, str]]:
+    """A binary `sizes` request: the images as one BYTES tensor after the JSON header."""
+    import json
+
+    tail = b"".join(struct.pack("<I", len(b)) + b for b in images)
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input_image_bytes",
+                    "datatype": "BYTES",
+                    "shape": [len(images)],
+                    "parameters": {"binary_data_size": len(tail)},
+                }
+            ],
+            "parameters": {"signature_name": "sizes"},
+        }
+    ).encode()
+    return header + tail, {"Inference-Header-Content-Length": str(len(header))}
+
+
+def _error(response, status: int) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert list(body) == ["error"] and isinstance(body["error"], str), body
+    return body["error"]
+
+
+def test_every_model_and_version_is_reachable(client):
+    for path, version in [
+        ("/v2/models/saccader/infer", "1"),
+        ("/v2/models/parts/infer", "2"),  # the default: the newest
+        ("/v2/models/parts/versions/1/infer", "1"),
+    ]:
+        r = client.post(path, json=_double([[1.0, 2.0], [3.0, -1.0]]))
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["model_version"] == version
+        outputs = {o["name"]: o for o in answer["outputs"]}
+        assert outputs["y"] == {
+            "name": "y",
+            "datatype": "FP32",
+            "shape": [2, 2],
+            "data": [2.0, 4.0, 6.0, -2.0],
+        }
+        assert outputs["total"]["data"] == [6.0, 4.0]
+    metadata = client.get("/v2/models/parts").json()
+    assert metadata["versions"] == ["1", "2"] and metadata["parameters"]["served_version"] == "2"
+    # No serving_default in this model: its first signature, named.
+    assert metadata["parameters"]["signature_name"] == "double"
+    assert metadata["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}]
+    assert client.get("/v2/models/parts/versions/1/ready").json() == {
+        "name": "parts",
+        "ready": True,
+    }
+
+
+def test_binary_images_and_the_outputs_asked_for(client, jpeg_bytes):
+    body, headers = _sizes([jpeg_bytes, jpeg_bytes])
+    r = client.post("/v2/models/saccader/infer", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"  # no output asked in binary
+    size = {o["name"]: o for o in r.json()["outputs"]}["size"]
+    assert size["data"] == [len(jpeg_bytes)] * 2 and size["datatype"] == "INT64"
+
+
+def test_server_timing_says_where_the_time_went(client, jpeg_bytes):
+    body, headers = _sizes([jpeg_bytes])
+    r = client.post("/v2/models/saccader/infer", content=body, headers=headers)
+    spent = timing.parse(r.headers["server-timing"])
+    assert {"decode", "queue", "total"} <= set(spent)
+    assert spent["total"] >= spent["decode"] >= 0
+    refused = timing.parse(client.post("/v2/models/nope/infer", json={}).headers["server-timing"])
+    assert set(refused) == {"total"}  # refused before any stage ran
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "status", "message"),
+    [
+        ("/v2/models/nope/infer", _double([[1.0, 2.0]]), 404, "nope"),
+        ("/v2/models/parts/versions/9/infer", _double([[1.0, 2.0]]), 404, "9"),
+        ("/v2/models/parts/versions/x/infer", _double([[1.0, 2.0]]), 404, "version x"),
+        ("/v2/models/parts/versions/99999999999999999999/infer", _double([]), 400, "numeric"),
+        (
+            "/v2/models/saccader/infer",
+            {
+                "inputs": [{"name": "x", "datatype": "INT8", "shape": [1, 2], "data": [1, 2]}],
+                "parameters": {"signature_name": "double"},
+            },
+            400,
+            "x is FP32, not 'INT8'",
+        ),  # fmt: skip
+        (
+            "/v2/models/saccader/infer",
+            {
+                "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}],
+                "parameters": {"signature_name": "double"},
+            },
+            400,
+            "does not fit x's [-1, 2]",
+        ),  # fmt: skip
+        (
+            "/v2/models/saccader/infer",
+            _double([[1.0, 2.0]], outputs=[{"name": "logits"}]),
+            400,
+            "unknown outputs ['logits']",
+        ),
+        (
+            "/v2/models/saccader/infer",
+            {"inputs": [], "parameters": {"signature_name": "nothing"}},
+            400,
+            '"nothing" not found',
+        ),
+    ],
+)
+def test_refusals_are_v2_errors_naming_the_problem(client, path, payload, status, message):
+    assert message in _error(client.post(path, json=payload), status)
+
+
+def test_the_tensor_forms_limits_hold(tmp_path, fake):
+    """The same bounds as TF Serving's tensor forms (one check, DataPlane.infer): instances
+    per request, counted before any image is read."""
+    settings = _settings(tmp_path, grpc_port=None, max_instances=4)
+    with TestClient(create_app(settings, fake)) as client:
+        _started(client)
+        r = client.post("/v2/models/saccader/infer", json=_double([[1.0, 2.0]] * 5))
+        assert "5 instances" in _error(r, 400)
+        r = client.post("/v2/models/saccader/infer", json=_double([[1.0, 2.0]] * 4))
+        assert r.status_code == 200, r.text
+        body, headers = _sizes([b"\xff\xd8\xff" + b"\0" * 10] * 60)
+        r = client.post("/v2/models/saccader/infer", content=body, headers=headers)
+        assert "60 instances" in _error(r, 400)  # not one of these "images" was read
+
+
+def test_an_overloaded_model_is_429_with_retry_after(tmp_path, fake):
+    fake.fail_with = Overloaded("busy; retry")
+    with TestClient(create_app(_settings(tmp_path, grpc_port=None), fake)) as client:
+        _started(client)
+        r = client.post("/v2/models/saccader/infer", json=_double([[1.0, 2.0]]))
+        assert "busy" in _error(r, 429) and "retry-after" in r.headers
+
+
+def test_grpc_answers_every_model_with_server_timing(client):
+    port = client.app.state.grpc_port
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        request = pb.ModelInferRequest(model_name="parts", model_version="1")
+        request.inputs.add(name="x", datatype="FP32", shape=[1, 2])
+        request.parameters["signature_name"].string_param = "double"
+        request.raw_input_contents.append(np.array([[1.5, 2.0]], "<f4").tobytes())
+        response, call = stub.ModelInfer.with_call(request)
+        assert response.model_version == "1"
+        names = [o.name for o in response.outputs]
+        y = np.frombuffer(response.raw_output_contents[names.index("y")], "<f4")
+        assert y.tolist() == [3.0, 4.0]
+        spent = timing.parse(dict(call.trailing_metadata())["server-timing"])
+        assert spent["total"] >= spent["queue"] >= 0
+        request.model_name = "nope"
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(request)
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "nope" in refused.value.details()
