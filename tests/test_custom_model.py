@@ -254,3 +254,75 @@ def test_the_demo_picks_the_model_and_shows_its_labels(served, page):
     assert page.locator("#top-class").inner_text() in LABELS
     expect(page.locator("#top-k-list li")).to_have_count(3)
     expect(page.locator("#error")).to_be_hidden()
+
+
+def _v2_top_classes(gw, photo: bytes, model: str) -> dict[str, tuple[str, int]]:
+    """(class name, class) over v2 with Triton's clients: HTTP with JSON data (base64 text),
+    HTTP with binary data, and gRPC."""
+    import base64
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    def top(result) -> tuple[str, int]:
+        name = result.as_numpy("class_names").reshape(-1)[0]  # str in JSON, bytes in binary
+        text = name.decode() if isinstance(name, bytes) else str(name)
+        return text, int(result.as_numpy("classes").reshape(-1)[0])
+
+    answers = {}
+    with httpclient.InferenceServerClient(gw.url.removeprefix("http://")) as client:
+        for binary in (False, True):
+            image = httpclient.InferInput("input_image_bytes", [1], "BYTES")
+            value = photo if binary else base64.b64encode(photo)
+            image.set_data_from_numpy(np.array([value], dtype=object), binary_data=binary)
+            wanted = [
+                httpclient.InferRequestedOutput(n, binary_data=binary)
+                for n in ("class_names", "classes")
+            ]
+            result = client.infer(model, [image], outputs=wanted)
+            answers["triton http " + ("binary" if binary else "json")] = top(result)
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{gw.app.state.grpc_port}") as client:
+        image = grpcclient.InferInput("input_image_bytes", [1], "BYTES")
+        image.set_data_from_numpy(np.array([photo], dtype=object))
+        answers["triton grpc"] = top(client.infer(model, [image]))
+    return answers
+
+
+def test_every_v2_client_gets_the_class_predict_gives_on_every_model(served, red, tmp_path):
+    """Open Inference Protocol v2 on each served model (the ImageNet one and the user's),
+    with Triton's clients (HTTP JSON and binary, gRPC) here and kserve's (REST JSON and
+    binary, gRPC, and its v1 client on :predict) in a process of their own
+    (tests/kserve_clients.py says why)."""
+    gw = served[0]
+    photo = tmp_path / "red.png"
+    photo.write_bytes(red)
+    given = {
+        "url": gw.url,
+        "grpc": f"127.0.0.1:{gw.app.state.grpc_port}",
+        "photo": str(photo),
+        "models": ["saccader", "colours"],
+    }
+    script = [sys.executable, "-m", "tests.kserve_clients"]
+    ran = subprocess.run(
+        script, input=json.dumps(given), capture_output=True, text=True, timeout=300
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    kserve = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert kserve["rest_server_ready"] and kserve["grpc_server_ready"]
+    for model in ("saccader", "colours"):
+        predicted = _post(gw, f"/v1/models/{model}:predict", body(red)).json()["predictions"][0]
+        expected = (predicted["top_class"]["label"], predicted["classes"][0])
+        answers = _v2_top_classes(gw, red, model)
+        got = kserve["models"][model]
+        assert got["rest_model_ready"] and got["grpc_model_ready"]
+        for client in ("rest_json", "rest_binary", "grpc", "v1"):
+            answers[f"kserve {client}"] = (got[client]["class_name"], got[client]["class"])
+        assert answers == dict.fromkeys(answers, expected), (model, answers)
+        assert got["grpc"]["model_version"] == "1"  # kserve's REST parser drops the field
+        if model == "colours":
+            assert expected[0] in LABELS
+    assert kserve["rest_unknown_model"]["status"] == 404
+    assert "nope" in kserve["rest_unknown_model"]["message"]
+    assert kserve["grpc_unknown_model"]["code"] == "NOT_FOUND"
+    assert "nope" in kserve["grpc_unknown_model"]["message"]
