@@ -51,9 +51,12 @@ def runtime(rendered) -> dict:
     return r
 
 
+EXTRA_ISVCS = ("inferenceservice-v1.yaml", "inferenceservice-grpc.yaml")  # applied by hand
+
+
 def _isvcs(rendered) -> list[dict]:
-    extra = yaml.safe_load((KSERVE / "inferenceservice-v1.yaml").read_text())
-    return [o for o in rendered if o["kind"] == "InferenceService"] + [extra]
+    extra = [yaml.safe_load((KSERVE / name).read_text()) for name in EXTRA_ISVCS]
+    return [o for o in rendered if o["kind"] == "InferenceService"] + extra
 
 
 def _container(runtime: dict) -> dict:
@@ -158,7 +161,11 @@ def test_inference_services_use_the_runtime_as_it_allows(runtime, rendered):
     formats = {(f["name"], f.get("version")) for f in spec["supportedModelFormats"]}
     protocols = set(spec["protocolVersions"])
     isvcs = _isvcs(rendered)
-    assert {i["spec"]["predictor"]["model"]["protocolVersion"] for i in isvcs} == {"v1", "v2"}
+    assert {i["spec"]["predictor"]["model"]["protocolVersion"] for i in isvcs} == {
+        "v1",
+        "v2",
+        "grpc-v2",
+    }
     for isvc in isvcs:
         model = isvc["spec"]["predictor"]["model"]
         # autoSelect is off, so every InferenceService must name this runtime.
@@ -200,12 +207,19 @@ def test_ports_probes_and_protocols_exist_in_the_app(runtime):
     settings = settings_from(_env(runtime, "saccader"))
     paths = set(create_app(settings).openapi()["paths"])
     ports = {p["containerPort"]: p for p in container["ports"]}
-    # Knative routes to one port; 8080 (http1) is KServe's REST port. gRPC would be 8081 (h2c).
-    assert ports[8080]["name"] == "http1" and settings.port == 8080
-    if "grpc-v2" in runtime["spec"]["protocolVersions"]:
-        assert ports[8081]["name"] == "h2c"
-    else:
-        assert set(ports) == {8080}
+    # Knative routes to one port: the runtime's is 8080 (http1), KServe's REST port; the gRPC
+    # InferenceService adds 8081 (h2c), the gateway's default gRPC port, in RawDeployment mode.
+    assert ports[8080]["name"] == "http1" and settings.port == 8080 and set(ports) == {8080}
+    assert "grpc-v2" in runtime["spec"]["protocolVersions"]
+    assert GatewaySettings.model_fields["grpc_port"].default == 8081  # tests set a free one
+    [grpc_isvc] = [
+        i for i in _isvcs([]) if i["spec"]["predictor"]["model"]["protocolVersion"] == "grpc-v2"
+    ]
+    assert grpc_isvc["spec"]["predictor"]["model"]["ports"] == [
+        {"name": "h2c", "containerPort": 8081, "protocol": "TCP"}
+    ]
+    mode = grpc_isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
+    assert mode == "RawDeployment"
     for probe, path in [
         ("startupProbe", "/healthz/startup"),
         ("readinessProbe", "/healthz/ready"),
@@ -216,6 +230,7 @@ def test_ports_probes_and_protocols_exist_in_the_app(runtime):
     routes = {
         "v1": ["/v1/models/{model}", "/v1/models/{model}:predict"],
         "v2": ["/v2/health/ready", "/v2/models/{model}/ready", "/v2/models/{model}/infer"],
+        "grpc-v2": [],  # the gRPC service itself: test_gateway_as_the_runtime_starts...
     }
     for protocol in runtime["spec"]["protocolVersions"]:
         assert protocol in routes, f"{protocol}: the gateway serves no such protocol"
@@ -285,7 +300,8 @@ def test_gateway_as_the_runtime_starts_it_serves_v1_and_v2(
     runtime, rendered, tiny_export, tmp_path
 ):
     """The gateway with the runtime's environment and the config its start script writes,
-    /mnt/models moved to where the test's export (<base>/<version>/) is."""
+    /mnt/models moved to where the test's export (<base>/<version>/) is: v1 and v2 over REST,
+    and v2 over gRPC (on a free port here, 8081 in the pod)."""
     from tests.servers import live_server
 
     name = _isvcs(rendered)[0]["metadata"]["name"]
@@ -303,6 +319,13 @@ def test_gateway_as_the_runtime_starts_it_serves_v1_and_v2(
         paths = ("/healthz/ready", "/v2/health/ready", f"/v2/models/{name}/ready")
         for path in (*paths, runtime["spec"]["annotations"]["prometheus.kserve.io/path"]):
             assert httpx.get(gateway.url + path, timeout=10).status_code == 200, path
+        import grpc
+        from tritonclient.grpc import service_pb2 as pb
+        from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.app.state.grpc_port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ModelReady(pb.ModelReadyRequest(name=name), timeout=10).ready
 
 
 def test_kserve_yaml_passes_yamllint():
