@@ -199,9 +199,8 @@ def main() -> None:
         {k: v.numpy() for k, v in fn(input_image_bytes=batch).items()}
 
     port, grpc_port = free_port(), free_port()
-    # Every caller's request admitted (the tensor path's default is 4 waiting per model).
-    limits = {"GLIMPSE_GRPC_PORT": str(grpc_port), "GLIMPSE_TENSOR_MAX_PENDING": "64"}
-    proc = start_gateway(args.model_dir, port, 64, limits)
+    # The gateway's defaults: image-only tensor requests share the micro-batcher's queue.
+    proc = start_gateway(args.model_dir, port, 256, {"GLIMPSE_GRPC_PORT": str(grpc_port)})
     try:
         paths = Paths(photo, port, grpc_port)
         calls: dict[str, Callable[[], tuple[dict[str, float], int, int]]] = {

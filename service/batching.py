@@ -61,8 +61,10 @@ class MicroBatcher(Generic[Item, Result]):
         max_wait_s: float,
         queue_limit: int,
         on_batch: Callable[[BatchStats], None] | None = None,
+        kind: Kind = Kind.INSTANCES,
     ):
         self._run_batch = run_batch
+        self._kind = kind
         self._scheduler = scheduler
         self._max_batch = max_batch
         self._max_wait = max_wait_s
@@ -142,7 +144,7 @@ class MicroBatcher(Generic[Item, Result]):
             if self._max_wait > 0:  # the model stays free for other work meanwhile
                 await self._gather_mates()
             # The turn, then the batch: what arrives while other work runs joins it.
-            async with self._scheduler.turn(Kind.INSTANCES, self) as turn:
+            async with self._scheduler.turn(self._kind, self) as turn:
                 batch = self._take()
                 turn.rows = len(batch)
                 if batch:

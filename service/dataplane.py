@@ -427,16 +427,19 @@ class DataPlane:
         self, target: Target, tensors: dict[str, np.ndarray], where: Callable[[int], str]
     ) -> dict[str, np.ndarray]:
         """The signature on exactly these tensors: bounded before the model runs, images
-        through the gateway's decoder (budgets, formats; image i named `where(i)`), at most
+        through the gateway's decoder (budgets, formats; image i named `where(i)`), then
+        batched with other requests' rows when the signature reads only images (the
+        batcher's queue limit bounds those, GLIMPSE_QUEUE_LIMIT rows), else at most
         GLIMPSE_TENSOR_MAX_PENDING such requests per model at once (429 beyond), run in
-        pieces that take turns with every other kind of work."""
+        pieces; every call takes turns with every other kind of work."""
         timeout = self.settings.request_timeout_s
         deadline = time.monotonic() + timeout
         model, version, spec = target.model, target.version, target.signature
         batch = self._check_cost(target, tensors)
-        if model.tensor_calls >= self.settings.tensor_max_pending:
+        alone = not version.runner.batched(spec, tensors)
+        if alone and model.tensor_calls >= self.settings.tensor_max_pending:
             raise Overloaded(f"{model.tensor_calls} tensor requests are queued or running; retry")
-        model.tensor_calls += 1
+        model.tensor_calls += alone
         try:
             started = time.perf_counter()
             image = spec.inputs.get(IMAGE_INPUT)
@@ -452,7 +455,7 @@ class DataPlane:
             except TimeoutError:
                 raise BackendTimeout(f"no answer from the model within {timeout:g} s") from None
         finally:
-            model.tensor_calls -= 1
+            model.tensor_calls -= alone
         self.metrics.instances.inc(batch)
         return outputs
 

@@ -1,10 +1,12 @@
 """A loaded version behind its model's turns: the one way any caller reaches a model.
 
-The labelled path's instances queue in the micro-batcher (service/batching.py), a tensor
-request runs in pieces of bounded rows, and each batch or piece takes a turn from the model's
-scheduler (service/scheduler.py), whichever backend runs it. The gateway's data plane and the
-batch runners (`glimpse batch`, Beam) use the same runner, so a batch job is scheduled like
-online work.
+The labelled path's instances queue in the micro-batcher (service/batching.py). A tensor
+request (TF Serving's tensor forms, v2) whose signature reads nothing but the encoded images
+rides a micro-batcher of its own per signature, so concurrent requests share model calls as
+TF Serving's and Triton's dynamic batching make them; any other runs in pieces of bounded rows.
+Each batch or piece takes a turn from the model's scheduler (service/scheduler.py), whichever
+backend runs it. The gateway's data plane and the batch runners (`glimpse batch`, Beam) use
+the same runner, so a batch job is scheduled like online work.
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from model_export.contract import ModelInfo
+from model_export.contract import IMAGE_INPUT, ModelInfo
 from service.batching import BatchStats, MicroBatcher
+from service.errors import InvalidInput
 from service.instances import ImageInput
 from service.predictor import WARMUP_OPTIONS, ModelOutput, Options, Predictor
 from service.savedmodel import warmup_image
 from service.scheduler import FairScheduler, Kind
 from service.settings import GatewaySettings
 from service.signatures import SignatureSpec, batch_rows, splittable
+
+Row = dict[str, np.ndarray]  # one row of a tensor request: each input's or output's slice
 
 
 class ModelRunner:
@@ -45,6 +50,7 @@ class ModelRunner:
             queue_limit=settings.queue_limit,
             on_batch=on_batch,
         )
+        self._tensor_batchers: dict[str, MicroBatcher[Row, Row]] = {}
 
     async def start(self) -> None:
         """Load, then real inferences through the whole path (each signature the labelled
@@ -77,10 +83,16 @@ class ModelRunner:
     async def run_tensors(
         self, spec: SignatureSpec, tensors: dict[str, np.ndarray], flow: Hashable
     ) -> dict[str, np.ndarray]:
-        """One signature on a request's tensors, in pieces of at most
-        GLIMPSE_TENSOR_PIECE_ROWS rows when the signature allows it (every input and output
-        batched), each piece one turn of `flow`; the pieces' outputs joined in order."""
+        """One signature on a request's tensors: through the signature's batcher when it
+        reads only images (`batched`), else in pieces of at most GLIMPSE_TENSOR_PIECE_ROWS
+        rows when the signature allows it (every input and output batched), each piece one
+        turn of `flow`; the pieces' outputs joined in order."""
         rows = batch_rows(tensors)
+        if self.batched(spec, tensors):
+            results = await self._tensor_batcher(spec.name).submit(
+                [{name: t[i] for name, t in tensors.items()} for i in range(rows)]
+            )
+            return {name: np.stack([r[name] for r in results]) for name in results[0]}
         step = self._settings.tensor_piece_rows
         if rows <= step or not splittable(spec, tensors):
             async with self._scheduler.turn(Kind.TENSORS, flow, rows):
@@ -92,7 +104,62 @@ class ModelRunner:
                 parts.append(await self.predictor.run_signature(spec.name, piece))
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
+    @staticmethod
+    def batched(spec: SignatureSpec, tensors: dict[str, np.ndarray]) -> bool:
+        """Rows of different requests may share a call: the signature's one input is the
+        encoded images (each row's outputs depend on its own image alone, and their shapes
+        on nothing a request sets), and every input and output is batched."""
+        image = spec.inputs.get(IMAGE_INPUT)
+        return (
+            len(spec.inputs) == 1
+            and image is not None
+            and image.dtype == "DT_STRING"
+            and set(tensors) == {IMAGE_INPUT}
+            and tensors[IMAGE_INPUT].ndim == 1
+            and len(tensors[IMAGE_INPUT]) > 0
+            and splittable(spec, tensors)
+        )
+
+    def _tensor_batcher(self, signature: str) -> MicroBatcher[Row, Row]:
+        batcher = self._tensor_batchers.get(signature)
+        if batcher is None:
+
+            async def run(rows: list[Row]) -> list[Row | BaseException]:
+                return await self._run_rows(signature, rows)
+
+            batcher = MicroBatcher(
+                run,
+                self._scheduler,
+                max_batch=self._settings.max_batch_size,
+                max_wait_s=self._settings.max_batch_wait_ms / 1000.0,
+                queue_limit=self._settings.queue_limit,
+                kind=Kind.TENSORS,
+            )
+            batcher.start()
+            self._tensor_batchers[signature] = batcher
+        return batcher
+
+    async def _run_rows(self, signature: str, rows: list[Row]) -> list[Row | BaseException]:
+        """One call on rows of several requests; an image the model refuses fails its own
+        row (each then runs alone), not its batch-mates' requests."""
+        inputs = {name: np.stack([r[name] for r in rows]) for name in rows[0]}
+        try:
+            out = await self.predictor.run_signature(signature, inputs)
+        except InvalidInput:
+            if len(rows) == 1:
+                raise
+            results: list[Row | BaseException] = []
+            for row in rows:
+                try:
+                    results += await self._run_rows(signature, [row])
+                except InvalidInput as e:
+                    results.append(e)
+            return results
+        return [{name: value[i] for name, value in out.items()} for i in range(len(rows))]
+
     async def close(self) -> None:
         """Finish what was accepted (up to the shutdown grace), then release the model."""
-        await self._batcher.close(self._settings.shutdown_grace_s)
+        grace = self._settings.shutdown_grace_s
+        for batcher in (self._batcher, *self._tensor_batchers.values()):
+            await batcher.close(grace)
         await self.predictor.close()

@@ -89,9 +89,10 @@ class GatewaySettings(BaseSettings):
     max_jpeg_scans: int = Field(64, ge=1, le=10_000)
     max_jpeg_scan_pixels: int = Field(400_000_000, ge=1_000_000)  # scans x pixels, one JPEG
     request_timeout_s: float = Field(30.0, gt=0.0)  # decode + queue + model, per request
-    # TF Serving's tensor forms (columnar, any signature_name: the data plane's `infer`) run
-    # their signature outside the batcher: at most this many per model wait at once (429
-    # beyond), and an answer may hold at most this many values (~10 bytes each in JSON).
+    # Tensor requests (TF Serving's tensor forms, v2: the data plane's `infer`) of a signature
+    # that reads more than the images run outside the batchers: at most this many per model
+    # wait at once (429 beyond). Any tensor answer may hold at most this many values (~10
+    # bytes each in JSON).
     tensor_max_pending: int = Field(4, ge=1)  # per model
     max_answer_values: int = Field(2_000_000, ge=1000)
     # A tensor request runs in pieces of at most this many rows, each one turn on the model

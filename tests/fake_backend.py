@@ -41,7 +41,8 @@ class FakeBackend:
     change it while the gateway runs, as a new folder would). `fail_with` makes every
     prediction raise that error; `delay_s` makes it slow; `hold_start` keeps loads waiting;
     `fail_start` fails them (`fail_versions` some); `calls` records (model, version, images,
-    options) of each batch.
+    options) of each batch. Signature calls: `signature_calls` records (signature, rows) of
+    each, `signature_delay_s` makes them slow, and `sizes` refuses an image holding REFUSE.
     """
 
     versions: dict[str, list[int]] = field(default_factory=lambda: {"saccader": [1]})
@@ -53,6 +54,8 @@ class FakeBackend:
     delay_s: float = 0.0
     hold_start: asyncio.Event | None = None
     calls: list[tuple[str, int, list[ImageInput], list[Options]]] = field(default_factory=list)
+    signature_calls: list[tuple[str, int]] = field(default_factory=list)
+    signature_delay_s: float = 0.0
     # Version labels the "model server" knows itself (TF Serving's models.config): the
     # gateway asks for those its model config does not name.
     labels: dict[str, int] = field(default_factory=dict)
@@ -135,10 +138,15 @@ class FakePredictor:
         first byte as `head_bytes`."""
         if self._backend.fail_with is not None:
             raise self._backend.fail_with
+        self._backend.signature_calls.append((signature, len(next(iter(inputs.values())))))
+        if self._backend.signature_delay_s:
+            await asyncio.sleep(self._backend.signature_delay_s)
         if signature == "double":
             x = inputs["x"]
             return {"y": 2 * x, "total": (2 * x).reshape(len(x), -1).sum(1)}
         images = inputs["input_image_bytes"]
+        if any(b"REFUSE" in bytes(b) for b in images):
+            raise InvalidInput("the model could not decode the image: REFUSE")
         return {
             "size": np.array([len(b) for b in images], np.int64),
             "head_bytes": np.array([b[:1] for b in images], object),

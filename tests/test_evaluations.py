@@ -4,6 +4,7 @@ from `<version>/assets.extra/evaluation.json` (fast tier: the fake backend, writ
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,10 @@ def client(tmp_path):
     backend = FakeBackend(versions={"saccader": [1], "colours": [3]})
     settings = GatewaySettings(model_dir=tmp_path, log_format="text", jobs_enabled=False)
     with TestClient(create_app(settings, backend)) as c:
+        deadline = time.monotonic() + 10
+        while c.get("/healthz/startup").status_code != 200:  # both models discovered, loaded
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
         yield c
 
 

@@ -237,3 +237,43 @@ def test_grpc_answers_every_model_with_server_timing(client):
             stub.ModelInfer(request)
         assert refused.value.code() == grpc.StatusCode.NOT_FOUND
         assert "nope" in refused.value.details()
+
+
+def _refused_jpeg() -> bytes:
+    """A valid JPEG the fake model refuses (its comment says REFUSE): the gateway's decoder
+    passes it, the model's call fails on it."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), (200, 10, 10)).save(buf, "JPEG", comment=b"REFUSE")
+    return buf.getvalue()
+
+
+def test_concurrent_image_requests_share_model_calls(client, fake, jpeg_bytes):
+    """A signature that reads only the images batches rows of concurrent requests (as TF
+    Serving's and Triton's dynamic batching): while one call runs, the requests that arrive
+    meanwhile ride the next one together, and each still gets exactly its own rows. An
+    image the model refuses fails its own request alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fake.signature_delay_s = 0.3
+    fake.signature_calls.clear()
+    bodies = [_sizes([jpeg_bytes] * n) for n in (1, 2, 3, 1, 2)] + [_sizes([_refused_jpeg()])]
+
+    def post(i: int):
+        time.sleep(0.0 if i == 0 else 0.1)  # the first call holds the model
+        body, headers = bodies[i]
+        return client.post("/v2/models/saccader/infer", content=body, headers=headers)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(post, range(len(bodies))))
+    for n, r in zip((1, 2, 3, 1, 2), answers, strict=False):
+        assert r.status_code == 200, r.text
+        size = {o["name"]: o for o in r.json()["outputs"]}["size"]
+        assert size["shape"] == [n] and size["data"] == [len(jpeg_bytes)] * n
+    assert "REFUSE" in _error(answers[-1], 400)
+    rows = [n for name, n in fake.signature_calls if name == "sizes"]
+    assert rows[0] == 1 and max(rows) >= 4, rows  # later requests shared a call
+    assert rows.count(1) >= 9, rows  # the refused one's call, then each of its rows alone
