@@ -277,3 +277,50 @@ def test_concurrent_image_requests_share_model_calls(client, fake, jpeg_bytes):
     rows = [n for name, n in fake.signature_calls if name == "sizes"]
     assert rows[0] == 1 and max(rows) >= 4, rows  # later requests shared a call
     assert rows.count(1) >= 9, rows  # the refused one's call, then each of its rows alone
+
+
+def test_decode_budgets_and_the_answer_estimate_hold(tmp_path, fake):
+    """The decoder's budgets name the v2 input; the answer's size is estimated from the
+    signature's output shapes before the model runs (as for TF Serving's tensor forms)."""
+    settings = _settings(
+        tmp_path, grpc_port=None, max_image_pixels=10_000, max_instances=1000,
+        max_answer_values=1000,
+    )  # fmt: skip
+    with TestClient(create_app(settings, fake)) as client:
+        _started(client)
+        big = encode(np.zeros((100, 200, 3), np.uint8), "JPEG")
+        body, headers = _sizes([big])
+        r = client.post("/v2/models/saccader/infer", content=body, headers=headers)
+        message = _error(r, 400)
+        assert "inputs.input_image_bytes[0]" in message and "over the limit of 10000" in message
+        fake.signature_calls.clear()
+        r = client.post("/v2/models/saccader/infer", json=_double([[1.0, 2.0]] * 400))
+        assert "would answer 1200 values" in _error(r, 400)
+        assert fake.signature_calls == []  # refused before the model ran
+
+
+def test_a_long_tensor_request_takes_turns_with_predict(client, fake, jpeg_bytes):
+    """A v2 request of a signature that cannot batch runs in pieces, each one turn: a
+    :predict that arrives meanwhile is answered between two pieces, not after all of them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import body
+
+    fake.signature_delay_s = 0.2
+    finished: dict[str, float] = {}
+
+    def v2() -> int:
+        r = client.post("/v2/models/saccader/infer", json=_double([[1.0, 2.0]] * 12))
+        finished["v2"] = time.monotonic()
+        return r.status_code
+
+    def predict() -> int:
+        time.sleep(0.05)
+        r = client.post("/v1/models/saccader:predict", json=body(jpeg_bytes, top_k=1))
+        finished["predict"] = time.monotonic()
+        return r.status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = [f.result() for f in [pool.submit(v2), pool.submit(predict)]]
+    assert statuses == [200, 200]
+    assert finished["predict"] < finished["v2"] - 0.15  # at least one piece still to run
