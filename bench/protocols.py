@@ -295,6 +295,17 @@ def main() -> None:
         "",
         table,
         "",
+        "Goal: the gateway adds <= 1 ms p50 on the binary and gRPC paths. "
+        + "; ".join(
+            f"{name}: {rows[name]['gateway_p50_ms']:.2f} ms in the gateway"
+            f" ({'met' if rows[name]['gateway_p50_ms'] <= 1.0 else 'not met'}),"
+            f" {rows[name]['over_model_p50_ms']:+.2f} ms with the client and the loopback"
+            for name in ("v2 binary", "v2 gRPC")
+        )
+        + f". The model's own time on these requests, p50: {rows['v2 gRPC']['model_p50_ms']:.1f}"
+        " ms in the gateway against the in-process p50 above, measured in the benchmark's"
+        " process beside the gateway's.",
+        "",
         footer(env),
     ]
     write_report(args.out, "protocols", data, "\n".join(md))
