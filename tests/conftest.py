@@ -19,6 +19,18 @@ os.environ.setdefault("GLIMPSE_GRPC_PORT", "0")
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    from tests import early
+
+    early.start_selected(session.items)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests import early
+
+    early.stop_all()
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """`-m fast` (make test-fast) does not even import a test module that has no fast test:
     the tier then never pays for TensorFlow's import, nor for walking its objects in every

@@ -5,7 +5,6 @@ example import file with the real backbone in the slow tier."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 
@@ -212,24 +211,17 @@ def test_the_cli_adds_a_version_from_the_cache_and_exits_like_glimpse_batch(trai
 
 
 @pytest.mark.slow
-def test_the_example_import_file_trains_through_the_cli(tmp_path):
-    """`glimpse train` as users run it on the example (real backbone), in its own process:
-    the Lite0 it builds and traces is not kept by the test run."""
-    import subprocess
-    import sys
+def test_the_example_import_file_trains_through_the_cli():
+    """`glimpse train` as users run it on the example (real backbone), in its own process
+    (the Lite0 it builds and traces is not kept by the test run), started when the session
+    began (tests/early.py)."""
+    from tests import early
 
-    example = SHARED / "superclasses-train.csv"
-    if not example.exists():
-        pytest.skip(f"no {example}")
-    done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "train", str(example), "--model-name",
-         "superclasses", "--model-base", str(tmp_path / "models"), "--cache-dir",
-         str(tmp_path / "cache"), "--quiet"],
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "120"},
-    )  # fmt: skip
+    if not early.EXAMPLE.exists():
+        pytest.skip(f"no {early.EXAMPLE}")
+    done, folder = early.finished(early.EXAMPLE_TRAINING)
     assert done.returncode == 0, done.stderr[-2000:]
-    version = tmp_path / "models" / "superclasses" / "1"
+    version = folder / "models" / "superclasses" / "1"
     labels = [
         row.split("\t")[1]
         for row in (version / "assets" / LABELS_FILE).read_text().split("\n")
