@@ -218,6 +218,15 @@ class DataPlane:
                 raise NotReady("the service is shutting down")
         return model, default if number is None else model.version(number)
 
+    async def find(self, name: str, ref: VersionRef) -> None:
+        """TF Serving's first check: the servable a URL names (the model, the version a
+        number or label names) exists, before the request's body is read (404, whatever
+        the body holds)."""
+        model = self.model(name)
+        number = await model.number_of(ref)
+        if number is not None:
+            model.version(number)
+
     # -- reads ----------------------------------------------------------------------------
 
     async def status(self, name: str, ref: VersionRef) -> dict[str, Any]:

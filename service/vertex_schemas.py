@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, PrivateAttr, RootModel, model_validator
 
 from service.explain.schemas import (
     ExplainParameters,
@@ -43,7 +43,7 @@ from service.explain.schemas import (
     StructuredAttentionGraph,
     VisualizationConfig,
 )
-from service.schemas import GoogleJson, Instance, Prediction, PredictParameters
+from service.schemas import GoogleJson, Instance, Prediction, PredictParameters, PredictRequest
 
 
 class VertexPredictRequest(GoogleJson):
@@ -191,3 +191,58 @@ class VertexModelEvaluationList(GoogleJson):
 
     model_evaluations: list[VertexModelEvaluation] | None = None
     next_page_token: str | None = None
+
+
+class RawPredictRequest(RootModel[PredictRequest]):
+    """`:rawPredict`'s body: the model container's own (a :predict body), or that body inside
+    `google.api.HttpBody` as Google's clients send it (`PredictionServiceClient.raw_predict`
+    over REST: `{"httpBody": {"contentType": "application/json", "data": "<base64>"}}`),
+    which is then answered in the same envelope, the shape the client parses back."""
+
+    _enveloped: bool = PrivateAttr(False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _unwrap(cls, data: Any, handler: Any) -> RawPredictRequest:
+        enveloped = isinstance(data, dict) and "httpBody" in data
+        if enveloped:
+            data = _http_body_json(data)
+        request = handler(data)
+        request._enveloped = enveloped
+        return request
+
+    @property
+    def enveloped(self) -> bool:
+        return self._enveloped
+
+
+def _http_body_json(data: dict[str, Any]) -> Any:
+    """The JSON inside an HttpBody envelope; what is wrong with the envelope, named."""
+    import base64
+    import binascii
+    import json
+
+    if set(data) != {"httpBody"} or not isinstance(data["httpBody"], dict):
+        raise ValueError('httpBody: the body is either the model\'s JSON or {"httpBody": {...}}')
+    body = data["httpBody"]
+    unknown = set(body) - {"contentType", "data", "extensions"}
+    if unknown:
+        raise ValueError(f"httpBody: unknown fields {sorted(unknown)[:5]}")
+    content_type = body.get("contentType") or "application/json"
+    if not isinstance(content_type, str) or content_type.split(";")[0].strip() != (
+        "application/json"
+    ):
+        shown = content_type[:100] if isinstance(content_type, str) else type(content_type).__name__
+        raise ValueError(f"httpBody.contentType: {shown!r}; this model takes application/json")
+    text = body.get("data", "")
+    if not isinstance(text, str):
+        raise ValueError("httpBody.data must be a base64 string")
+    padded = text + "=" * (-len(text) % 4)
+    try:  # protobuf's JSON writes the standard alphabet; accept the URL-safe one too
+        raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("httpBody.data: invalid base64") from None
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"httpBody.data: JSON Parse error: {e}") from None

@@ -553,3 +553,27 @@ def test_vertex_ids_are_checked_before_they_reach_names_or_headers(client, jpeg)
     ok = "/v1/projects/demo/locations/us-central1/endpoints/saccader:rawPredict"
     r = client.post(ok, json=body(jpeg))
     assert r.status_code == 200 and r.headers["x-vertex-ai-deployed-model-id"] == "saccader-v1"
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "message"),
+    [
+        # TF Serving's own REST doc example, sent to a model this gateway does not serve.
+        ("/v1/models/half:predict", b'{"instances": [1.0, 5.0]}', "Latest(half)"),
+        ("/v1/models/half:predict", b"{not json", "Latest(half)"),
+        ("/v1/models/saccader/versions/9:predict", b'{"instances": [1.0]}', "9"),
+        ("/v1/models/saccader/labels/nope:classify", b"[]", "nope"),
+        ("/v1/projects/p/models/half/versions/v1:predict", b"{}", "half"),
+        ("/v1/models/saccader/versions/7:explain", b'{"instances": 3}', "7"),
+        ("/v1/projects/p/locations/l/endpoints/half:predict", b"{", "half"),
+        ("/v1/projects/p/locations/l/endpoints/half:rawPredict", b"[]", "half"),
+        ("/v2/models/half/infer", b"{not json", "half"),
+        ("/v2/models/saccader/versions/9/infer", b"{}", "9"),
+    ],
+)
+def test_an_unknown_model_or_version_is_found_before_the_body_is_read(
+    client, path, content, message
+):
+    """TF Serving's order: the servable a URL names, then its body (404 whatever the body)."""
+    status = 400 if "labels/nope" in path else 404  # an unknown label: TF Serving's 400
+    assert message in error_message(client.post(path, content=content), status)

@@ -226,3 +226,35 @@ def test_raw_predict_is_the_container_answer(server, photo):
     assert r.headers["X-Vertex-AI-Endpoint-Id"] == "saccader"
     expected = direct(server, "/v1/models/saccader:predict", payload)
     assert r.json() == expected
+
+
+def test_gapic_raw_predict_sends_an_http_body_and_gets_one_back(server, photo):
+    """PredictionServiceClient.raw_predict over REST wraps the body in google.api.HttpBody
+    (`{"httpBody": {"contentType", "data": base64}}`, `?$alt=json;enum-encoding=int`) and
+    parses the answer as an HttpBody: the container's answer, in that envelope."""
+    import json
+
+    from google.api import httpbody_pb2
+
+    payload = {"instances": [instance(photo, "r")], "parameters": {"annotated_image": False}}
+    client = gapic(PredictionServiceClient, server)
+    sent = httpbody_pb2.HttpBody(data=json.dumps(payload).encode(), content_type="application/json")
+    answer = client.raw_predict(endpoint=ENDPOINT, http_body=sent)
+    assert answer.content_type == "application/json"
+    assert json.loads(answer.data) == direct(server, "/v1/models/saccader:predict", payload)
+
+
+@pytest.mark.parametrize(
+    ("envelope", "message"),
+    [
+        ({"httpBody": {"contentType": "text/csv", "data": "YQ=="}}, "takes application/json"),
+        ({"httpBody": {"contentType": "application/json", "data": "%%%"}}, "invalid base64"),
+        ({"httpBody": {"data": "bm90IGpzb24="}}, "httpBody.data: JSON Parse error"),
+        ({"httpBody": {"data": "e30="}}, "Missing 'inputs' or 'instances' key"),  # {}
+        ({"httpBody": {"data": "e30="}, "instances": []}, "either the model's JSON"),
+    ],
+)
+def test_a_bad_http_body_envelope_is_400_naming_it(server, envelope, message):
+    r = httpx.post(f"{server.url}/v1/{ENDPOINT}:rawPredict", json=envelope, timeout=30)
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error"]["message"]

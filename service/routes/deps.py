@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.routing import APIRoute
 
 from service.admission import VersionForm, VersionRef
 from service.batch.job_manager import JobManager
@@ -135,6 +136,31 @@ AI_PLATFORM_FORMS: list[Form] = [
 ]
 
 
+class ServableFirst(APIRoute):
+    """A route that reads a body, checked in TF Serving's order: the bearer token (401), then
+    the model and version its URL names (404), before the body is read or validated (400).
+    `form`: how the route's `{version}` names a version."""
+
+    form: VersionForm = VersionForm.NUMBER
+
+    def get_route_handler(self) -> Callable:
+        handle = super().get_route_handler()
+        form = self.form
+
+        async def checked(request: Request) -> Response:
+            path = request.path_params
+            plane: DataPlane = request.app.state.plane
+            await require_token(request, plane)  # who asks, before what exists is told
+            await plane.find(path["model"], VersionRef(path.get("version"), form))
+            return await handle(request)
+
+        return checked
+
+
+def servable_first(form: VersionForm) -> type[APIRoute]:
+    return type(f"ServableFirst{form.name.title()}", (ServableFirst,), {"form": form})
+
+
 def add_model_routes(
     router: APIRouter,
     forms: list[Form],
@@ -160,4 +186,5 @@ def add_model_routes(
             name=path,
             openapi_extra=path_parameters(path, form),
             dependencies=[Depends(_version_form(form))],
+            route_class_override=servable_first(form) if method == "POST" else None,
         )

@@ -134,6 +134,7 @@ def one_row(outputs: dict[str, Any]) -> bool:
 
 
 async def _infer(plane, model: str, version: str | None, request: Request) -> Response:
+    await plane.find(model, VersionRef(version))  # the model before its body (404 first)
     body = await request.body()
     header = request.headers.get(oip_tensors.HEADER_LENGTH)
     inline = len(body) <= INLINE_BODY

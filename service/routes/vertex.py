@@ -21,11 +21,15 @@ train` evaluated on its test split, its id the version number.
 
 from __future__ import annotations
 
+import json
 import re
+from base64 import b64encode
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from service.admission import VersionRef
@@ -36,11 +40,11 @@ from service.routes.aiplatform import PagingDep
 from service.routes.deps import ModelRef, PlaneDep, error_responses, require_token
 from service.schemas import (
     PredictParameters,
-    PredictRequest,
     PredictResponse,
     TensorResponse,
 )
 from service.vertex_schemas import (
+    RawPredictRequest,
     VertexDeployedModel,
     VertexEndpoint,
     VertexExplainRequest,
@@ -52,7 +56,28 @@ from service.vertex_schemas import (
     VertexPredictResponse,
 )
 
-router = APIRouter(tags=["vertex"], dependencies=[Depends(require_token)])
+
+class EndpointFirst(APIRoute):
+    """Vertex's order of checks: the bearer token (401), then the endpoint a URL names (404),
+    before the body is read or validated (400)."""
+
+    def get_route_handler(self) -> Callable:
+        handle = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            path = request.path_params
+            if request.method == "POST" and "endpoint" in path:
+                plane: DataPlane = request.app.state.plane
+                await require_token(request, plane)  # who asks, before what exists is told
+                await deployment(path["project"], path["location"], path["endpoint"], plane)
+            return await handle(request)
+
+        return checked
+
+
+router = APIRouter(
+    tags=["vertex"], dependencies=[Depends(require_token)], route_class=EndpointFirst
+)
 
 ENDPOINT = "/v1/projects/{project}/locations/{location}/endpoints/{endpoint}"
 MODEL = "/v1/projects/{project}/locations/{location}/models/{model}"
@@ -210,11 +235,17 @@ async def predict(deployed: DeploymentDep, body: VertexPredictRequest, plane: Pl
     responses=_ERRORS,
     summary="The body as the model's container takes it (:predict's), and its answer",
 )
-async def raw_predict(deployed: DeploymentDep, body: PredictRequest, plane: PlaneDep) -> Response:
+async def raw_predict(
+    deployed: DeploymentDep, body: RawPredictRequest, plane: PlaneDep
+) -> Response:
     """The model's container is the gateway itself: its own :predict answers the body,
-    whatever form of :predict body it is, and Vertex's headers are added."""
+    whatever form of :predict body it is, and Vertex's headers are added. A body in an
+    HttpBody envelope (Google's client) is answered in one."""
     ref = ModelRef(deployed.model_name, VersionRef())
-    answer = await tfserving.answer_predict(plane, ref, body)
+    answer = await tfserving.answer_predict(plane, ref, body.root)
+    if body.enveloped:
+        wrapped = {"contentType": "application/json", "data": b64encode(answer.body).decode()}
+        answer = Response(json.dumps(wrapped).encode(), media_type="application/json")
     answer.headers.update(deployed.headers())
     return answer
 
