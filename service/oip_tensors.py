@@ -18,7 +18,6 @@ stays a translation and the rules are tested without a server:
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import math
 import struct
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from service.errors import InvalidInput
+from service.instances import b64decode
 from service.signatures import SignatureSpec
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -163,8 +163,8 @@ def _json_bytes(values: list[Any], name: str, where: str) -> list[bytes]:
             raise InvalidInput(f"{where}.data[{j}]: BYTES values in JSON are strings")
         if name.endswith("_bytes"):
             try:
-                out.append(base64.b64decode(value, validate=True))
-            except (binascii.Error, ValueError):
+                out.append(b64decode(value))  # padded or not, either alphabet
+            except ValueError:
                 raise InvalidInput(
                     f"{where}.data[{j}]: {name} in JSON is base64 text (or send it as binary data)"
                 ) from None

@@ -12,13 +12,13 @@ model and a remote TF Serving.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from typing import Any, Literal
 
 import numpy as np
 
 from service.errors import InvalidInput
+from service.instances import b64decode
 from service.signatures import SignatureSpec, TensorSpec
 
 Form = Literal["row", "columnar"]
@@ -66,8 +66,8 @@ def _leaf(value: Any, dtype: str) -> Any:
     if dtype == "DT_STRING":
         if _is_b64(value):
             try:
-                return base64.b64decode(value["b64"], validate=True)
-            except (binascii.Error, ValueError):
+                return b64decode(value["b64"])  # padded or not, either alphabet
+            except (TypeError, ValueError):
                 raise InvalidInput("Unable to base64 decode") from None
         if isinstance(value, str):
             return value.encode()

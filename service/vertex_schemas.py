@@ -218,9 +218,9 @@ class RawPredictRequest(RootModel[PredictRequest]):
 
 def _http_body_json(data: dict[str, Any]) -> Any:
     """The JSON inside an HttpBody envelope; what is wrong with the envelope, named."""
-    import base64
-    import binascii
     import json
+
+    from service.instances import b64decode
 
     if set(data) != {"httpBody"} or not isinstance(data["httpBody"], dict):
         raise ValueError('httpBody: the body is either the model\'s JSON or {"httpBody": {...}}')
@@ -237,10 +237,9 @@ def _http_body_json(data: dict[str, Any]) -> Any:
     text = body.get("data", "")
     if not isinstance(text, str):
         raise ValueError("httpBody.data must be a base64 string")
-    padded = text + "=" * (-len(text) % 4)
-    try:  # protobuf's JSON writes the standard alphabet; accept the URL-safe one too
-        raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
-    except (binascii.Error, ValueError):
+    try:  # protobuf's JSON writes the standard alphabet; the URL-safe one is read too
+        raw = b64decode(text)
+    except ValueError:
         raise ValueError("httpBody.data: invalid base64") from None
     try:
         return json.loads(raw)

@@ -53,3 +53,23 @@ def test_no_encoder_call_writes_more_than_a_chunk(monkeypatch):
     assert json.loads(text) == {"v": array.tolist(), "w": [1.0] * 50_000}
     numeric = [n for n in sizes if n > 1]  # the output names are dumped too
     assert len(numeric) > 10 and max(numeric) <= tensor_json._CHUNK
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["+/+/AA==", "+/+/AA", "-_-_AA==", "-_-_AA"],
+    ids=["padded", "unpadded", "url-safe", "url-safe-unpadded"],
+)
+def test_tensor_forms_read_the_base64_the_instances_path_reads(text):
+    """One rule for bytes in every form (service/instances.py b64decode): padded or not,
+    the standard or the URL-safe alphabet; anything else is TF Serving's message."""
+    from service.signatures import SignatureSpec, TensorSpec
+
+    spec = SignatureSpec("s", {"x_bytes": TensorSpec("DT_STRING", (-1,))}, {})
+    for body in ({"inputs": {"x_bytes": [{"b64": text}]}}, {"instances": [{"b64": text}]}):
+        tensors, _ = tensor_json.parse_request({"signature_name": "s", **body}, spec)
+        assert list(tensors["x_bytes"]) == [b"\xfb\xff\xbf\x00"]
+    from service.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="Unable to base64 decode"):
+        tensor_json.parse_request({"inputs": {"x_bytes": [{"b64": "a!b"}]}}, spec)
