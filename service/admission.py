@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from model_export.contract import ModelInfo
-from service.errors import InvalidInput, ModelNotFound
+from service.errors import InvalidInput, ModelNotFound, clip
 from service.schemas import PredictParameters
 from service.settings import LABEL_NAME, VERSION_NAME
 
@@ -59,10 +59,10 @@ def parse_version(text: str) -> int:
     version (404)."""
     match = VERSION_NAME.fullmatch(text)
     if not match:
-        raise ModelNotFound(f"Could not find version {text}")
+        raise ModelNotFound(f"Could not find version {clip(text)}")
     digits = match.group(1).lstrip("0") or "0"
     if len(digits) > 19 or int(digits) > _INT64_MAX:  # no int() of a thousand digits
-        raise InvalidInput(f"Failed to convert version: {text} to numeric.")
+        raise InvalidInput(f"Failed to convert version: {clip(text)} to numeric.")
     return int(digits)
 
 

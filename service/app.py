@@ -47,8 +47,9 @@ RETRY_AFTER_S = {429: "1", 503: "5"}
 
 
 def _error(request: Request, status: int, message: str) -> JSONResponse:
+    """Every HTTP error's one way out: the message bounded (validation messages too)."""
     headers = {"Retry-After": RETRY_AFTER_S[status]} if status in RETRY_AFTER_S else None
-    body = error_body(request.url.path, status, message)
+    body = error_body(request.url.path, status, errors.clip(message, errors.MESSAGE_LIMIT))
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -122,8 +123,15 @@ def create_app(settings: GatewaySettings, backend: Backend | None = None) -> Fas
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        if isinstance(exc.__cause__, RecursionError):  # FastAPI's body parse, deep nesting
+        cause = exc.__cause__
+        if isinstance(cause, RecursionError):  # FastAPI's body parse, deep nesting
             return _error(request, 400, "JSON Parse error: nested deeper than the parser allows")
+        if exc.status_code == 400 and cause is not None:  # FastAPI's "error parsing the body"
+            if isinstance(cause, UnicodeDecodeError):
+                reason = f"the body is not UTF-8 (byte {cause.start})"
+            else:  # e.g. an integer of more digits than Python converts (4,300)
+                reason = str(cause).split(";")[0]
+            return _error(request, 400, f"JSON Parse error: {reason}")
         return _error(request, exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)

@@ -35,6 +35,7 @@ from service.errors import (
     ModelNotFound,
     NotReady,
     Overloaded,
+    clip,
     redact_paths,
 )
 from service.instances import ImageInput
@@ -187,7 +188,7 @@ class DataPlane:
         """The served model, or TF Serving's 404 for a name it does not serve."""
         model = self.models.get(name)
         if model is None:
-            raise ModelNotFound(f"Servable not found for request: Latest({name})")
+            raise ModelNotFound(f"Servable not found for request: Latest({clip(name)})")
         return model
 
     @property

@@ -26,10 +26,25 @@ def model_error_reason(message: str) -> str:
     return "the model could not read it"
 
 
+ECHO_LIMIT = 100  # characters of a client's own string that a message repeats
+MESSAGE_LIMIT = 1000  # characters of any message, whatever it repeats
+
+
+def clip(text: object, limit: int = ECHO_LIMIT) -> str:
+    """A client's string as an error message repeats it: at most `limit` characters, and how
+    many were left out (a 100 KB id must not come back as a 100 KB message)."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 class GlimpseError(Exception):
-    """Base class; `message` is safe to show to clients (never a stack trace)."""
+    """Base class; `message` is safe to show to clients (never a stack trace) and bounded
+    (MESSAGE_LIMIT: whatever a message repeats of the request, it stays a message)."""
 
     def __init__(self, message: str):
+        message = clip(message, MESSAGE_LIMIT)
         super().__init__(message)
         self.message = message
 

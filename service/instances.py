@@ -143,7 +143,8 @@ def explain_validation(errors: list[dict]) -> str:
             if item == "body" and not loc:
                 continue
             loc += f"[{item}]" if isinstance(item, int) else (f".{item}" if loc else str(item))
-        msg = e["msg"]
+        # pydantic prefixes what a validator raised ("Value error, ..."): the message alone.
+        msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if e.get("type") == "json_invalid":  # its loc is a character offset, not a field
             loc = ""
             msg = f"JSON Parse error: {e.get('ctx', {}).get('error', msg)}"

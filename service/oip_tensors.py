@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import InvalidInput
+from service.errors import InvalidInput, clip
 from service.instances import b64decode
 from service.signatures import SignatureSpec
 
@@ -87,7 +87,9 @@ def read_request(body: bytes, header_length: str | None) -> InferRequest:
         try:
             n = int(header_length)
         except ValueError:
-            raise InvalidInput(f"{HEADER_LENGTH} must be a number, not {header_length!r}") from None
+            raise InvalidInput(
+                f"{HEADER_LENGTH} must be a number, not {clip(header_length)!r}"
+            ) from None
         if not 0 <= n <= len(body):
             raise InvalidInput(f"{HEADER_LENGTH} {n} is outside the body's {len(body)} bytes")
         head, tail = body[:n], body[n:]
@@ -188,15 +190,17 @@ def input_tensors(request: InferRequest, spec: SignatureSpec) -> dict[str, np.nd
         name = entry["name"]
         if name not in spec.inputs:
             raise InvalidInput(
-                f"{where}: unknown input {name!r}; signature {spec.name} takes"
+                f"{where}: unknown input {clip(name)!r}; signature {spec.name} takes"
                 f" {sorted(spec.inputs)}"
             )
         if name in tensors:
-            raise InvalidInput(f"{where}: input {name!r} given twice")
+            raise InvalidInput(f"{where}: input {clip(name)!r} given twice")
         want = spec.inputs[name]
         datatype = V2_DATATYPES.get(want.dtype)
         if entry.get("datatype") != datatype:
-            raise InvalidInput(f"{where}: {name} is {datatype}, not {entry.get('datatype')!r}")
+            raise InvalidInput(
+                f"{where}: {name} is {datatype}, not {clip(entry.get('datatype'))!r}"
+            )
         shape = _shape(entry, where)
         if not _fits(shape, want.shape):
             dims = [-1 if d < 0 else d for d in want.shape or ()]

@@ -27,7 +27,14 @@ from service import savedmodel
 from service.admission import VersionForm, VersionRef
 from service.backends import Backend
 from service.batching import BatchStats
-from service.errors import GlimpseError, InvalidInput, ModelNotFound, NotReady, redact_paths
+from service.errors import (
+    GlimpseError,
+    InvalidInput,
+    ModelNotFound,
+    NotReady,
+    clip,
+    redact_paths,
+)
 from service.explain.explainer import Explainer
 from service.model_config import ModelConfig
 from service.model_runner import ModelRunner
@@ -48,7 +55,7 @@ class VersionState(StrEnum):
 
 def no_such_version(model: str, name: object) -> ModelNotFound:
     """TF Serving's words for a version it does not have, for any name."""
-    return ModelNotFound(f"Could not find version {name} of model {model}")
+    return ModelNotFound(f"Could not find version {clip(name)} of model {model}")
 
 
 def _stamp(path: Path) -> float | None:

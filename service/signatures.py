@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from model_export.contract import SERVING_DEFAULT
-from service.errors import InvalidInput
+from service.errors import InvalidInput, clip
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def signature_spec(metadata: dict[str, Any], name: str | None) -> SignatureSpec:
     wanted = name or SERVING_DEFAULT
     defs = signature_defs(metadata)
     if wanted not in defs:
-        raise InvalidInput(f'Serving signature name: "{wanted}" not found in signature def')
+        raise InvalidInput(f'Serving signature name: "{clip(wanted)}" not found in signature def')
     sig = defs[wanted]
     return SignatureSpec(
         wanted,

@@ -104,9 +104,9 @@ def test_given_glimpse_boxes_are_the_glimpses(gateway, photo):
 @pytest.mark.parametrize(
     ("boxes", "extra", "message"),
     [
-        ([[0, 0, 10, 10], [5, 5, 5, 30]], {}, "glimpse_boxes[1]: Value error, the box is empty"),
-        ([[0, 0, 10, 300]], {}, "glimpse_boxes[0]: Value error, [ymin, xmin, ymax, xmax] must lie"),
-        ([[-2, 0, 10, 10]], {}, "glimpse_boxes[0]: Value error, [ymin, xmin, ymax, xmax] must lie"),
+        ([[0, 0, 10, 10], [5, 5, 5, 30]], {}, "glimpse_boxes[1]: the box is empty"),
+        ([[0, 0, 10, 300]], {}, "glimpse_boxes[0]: [ymin, xmin, ymax, xmax] must lie"),
+        ([[-2, 0, 10, 10]], {}, "glimpse_boxes[0]: [ymin, xmin, ymax, xmax] must lie"),
         ([[0, 0, 10]], {}, "glimpse_boxes[0]: List should have at least 4 items"),
         ([[0, 0, 10, "x"]], {}, "glimpse_boxes[0][3]: Input should be a valid number"),
         ([[0, 0, 10, 10]] * 17, {}, "glimpse_boxes: List should have at most 16 items"),

@@ -270,5 +270,5 @@ def test_gapic_raises_invalid_argument_with_the_message(client):
     with pytest.raises(exceptions.BadRequest) as caught:
         client.explain(endpoint=endpoint, instances=[{"b64": "aGk="}], parameters={"steps": 3})
     assert (
-        ": parameters: Value error, steps applies to integrated_gradients" in caught.value.message
+        ": parameters: steps applies to integrated_gradients" in caught.value.message
     )

@@ -577,3 +577,43 @@ def test_an_unknown_model_or_version_is_found_before_the_body_is_read(
     """TF Serving's order: the servable a URL names, then its body (404 whatever the body)."""
     status = 400 if "labels/nope" in path else 404  # an unknown label: TF Serving's 400
     assert message in error_message(client.post(path, content=content), status)
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "status"),
+    [
+        (
+            "/v1/projects/p/locations/l/endpoints/saccader:explain",
+            {"instances": [{"b64": "AA=="}], "deployedModelId": "d" * 100_000},
+            404,
+        ),
+        ("/v1/projects/p/locations/l/endpoints/" + "e" * 8000 + ":predict", {}, 404),
+        ("/v1/models/saccader:predict", {"signature_name": "s" * 10_000, "inputs": [1]}, 400),
+        ("/v1/models/" + "m" * 5000 + ":predict", {}, 404),
+        ("/v1/models/saccader/versions/" + "9" * 5000 + ":predict", {}, 400),
+        (
+            "/v2/models/saccader/infer",
+            {
+                "inputs": [{"name": "n" * 5000, "datatype": "BYTES", "shape": [1], "data": ["x"]}],
+                "parameters": {"signature_name": "sizes"},
+            },
+            400,
+        ),
+    ],
+)
+def test_echoed_input_is_bounded(client, path, payload, status):
+    """A message repeats at most 100 characters of any one client string, with a count of
+    the rest, and no message is longer than 1,000 characters."""
+    message = error(client.post(path, json=payload), status)
+    assert len(message) < 400 and "more characters" in message, message[:500]
+
+
+def test_body_parse_errors_say_json_parse_error(client):
+    """A body that is not UTF-8, or an integer past Python's 4,300-digit conversion limit,
+    is "JSON Parse error: ..." like any other unreadable JSON; no "Value error, " prefix."""
+    r = client.post(PREDICT, content=b'{"instances": "\xff\xfe"}')
+    assert error(r, 400).startswith("JSON Parse error: the body is not UTF-8")
+    r = client.post(PREDICT, content=b'{"instances": [' + b"9" * 4301 + b"]}")
+    assert error(r, 400).startswith("JSON Parse error: ")
+    r = client.post(PREDICT, content=b'{"parameters": {}}')
+    assert error(r, 400) == "Missing 'inputs' or 'instances' key"

@@ -34,7 +34,7 @@ from pydantic import BaseModel
 
 from service.admission import VersionRef
 from service.dataplane import DataPlane, off_loop
-from service.errors import InvalidInput, ModelNotFound
+from service.errors import InvalidInput, ModelNotFound, clip
 from service.routes import tfserving
 from service.routes.aiplatform import PagingDep
 from service.routes.deps import ModelRef, PlaneDep, error_responses, require_token
@@ -151,8 +151,10 @@ async def deployment(project: str, location: str, endpoint: str, plane: PlaneDep
     settings = plane.settings
     if not (_PROJECT.fullmatch(project) and _LOCATION.fullmatch(location)):
         # They are echoed in names and rawPredict's headers: ids only.
-        raise ModelNotFound(f"Endpoint not found: project or location {project!r}/{location!r}")
-    name = f"projects/{project}/locations/{location}/endpoints/{endpoint}"
+        raise ModelNotFound(
+            f"Endpoint not found: project or location {clip(project)!r}/{clip(location)!r}"
+        )
+    name = f"projects/{project}/locations/{location}/endpoints/{clip(endpoint)}"
     endpoints = _endpoints(plane)
     where = settings.vertex_location
     if endpoint not in endpoints or location != (where or location):
@@ -264,7 +266,7 @@ async def explain(deployed: DeploymentDep, body: VertexExplainRequest, plane: Pl
         )
     if body.deployed_model_id and body.deployed_model_id != deployed.deployed_model_id:
         raise ModelNotFound(
-            f"DeployedModel {body.deployed_model_id} not found on endpoint"
+            f"DeployedModel {clip(body.deployed_model_id)} not found on endpoint"
             f" `{deployed.endpoint}` (its one deployed model is {deployed.deployed_model_id})"
         )
     params = body.parameters
