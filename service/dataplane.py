@@ -408,10 +408,17 @@ class DataPlane:
 
     def _check_cost(self, target: Target, tensors: dict[str, np.ndarray]) -> int:
         """The request's batch size, once what it would cost is known to be within bounds:
-        the instance limit, glimpse axes within the model's max_glimpses, and the answer's
-        size estimated from the signature's output shapes."""
+        the instance limit, finite numbers, glimpse axes within the model's max_glimpses, and
+        the answer's size estimated from the signature's output shapes."""
         batch = batch_rows(tensors)
         admission.check_instances(batch, self.settings.max_instances)
+        for name, array in tensors.items():
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                bad = int(array.size - np.isfinite(array).sum())
+                raise InvalidInput(
+                    f"{clip(name)}: {bad} of its values are NaN or Infinity; the model takes"
+                    " finite numbers (and its answer must be JSON)"
+                )
         info = target.version.model_info()
         for name, axis in _GLIMPSE_AXIS.items():
             array = tensors.get(name)

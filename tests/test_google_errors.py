@@ -269,6 +269,4 @@ def test_gapic_raises_invalid_argument_with_the_message(client):
     assert ": instances[0].input_image_bytes" in caught.value.message
     with pytest.raises(exceptions.BadRequest) as caught:
         client.explain(endpoint=endpoint, instances=[{"b64": "aGk="}], parameters={"steps": 3})
-    assert (
-        ": parameters: steps applies to integrated_gradients" in caught.value.message
-    )
+    assert ": parameters: steps applies to integrated_gradients" in caught.value.message

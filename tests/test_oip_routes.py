@@ -324,3 +324,36 @@ def test_a_long_tensor_request_takes_turns_with_predict(client, fake, jpeg_bytes
         statuses = [f.result() for f in [pool.submit(v2), pool.submit(predict)]]
     assert statuses == [200, 200]
     assert finished["predict"] < finished["v2"] - 0.15  # at least one piece still to run
+
+
+def test_nan_and_infinity_are_refused_naming_the_tensor(client):
+    """Non-finite numbers never reach the model (its answer would not be JSON): in v2 JSON
+    (Python's parser reads NaN and Infinity literals), v2 binary data, and TF Serving's
+    tensor forms."""
+    text = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [NaN, 1]}],'
+    text += b' "parameters": {"signature_name": "double"}}'
+    r = client.post("/v2/models/saccader/infer", content=text)
+    assert "x: 1 of its values are NaN or Infinity" in _error(r, 400)
+    raw = np.array([[np.inf, -np.inf]], "<f4").tobytes()
+    import json
+
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "x", "datatype": "FP32", "shape": [1, 2],
+                 "parameters": {"binary_data_size": len(raw)}}
+            ],
+            "parameters": {"signature_name": "double"},
+        }
+    ).encode()  # fmt: skip
+    r = client.post(
+        "/v2/models/saccader/infer",
+        content=header + raw,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert "x: 2 of its values are NaN or Infinity" in _error(r, 400)
+    r = client.post(
+        "/v1/models/saccader:predict",
+        content=b'{"signature_name": "double", "inputs": {"x": [[1.0, Infinity]]}}',
+    )
+    assert r.status_code == 400 and "NaN or Infinity" in r.json()["error"]
