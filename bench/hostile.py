@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import random
 import time
@@ -36,11 +37,20 @@ from tests.hostile_images import gif_canvas, jpeg_with_scans, png_corrupt_pixels
 
 
 def bombs() -> dict[str, bytes]:
+    floats = np.random.default_rng(0).random((64, 450, 4)).round(6).tolist()
     return {
         "gif_canvas_6000x6000": request_body([gif_canvas(6000, 6000)]),
         "gifs_40x40mpx": request_body([gif_canvas(39_999, 1000)] * 40),
         "jpeg_3000_scans": request_body([jpeg_with_scans(3000)]),
         "png_corrupt_pixels": request_body([png_corrupt_pixels()]),
+        # Costly to parse, not to decode (hardening round 3): 1.2 MB of floats in a tensor
+        # request, 1.4 MB of strings in 5,800 instances; both refused after parsing.
+        "float_tensor_1_2mb": json.dumps(
+            {"signature_name": "serving_boxes", "inputs": {"glimpse_boxes": floats}}
+        ).encode(),
+        "string_list_1_4mb": json.dumps(
+            {"instances": [{"input_image_bytes": {"b64": "QUJD" * 50}}] * 5800}
+        ).encode(),
     }
 
 

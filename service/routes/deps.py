@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 
 from service.admission import VersionForm, VersionRef
 from service.batch.job_manager import JobManager
+from service.body_parsing import preparse
 from service.dataplane import DataPlane
 from service.errors import Unauthorized
 
@@ -152,6 +153,7 @@ class ServableFirst(APIRoute):
             plane: DataPlane = request.app.state.plane
             await require_token(request, plane)  # who asks, before what exists is told
             await plane.find(path["model"], VersionRef(path.get("version"), form))
+            await preparse(request)  # a big body off the event loop
             return await handle(request)
 
         return checked

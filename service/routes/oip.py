@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from model_export.contract import SERVING_DEFAULT
 from service import oip_tensors
 from service.admission import VersionRef
+from service.body_parsing import one_at_a_time
 from service.dataplane import off_loop
 from service.errors import NotReady
 from service.routes.deps import PlaneDep, error_responses, require_token
@@ -138,7 +139,7 @@ async def _infer(plane, model: str, version: str | None, request: Request) -> Re
     body = await request.body()
     header = request.headers.get(oip_tensors.HEADER_LENGTH)
     inline = len(body) <= INLINE_BODY
-    parsed = await off_loop(inline, oip_tensors.read_request, body, header)
+    parsed = await off_loop(inline, one_at_a_time, oip_tensors.read_request, body, header)
     number, outputs = await run_infer(plane, model, version, parsed, inline)
     content, head = await off_loop(
         inline and one_row(outputs), oip_tensors.answer, model, number, parsed, outputs

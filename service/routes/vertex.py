@@ -33,6 +33,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from service.admission import VersionRef
+from service.body_parsing import preparse
 from service.dataplane import DataPlane, off_loop
 from service.errors import InvalidInput, ModelNotFound, clip
 from service.routes import tfserving
@@ -70,6 +71,7 @@ class EndpointFirst(APIRoute):
                 plane: DataPlane = request.app.state.plane
                 await require_token(request, plane)  # who asks, before what exists is told
                 await deployment(path["project"], path["location"], path["endpoint"], plane)
+                await preparse(request)  # a big body off the event loop
             return await handle(request)
 
         return checked
