@@ -413,7 +413,11 @@ class DataPlane:
         batch = batch_rows(tensors)
         admission.check_instances(batch, self.settings.max_instances)
         for name, array in tensors.items():
-            if array.dtype.kind == "f" and not np.isfinite(array).all():
+            if (
+                isinstance(array, np.ndarray)
+                and array.dtype.kind == "f"
+                and not np.isfinite(array).all()
+            ):
                 bad = int(array.size - np.isfinite(array).sum())
                 raise InvalidInput(
                     f"{clip(name)}: {bad} of its values are NaN or Infinity; the model takes"
