@@ -6,7 +6,7 @@ MODEL_DIR ?= models
 SAMPLES ?= ../shared/data/imagenet-sample
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: serve test test-fast export bench bench-accuracy bench-cost bench-serve bench-batch bench-faithfulness bench-load bench-hostile bench-fairness bench-models bench-training bench-protocols lint clean
+.PHONY: serve test test-fast export bench bench-accuracy bench-cost bench-serve bench-batch bench-faithfulness bench-load bench-hostile bench-soak bench-fairness bench-models bench-training bench-protocols lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,12 @@ bench-load: export
 # Good traffic with 10% decode bombs vs clean, at concurrency 16: p99, probes, RSS.
 bench-hostile: export
 	$(BIN)/python -m bench.hostile --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
+
+# 30 minutes of mixed traffic (:predict at 1, 4 and 16 photos, every :explain method, tensor
+# form, Vertex, v2, jobs, 10% bombs) at concurrency 16: 5xx, p99 drift, probes, RSS. Not in
+# `bench` (too long).
+bench-soak: export
+	$(BIN)/python -m bench.soak --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
 
 # A one-photo :predict (p99 <= 500 ms) and /healthz/live (< 100 ms) beside four 64-photo x
 # 16-box serving_boxes requests, with tensor pieces of 4 rows and of 64 (no pieces).

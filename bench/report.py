@@ -19,6 +19,7 @@ SECTIONS = [
     ("faithfulness", "make bench-faithfulness", "Explanation methods: faithfulness and cost"),
     ("load", "make bench-load", "Load: 10,000 requests at concurrency 32"),
     ("hostile", "make bench-hostile", "Hostile mix: decode bombs among good requests"),
+    ("soak", "make bench-soak", "Soak: 30 minutes of mixed traffic at concurrency 16"),
     ("fairness", "make bench-fairness", "Fairness: one-photo :predict beside tensor hogs"),
     ("models", "make bench-models", "Models: gateway RSS with 1, 2 and 4 models"),
     ("training", "make bench-training", "Your own classes: training time, unseen-class accuracy"),

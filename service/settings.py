@@ -100,6 +100,9 @@ class GatewaySettings(BaseSettings):
     tensor_piece_rows: int = Field(4, ge=1, le=1000)
     # Connections (uvicorn): slow or idle clients must not hold the server's sockets.
     body_timeout_s: float = Field(30.0, gt=0.0)  # between two chunks of a body: 408 after
+    # The request line and headers, from the connection's opening or the previous answer:
+    # 408 and closed after (service/http_protocol.py; h11 only).
+    header_timeout_s: float = Field(10.0, gt=0.0)
     keep_alive_s: float = Field(5.0, gt=0.0)  # an idle keep-alive connection is closed
     max_connections: int = Field(512, ge=1)  # concurrent connections; beyond: 503
     max_header_bytes: int = Field(16_384, ge=4096)  # request line + headers: 431 beyond
@@ -153,8 +156,11 @@ class GatewaySettings(BaseSettings):
 
     def server_options(self) -> dict:
         """uvicorn's connection limits for these settings (the CLI and the tests' servers)."""
+        from service.http_protocol import protocol_class
+
+        http = protocol_class(self.header_timeout_s) if self.http_parser == "h11" else "httptools"
         return {
-            "http": self.http_parser,
+            "http": http,
             "timeout_keep_alive": max(1, round(self.keep_alive_s)),
             "limit_concurrency": self.max_connections,
             "h11_max_incomplete_event_size": self.max_header_bytes,
