@@ -31,6 +31,16 @@ from service.signatures import SignatureSpec, batch_rows, splittable
 Row = dict[str, np.ndarray]  # one row of a tensor request: each input's or output's slice
 
 
+def _stack(values: list) -> np.ndarray:
+    """Rows back into one tensor. A row of a string tensor is a bare `bytes`: kept whole in
+    an object array (np.stack would make a fixed-width one, which drops trailing NUL bytes)."""
+    if isinstance(values[0], bytes | str):
+        out = np.empty(len(values), object)
+        out[:] = values
+        return out
+    return np.stack(values)
+
+
 class ModelRunner:
     def __init__(
         self,
@@ -92,7 +102,7 @@ class ModelRunner:
             results = await self._tensor_batcher(spec.name).submit(
                 [{name: t[i] for name, t in tensors.items()} for i in range(rows)]
             )
-            return {name: np.stack([r[name] for r in results]) for name in results[0]}
+            return {name: _stack([r[name] for r in results]) for name in results[0]}
         step = self._settings.tensor_piece_rows
         if rows <= step or not splittable(spec, tensors):
             async with self._scheduler.turn(Kind.TENSORS, flow, rows):
@@ -142,7 +152,7 @@ class ModelRunner:
     async def _run_rows(self, signature: str, rows: list[Row]) -> list[Row | BaseException]:
         """One call on rows of several requests; an image the model refuses fails its own
         row (each then runs alone), not its batch-mates' requests."""
-        inputs = {name: np.stack([r[name] for r in rows]) for name in rows[0]}
+        inputs = {name: _stack([r[name] for r in rows]) for name in rows[0]}
         try:
             out = await self.predictor.run_signature(signature, inputs)
         except InvalidInput:

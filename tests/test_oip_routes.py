@@ -357,3 +357,15 @@ def test_nan_and_infinity_are_refused_naming_the_tensor(client):
         content=b'{"signature_name": "double", "inputs": {"x": [[1.0, Infinity]]}}',
     )
     assert r.status_code == 400 and "NaN or Infinity" in r.json()["error"]
+
+
+def test_batched_rows_keep_their_bytes_whole():
+    """Rows of a string tensor are joined into an object array: a fixed-width one (what
+    np.stack makes of bytes) would drop trailing NUL bytes from an image or an output."""
+    from service.model_runner import _stack
+
+    images = np.empty(2, object)
+    images[:] = [b"\xff\xd8\x00", b"\x89PNG\x00\x00"]
+    joined = _stack([images[0], images[1]])
+    assert joined.dtype == object and list(joined) == [b"\xff\xd8\x00", b"\x89PNG\x00\x00"]
+    assert _stack([np.ones(2), np.zeros(2)]).shape == (2, 2)
