@@ -46,6 +46,12 @@ from service import timing
 OUTPUTS = ("classes", "scores", "glimpse_boxes", "annotated_image_bytes")
 
 
+def tf_serving_body(photo: bytes) -> bytes:
+    """TF Serving's row form of `serving_default` on one photo."""
+    instance = {"input_image_bytes": {"b64": base64.b64encode(photo).decode()}}
+    return json.dumps({"signature_name": "serving_default", "instances": [instance]}).encode()
+
+
 def throughput(
     make_call: Callable[[], Callable[[], object]], threads: int, seconds: float
 ) -> tuple[float, int]:
@@ -84,12 +90,7 @@ class Paths:
         self.url = f"http://127.0.0.1:{port}"
         self.http = httpx.Client(timeout=120)
         self.triton_http = httpclient
-        self.tfs_body = json.dumps(
-            {
-                "signature_name": "serving_default",
-                "instances": [{"input_image_bytes": {"b64": base64.b64encode(photo).decode()}}],
-            }
-        ).encode()
+        self.tfs_body = tf_serving_body(photo)
         self.v2 = {binary: self._v2_body(photo, binary) for binary in (False, True)}
         self.channel = grpc.insecure_channel(
             f"127.0.0.1:{grpc_port}", options=[("grpc.max_receive_message_length", 64 << 20)]
@@ -164,12 +165,7 @@ def triton_callers(photo: bytes, port: int, grpc_port: int) -> dict[str, Callabl
 
     def tf_serving_make() -> Callable[[], object]:
         client = httpx.Client(timeout=120)
-        body = json.dumps(
-            {
-                "signature_name": "serving_default",
-                "instances": [{"input_image_bytes": {"b64": base64.b64encode(photo).decode()}}],
-            }
-        ).encode()
+        body = tf_serving_body(photo)
         url = f"http://127.0.0.1:{port}/v1/models/saccader:predict"
         return lambda: client.post(url, content=body).raise_for_status()
 

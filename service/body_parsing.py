@@ -25,7 +25,8 @@ T = TypeVar("T")
 
 
 def one_at_a_time(fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)` in the calling (worker) thread, alone among the parses."""
+    """`fn(*args)` in the calling worker thread, alone among the parses. Never call it on the
+    event loop: it blocks until the slot is free."""
     with _SLOT:
         return fn(*args)
 
@@ -43,7 +44,7 @@ async def preparse(request: Any) -> None:
     """Before FastAPI reads a route's body: a big one is parsed here and left where
     Starlette's `Request.json()` keeps what it parsed, so FastAPI uses it."""
     body = await request.body()
-    if len(body) > BIG_BODY and "json" in request.headers.get("content-type", "json"):
+    if len(body) > BIG_BODY:  # every POST body is read as JSON (service/middleware.py)
         parsed = await parse_big(body)
         if parsed is not UNPARSED:
             request._json = parsed

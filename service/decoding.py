@@ -82,18 +82,23 @@ class Decoder:
 
     async def decode(self, instances: Sequence[Instance], deadline: float) -> list[ImageInput]:
         """Every instance decoded and checked within the request's deadline (monotonic)."""
-        limits = self._limits
         b64 = instances[0].input_image_bytes.b64 if len(instances) == 1 else ""
         if b64.startswith(_JPEG_B64) and len(b64) < _INLINE_B64:
-            # The common case, a JPEG passed through untouched, costs a header parse: done
-            # here, without a thread hop. Any other format needs pixel work (PNGs are
-            # checked by decoding): straight to the pool, not parsed twice.
-            quick = limits.budget(run=_needs_pixels, run_above_pixels=0)
-            try:
-                return decode_instances(list(instances), limits.image_pixels, quick)
-            except _NeedsPixels:
-                pass
+            done = self._quick(decode_instances, list(instances))
+            if done is not None:
+                return done
         return await self._in_pool(decode_instances, list(instances), deadline)
+
+    def _quick(self, fn: Callable[..., list[ImageInput]], *args: Any) -> list[ImageInput] | None:
+        """The common case, one small JPEG passed through untouched, costs a header parse:
+        done here, on the event loop, without a thread hop. None when it needs pixel work
+        (any other format; PNGs are checked by decoding): the pool's, not parsed twice."""
+        first, *rest = args
+        quick = self._limits.budget(run=_needs_pixels, run_above_pixels=0)
+        try:
+            return fn(first, self._limits.image_pixels, quick, *rest)
+        except _NeedsPixels:
+            return None
 
     async def decode_bytes(
         self, raws: list[bytes], deadline: float, where: Callable[[int], str]
@@ -102,11 +107,9 @@ class Decoder:
         image i is named `where(i)` in errors. One small JPEG is checked here, as in
         `decode`."""
         if len(raws) == 1 and raws[0][:3] == _JPEG and len(raws[0]) < _INLINE_RAW:
-            quick = self._limits.budget(run=_needs_pixels, run_above_pixels=0)
-            try:
-                return decode_images(raws, self._limits.image_pixels, quick, where)
-            except _NeedsPixels:
-                pass
+            done = self._quick(decode_images, raws, where)
+            if done is not None:
+                return done
         return await self._in_pool(decode_images, raws, deadline, where)
 
     async def _in_pool(

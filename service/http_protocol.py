@@ -44,10 +44,11 @@ def _raw_answer(status: int, reason: str, message: str) -> bytes:
 
 class GatewayH11Protocol(H11Protocol):
     header_timeout_s: float = 10.0  # set per server by `protocol_class`
+    _headers_timer: asyncio.TimerHandle | None = None
+    _lingering = False  # answered a 400: what the client still sends is dropped
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._headers_timer: asyncio.TimerHandle | None = None
         self._waiting_cycle = self.cycle  # a new cycle object: a request's headers arrived
         self._arm_headers_timer()
 
@@ -57,13 +58,12 @@ class GatewayH11Protocol(H11Protocol):
         self._headers_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
 
     def _cancel_headers_timer(self) -> None:
-        timer = getattr(self, "_headers_timer", None)
-        if timer is not None:
-            timer.cancel()
+        if self._headers_timer is not None:
+            self._headers_timer.cancel()
             self._headers_timer = None
 
     def data_received(self, data: bytes) -> None:
-        if getattr(self, "_lingering", False):
+        if self._lingering:
             return  # answered and closing: what the client still sends is dropped
         between = self.cycle is not None and self.cycle.response_complete
         if self._headers_timer is None and between:

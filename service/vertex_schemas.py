@@ -31,6 +31,7 @@ probability is beside them (`probability`), and in `predictions`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import ConfigDict, Field, PrivateAttr, RootModel, model_validator
@@ -43,6 +44,7 @@ from service.explain.schemas import (
     StructuredAttentionGraph,
     VisualizationConfig,
 )
+from service.instances import b64decode
 from service.schemas import GoogleJson, Instance, Prediction, PredictParameters, PredictRequest
 
 
@@ -218,10 +220,6 @@ class RawPredictRequest(RootModel[PredictRequest]):
 
 def _http_body_json(data: dict[str, Any]) -> Any:
     """The JSON inside an HttpBody envelope; what is wrong with the envelope, named."""
-    import json
-
-    from service.instances import b64decode
-
     if set(data) != {"httpBody"} or not isinstance(data["httpBody"], dict):
         raise ValueError('httpBody: the body is either the model\'s JSON or {"httpBody": {...}}')
     body = data["httpBody"]

@@ -70,3 +70,28 @@ def test_what_orjson_refuses_is_the_frameworks_to_word(client):
     assert r.status_code == 400  # parsed by json (NaN literal), then refused as TF Serving does
     r = client.post("/v1/models/saccader:predict", content=b'{"instances": [' + b" " * 70_000)
     assert r.status_code == 400 and r.json()["error"].startswith("JSON Parse error")
+
+
+def test_a_small_v2_body_never_waits_for_a_big_parse(client):
+    """The slot is taken only in worker threads: a small body, read on the event loop, is
+    answered while a big parse holds the slot (waiting for it there would stall the loop)."""
+    held = threading.Event()
+
+    def big_parse() -> None:
+        body_parsing.one_at_a_time(lambda: (held.set(), time.sleep(1.5)))
+
+    worker = threading.Thread(target=big_parse)
+    worker.start()
+    held.wait(5)
+    started = time.monotonic()
+    r = client.post(
+        "/v2/models/saccader/infer",
+        json={
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}],
+            "parameters": {"signature_name": "double"},
+        },
+    )
+    took = time.monotonic() - started
+    worker.join()
+    assert r.status_code == 200, r.text
+    assert took < 0.75, took  # not behind the 1.5 s parse

@@ -137,26 +137,35 @@ AI_PLATFORM_FORMS: list[Form] = [
 ]
 
 
-class ServableFirst(APIRoute):
-    """A route that reads a body, checked in TF Serving's order: the bearer token (401), then
-    the model and version its URL names (404), before the body is read or validated (400).
-    `form`: how the route's `{version}` names a version."""
+class ChecksFirst(APIRoute):
+    """A route checked in TF Serving's order: the bearer token (401), then what its URL
+    names (`check`: 404), before the body is read (a big one off the event loop) and
+    validated (400). FastAPI would read and validate the body before any dependency ran."""
 
-    form: VersionForm = VersionForm.NUMBER
+    async def check(self, request: Request, plane: DataPlane) -> None:
+        """What the URL names exists; 404 (a domain error) otherwise."""
 
     def get_route_handler(self) -> Callable:
         handle = super().get_route_handler()
-        form = self.form
 
         async def checked(request: Request) -> Response:
-            path = request.path_params
             plane: DataPlane = request.app.state.plane
             await require_token(request, plane)  # who asks, before what exists is told
-            await plane.find(path["model"], VersionRef(path.get("version"), form))
-            await preparse(request)  # a big body off the event loop
+            await self.check(request, plane)
+            await preparse(request)
             return await handle(request)
 
         return checked
+
+
+class ServableFirst(ChecksFirst):
+    """The model and version a model route names; `form`: how its `{version}` names one."""
+
+    form: VersionForm = VersionForm.NUMBER
+
+    async def check(self, request: Request, plane: DataPlane) -> None:
+        path = request.path_params
+        await plane.find(path["model"], VersionRef(path.get("version"), self.form))
 
 
 def servable_first(form: VersionForm) -> type[APIRoute]:

@@ -15,6 +15,7 @@ are `{"error": "..."}`, the shape KServe and Triton answer with.
 
 from __future__ import annotations
 
+import asyncio
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
@@ -139,7 +140,10 @@ async def _infer(plane, model: str, version: str | None, request: Request) -> Re
     body = await request.body()
     header = request.headers.get(oip_tensors.HEADER_LENGTH)
     inline = len(body) <= INLINE_BODY
-    parsed = await off_loop(inline, one_at_a_time, oip_tensors.read_request, body, header)
+    if inline:  # never the slot on the event loop: it would wait there for a big parse
+        parsed = oip_tensors.read_request(body, header)
+    else:
+        parsed = await asyncio.to_thread(one_at_a_time, oip_tensors.read_request, body, header)
     number, outputs = await run_infer(plane, model, version, parsed, inline)
     content, head = await off_loop(
         inline and one_row(outputs), oip_tensors.answer, model, number, parsed, outputs

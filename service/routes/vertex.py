@@ -24,21 +24,24 @@ from __future__ import annotations
 import json
 import re
 from base64 import b64encode
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from service.admission import VersionRef
-from service.body_parsing import preparse
 from service.dataplane import DataPlane, off_loop
 from service.errors import InvalidInput, ModelNotFound, clip
 from service.routes import tfserving
 from service.routes.aiplatform import PagingDep
-from service.routes.deps import ModelRef, PlaneDep, error_responses, require_token
+from service.routes.deps import (
+    ChecksFirst,
+    ModelRef,
+    PlaneDep,
+    error_responses,
+    require_token,
+)
 from service.schemas import (
     PredictParameters,
     PredictResponse,
@@ -58,23 +61,13 @@ from service.vertex_schemas import (
 )
 
 
-class EndpointFirst(APIRoute):
-    """Vertex's order of checks: the bearer token (401), then the endpoint a URL names (404),
-    before the body is read or validated (400)."""
+class EndpointFirst(ChecksFirst):
+    """Vertex's order of checks: the endpoint a URL names, before the body."""
 
-    def get_route_handler(self) -> Callable:
-        handle = super().get_route_handler()
-
-        async def checked(request: Request) -> Response:
-            path = request.path_params
-            if request.method == "POST" and "endpoint" in path:
-                plane: DataPlane = request.app.state.plane
-                await require_token(request, plane)  # who asks, before what exists is told
-                await deployment(path["project"], path["location"], path["endpoint"], plane)
-                await preparse(request)  # a big body off the event loop
-            return await handle(request)
-
-        return checked
+    async def check(self, request: Request, plane: DataPlane) -> None:
+        path = request.path_params
+        if "endpoint" in path:
+            await deployment(path["project"], path["location"], path["endpoint"], plane)
 
 
 router = APIRouter(
