@@ -351,3 +351,47 @@ def test_smoothgrad_squares_lose_the_path_integrals_sign():
         assert methods.is_signed(squared.model_copy(update={"smoothgrad_magnitude": False}))
         steps = OLD_DEFAULT_STEPS[method]
         assert methods.estimated_evaluations(squared) == 3 * steps + 3 + 3
+
+
+class _Weighed:
+    """A stand-in model whose class-0 logit is the sum of the view's pixels times fixed
+    weights: occlusion's drops are then known, and its calls counted."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.weights = rng.random((224, 224, 3))
+        self.calls: list[int] = []
+
+    def logits(self, pixels: np.ndarray, budget: Budget | None = None) -> np.ndarray:
+        self.calls.append(len(pixels))
+        out = np.zeros((len(pixels), 2))
+        out[:, 0] = (pixels * self.weights).sum(axis=(1, 2, 3)) / 1e4
+        return out
+
+
+@pytest.mark.parametrize("grid,window", [(7, 1), (7, 2), (5, 3)])
+def test_occlusion_scores_every_window_in_few_model_calls(grid, window):
+    """Each model call takes a turn on the model: the library's one-image calls are recorded
+    and replayed, so a 7x7 grid is 2 calls of many rows, not 50 of one, and the map is the
+    library's (the mean drop of the windows over each cell)."""
+    rng = np.random.default_rng(0)
+    model = _Weighed(rng)
+    view = rng.uniform(0, 255, (224, 224, 3)).astype(np.float32)
+    params = ExplainParameters(method="occlusion", occlusion_grid=grid, occlusion_window=window)
+    context = methods._Context(model, view, np.array([1.0, 0.0]), 0, params, Budget())
+    att = methods.occlusion(context)
+    windows = (grid - window + 1) ** 2
+    # The unoccluded view and each window, then the grey view (the baseline score).
+    assert sum(model.calls[:-1]) == 1 + windows and len(model.calls) == 1 + -(-(1 + windows) // 32)
+
+    cell = -(-224 // grid)
+    grey = np.full_like(view, methods.FILL["grey"])
+    contribution = ((view - grey) * model.weights).sum(-1) / 1e4  # what filling a pixel drops
+    expected = np.zeros((grid, grid))
+    cover = np.zeros((grid, grid))
+    for r in range(grid - window + 1):
+        for c in range(grid - window + 1):
+            drop = contribution[r * cell : (r + window) * cell, c * cell : (c + window) * cell]
+            expected[r : r + window, c : c + window] += drop.sum()
+            cover[r : r + window, c : c + window] += 1
+    expected = np.repeat(np.repeat(expected / cover, cell, 0), cell, 1)[:224, :224]
+    np.testing.assert_allclose(att.map, expected, rtol=1e-4, atol=1e-6)
