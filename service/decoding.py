@@ -6,7 +6,8 @@ images holds one thread, not all of them. The pixel work (decoding, converting, 
 of images over a few megapixels runs in worker processes, started on first need: Pillow holds
 the interpreter lock in parts of it, and a megapixel conversion on a thread would stall the
 event loop (and the health probes) for its duration; smaller ones cost milliseconds here.
-A process that dies on an image fails that image with a 400, and the pool is rebuilt.
+A process that dies on an image fails that image with a 400, and the pool is rebuilt. The
+processes end with the gateway, however it ends (`_end_with_parent`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +34,21 @@ _INLINE_B64 = 200_000  # ~150 KB: base64 and a header walk of it take well under
 _JPEG_B64 = "/9j/"  # FF D8 FF, a JPEG's first bytes, in base64
 _JPEG = b"\xff\xd8\xff"
 _INLINE_RAW = _INLINE_B64 * 3 // 4
+_PARENT_POLL_S = 0.5
+
+
+def _end_with_parent(parent: int) -> None:
+    """A decoder process's initializer. A worker waits on a queue whose writing end it holds
+    too (spawn pickles both), so it never sees the gateway go: killed, or stopped while the
+    pool's shutdown was still under way, the gateway would leave it running, orphaned. It
+    watches its parent instead and ends when it is gone (re-parented)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class _NeedsPixels(Exception):
@@ -55,7 +72,10 @@ class Decoder:
             if self._processes is None:
                 # spawn: a fork of a process running TensorFlow's threads is not safe.
                 self._processes = ProcessPoolExecutor(
-                    self._settings.decode_workers, mp_context=multiprocessing.get_context("spawn")
+                    self._settings.decode_workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_end_with_parent,
+                    initargs=(os.getpid(),),
                 )
             return self._processes
 
