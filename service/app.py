@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -16,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import errors
+from service import errors, priority
 from service.backends import Backend, make_backend
 from service.batch.job_manager import JobManager
 from service.dataplane import DataPlane
@@ -79,6 +80,12 @@ def create_app(settings: GatewaySettings, backend: Backend | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # asyncio.to_thread's pool (body parsing, storage, file reads) below the event loop.
+        asyncio.get_running_loop().set_default_executor(
+            priority.worker_threads(
+                min(32, (os.cpu_count() or 1) + 4), "worker", settings.worker_nice
+            )
+        )
         grpc_server = None
         if settings.grpc_port is not None:
             from service.routes.oip_grpc import start_server

@@ -7,7 +7,7 @@ of images over a few megapixels runs in worker processes, started on first need:
 the interpreter lock in parts of it, and a megapixel conversion on a thread would stall the
 event loop (and the health probes) for its duration; smaller ones cost milliseconds here.
 A process that dies on an image fails that image with a 400, and the pool is rebuilt. The
-processes end with the gateway, however it ends (`_end_with_parent`).
+processes end with the gateway, however it ends (`_worker_start`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from service import priority
 from service.errors import BackendTimeout, InvalidInput
 from service.instances import DecodeLimits, ImageInput, decode_images, decode_instances
 from service.schemas import Instance
@@ -37,17 +38,19 @@ _INLINE_RAW = _INLINE_B64 * 3 // 4
 _PARENT_POLL_S = 0.5
 
 
-def _end_with_parent(parent: int) -> None:
-    """A decoder process's initializer. A worker waits on a queue whose writing end it holds
-    too (spawn pickles both), so it never sees the gateway go: killed, or stopped while the
-    pool's shutdown was still under way, the gateway would leave it running, orphaned. It
-    watches its parent instead and ends when it is gone (re-parented)."""
+def _worker_start(parent: int, nice: int) -> None:
+    """A decoder process's initializer: lowered as the gateway's worker threads are
+    (service/priority.py), and ended with the gateway. A worker waits on a queue whose writing
+    end it holds too (spawn pickles both), so it never sees the gateway go: killed, or stopped
+    while the pool's shutdown was still under way, the gateway would leave it running,
+    orphaned. It watches its parent instead and ends when it is gone (re-parented)."""
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(_PARENT_POLL_S)
         os._exit(0)
 
+    priority.lower_this_thread(nice)
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
@@ -63,7 +66,9 @@ class Decoder:
     def __init__(self, settings: GatewaySettings):
         self._settings = settings
         self._limits = DecodeLimits.of(settings)
-        self._threads = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        self._threads = priority.worker_threads(
+            settings.decode_workers, "decode", settings.worker_nice
+        )
         self._lock = threading.Lock()
         self._processes: ProcessPoolExecutor | None = None
 
@@ -74,8 +79,8 @@ class Decoder:
                 self._processes = ProcessPoolExecutor(
                     self._settings.decode_workers,
                     mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_end_with_parent,
-                    initargs=(os.getpid(),),
+                    initializer=_worker_start,
+                    initargs=(os.getpid(), self._settings.worker_nice),
                 )
             return self._processes
 

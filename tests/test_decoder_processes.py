@@ -1,4 +1,4 @@
-"""The decoder's worker processes end with the gateway, however it ends."""
+"""The decoder's worker processes: below the gateway's priority, and ended with it."""
 
 from __future__ import annotations
 
@@ -45,6 +45,10 @@ def test_decoder_processes_end_when_the_gateway_is_killed(how):
         workers = json.loads(gateway.stdout.readline())
         assert workers and gateway.pid not in workers
         assert all(psutil.Process(w).ppid() == gateway.pid for w in workers)
+        # Below the gateway's event loop, as its worker threads (service/priority.py).
+        assert all(
+            psutil.Process(w).nice() >= os.getpriority(os.PRIO_PROCESS, 0) + 10 for w in workers
+        )
     finally:
         gateway.send_signal(how)
         gateway.wait(timeout=30)

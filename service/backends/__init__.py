@@ -44,4 +44,4 @@ def make_backend(settings: GatewaySettings) -> Backend:
         return TFServingBackend(settings)
     from service.backends.embedded import EmbeddedBackend
 
-    return EmbeddedBackend()
+    return EmbeddedBackend(settings.worker_nice)

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from model_export.contract import ModelInfo
-from service import savedmodel, timing
+from service import priority, savedmodel, timing
 from service.errors import BackendError, InvalidInput, model_error_reason
 from service.instances import ImageInput
 from service.model_config import ModelConfig
@@ -29,11 +28,12 @@ log = logging.getLogger(__name__)
 class EmbeddedPredictor:
     """One version folder, loaded in this process."""
 
-    def __init__(self, model_name: str, version: int, path: Path):
+    def __init__(self, model_name: str, version: int, path: Path, nice: int = 0):
         self.model_name = model_name
         self.version = version
         self.path = path
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"tf-{model_name}-{version}")
+        self._executor = priority.worker_threads(1, f"tf-{model_name}-{version}", nice)
+        self._nice = nice
         self._info: ModelInfo | None = None
         self._metadata: dict[str, Any] = {}
         self._fn: Any = None  # the loaded SavedModel's signatures, by name
@@ -46,6 +46,8 @@ class EmbeddedPredictor:
         # Built once: TF Serving's metadata body is read on every tensor-form request.
         signatures = savedmodel.signature_def_map(self.path)
         self._metadata = savedmodel.metadata_body(self.model_name, self.version, signatures)
+        # TensorFlow started its thread pools while loading: below the event loop too.
+        priority.lower_model_threads(self._nice)
 
     async def load(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
@@ -126,6 +128,9 @@ class EmbeddedBackend:
 
     in_process = True  # explanations share the predictor's loaded copy and its turns
 
+    def __init__(self, worker_nice: int = 0):
+        self._nice = worker_nice  # service/priority.py
+
     async def start(self) -> None:
         pass
 
@@ -136,7 +141,7 @@ class EmbeddedBackend:
         return await asyncio.to_thread(savedmodel.versions, model.base_path)
 
     def open(self, model: ModelConfig, version: int) -> EmbeddedPredictor:
-        return EmbeddedPredictor(model.name, version, model.base_path / str(version))
+        return EmbeddedPredictor(model.name, version, model.base_path / str(version), self._nice)
 
     async def label(self, model: ModelConfig, label: str) -> int:
         """A label the model's config does not name: in-process there is no one else to ask."""

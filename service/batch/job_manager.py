@@ -32,12 +32,12 @@ import re
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from service import priority
 from service.admission import VersionRef, check_parameters
 from service.batch import job_filter, train_job
 from service.batch.job_resource import (
@@ -86,7 +86,7 @@ class JobManager:
         # threading.Event the Trainer checks between batches).
         self._running: dict[RunKey, tuple[asyncio.Task, asyncio.Event | threading.Event]] = {}
         self._training: set[RunKey] = set()  # those of _running that are training jobs
-        self._train_pool = ThreadPoolExecutor(1, thread_name_prefix="train-job")
+        self._train_pool = priority.worker_threads(1, "train-job", settings.worker_nice)
         self._wake: asyncio.Event | None = None
         self._scheduler: asyncio.Task | None = None
         self._closing = False

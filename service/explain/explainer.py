@@ -16,14 +16,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from model_export.contract import IMAGE_INPUT
-from service import geometry
+from service import geometry, priority
 from service.errors import BackendTimeout, InvalidInput, Overloaded, model_error_reason
 from service.explain import faithfulness, methods, sag, visualise
 from service.explain.model import Budget, ExplainModel
@@ -76,7 +75,7 @@ class Explainer:
         self._path = path
         self._load = load
         self._scheduler = scheduler
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="explain")
+        self._executor = priority.worker_threads(1, "explain", settings.worker_nice)
         self._model: ExplainModel | None = None
         self._load_lock = threading.Lock()
         self._pending = 0
