@@ -371,7 +371,7 @@ class _Weighed:
 @pytest.mark.parametrize("grid,window", [(7, 1), (7, 2), (5, 3)])
 def test_occlusion_scores_every_window_in_few_model_calls(grid, window):
     """Each model call takes a turn on the model: the library's one-image calls are recorded
-    and replayed, so a 7x7 grid is 2 calls of many rows, not 50 of one, and the map is the
+    and replayed, so a 7x7 grid is a few calls of many rows, not 50 of one, and the map is the
     library's (the mean drop of the windows over each cell)."""
     rng = np.random.default_rng(0)
     model = _Weighed(rng)

@@ -414,7 +414,7 @@ def occlusion(c: _Context) -> Attribution:
             return np.repeat(np.repeat(m, cell, 0), cell, 1)[:VIEW_SIZE, :VIEW_SIZE]
 
     # The library asks for one occluded image per call; one model call per image would take
-    # one turn on the model each (49 waits behind predictions under load: 35 s in the soak).
+    # one turn on the model each (50 waits behind predictions under load: 35 s in the soak).
     # So its loop is run twice: first to record every image it asks for (answering zeros),
     # then, after those are scored in chunks of many rows, to replay the scores in its order.
     recorded: list[np.ndarray] = []
