@@ -8,7 +8,8 @@ thread id), and a thread starts with its creator's, so each worker pool lowers i
 they start, and TensorFlow's own pools (threads named `tf_*`) are lowered once a model is
 loaded; what they start later inherits it. An unprivileged process may raise a nice value,
 never lower it, so only the workers are touched, never the event loop's thread.
-`GLIMPSE_WORKER_NICE` (default 10) sets how much lower; 0 leaves every thread as it is.
+`GLIMPSE_WORKER_NICE` (default 10) is the nice value the workers run at (the event loop's
+thread keeps the process's, normally 0); 0 leaves every thread as it is.
 """
 
 from __future__ import annotations

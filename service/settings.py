@@ -110,8 +110,8 @@ class GatewaySettings(BaseSettings):
     # reads); httptools parses faster but would buffer megabytes of headers.
     http_parser: Literal["h11", "httptools"] = "h11"
     shutdown_grace_s: float = Field(20.0, ge=0.0)
-    # How much lower than the event loop's the CPU priority (nice) of the threads that run
-    # the model, decode and parse; 0: all equal (service/priority.py).
+    # The nice value (CPU priority) of the threads that run the model, decode and parse; the
+    # event loop's keeps the process's, normally 0; 0: all equal (service/priority.py).
     worker_nice: int = Field(10, ge=0, le=19)
 
     # Explanations (:explain) cost up to seconds each and run on one thread of their own;
