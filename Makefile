@@ -6,7 +6,7 @@ MODEL_DIR ?= models
 SAMPLES ?= ../shared/data/imagenet-sample
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: serve test test-fast export bench bench-accuracy bench-cost bench-serve bench-batch bench-faithfulness bench-load bench-hostile bench-soak bench-fairness bench-models bench-training bench-protocols lint clean
+.PHONY: serve test test-fast export bench bench-accuracy bench-cost bench-frontier bench-serve bench-batch bench-faithfulness bench-load bench-hostile bench-soak bench-fairness bench-models bench-training bench-protocols lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,7 @@ test-fast: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -m fast
 
-bench: bench-accuracy bench-cost bench-serve bench-batch bench-faithfulness bench-load bench-hostile \
+bench: bench-accuracy bench-cost bench-frontier bench-serve bench-batch bench-faithfulness bench-load bench-hostile \
 	bench-fairness bench-models bench-training bench-protocols
 	$(BIN)/python -m bench.report
 
@@ -45,6 +45,11 @@ bench-accuracy: export
 
 bench-cost: export
 	$(BIN)/python -m bench.cost --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
+
+# Where-pass resolution x canvas size: explained / plain, glimpse top-1, distinctness, and
+# the explained path's parts (docs/model.md's frontier table).
+bench-frontier: export
+	$(BIN)/python -m bench.frontier --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
 
 bench-serve: export
 	$(BIN)/python -m bench.serve --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results

@@ -14,6 +14,7 @@ from pathlib import Path
 SECTIONS = [
     ("accuracy", "make bench-accuracy", "Glimpse-only accuracy, coverage and policies"),
     ("cost", "make bench-cost", "What an explanation costs"),
+    ("frontier", "make bench-frontier", "Explained prediction: cost / accuracy frontier"),
     ("serve", "make bench-serve", "Serving latency and throughput"),
     ("batch", "make bench-batch", "Batch prediction throughput"),
     ("faithfulness", "make bench-faithfulness", "Explanation methods: faithfulness and cost"),
