@@ -97,6 +97,8 @@ def create_app(settings: GatewaySettings, backend: Backend | None = None) -> Fas
         if manager is not None:
             await manager.start()
         yield
+        if manager is not None:
+            manager.interrupt()
         plane.shutting_down = True
         if grpc_server is not None:
             await grpc_server.stop(settings.shutdown_grace_s)

@@ -117,15 +117,22 @@ class JobManager:
                     self._store.update(job)
                     log.info("job %s requeued after a restart", job.job_id)
 
-    async def close(self, grace_s: float) -> None:
-        """Stop running jobs at a batch boundary; they go back to QUEUED for the next start."""
+    def interrupt(self) -> None:
+        """Ask running jobs to stop at a batch boundary, before the data plane starts to refuse
+        work: a batch refused by a shutting-down plane would otherwise be retried past the
+        grace, and the job counted as crashed."""
         self._closing = True
         if self._scheduler:
             self._scheduler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._scheduler
         for _, cancel in self._running.values():
             cancel.set()
+
+    async def close(self, grace_s: float) -> None:
+        """Stop running jobs at a batch boundary; they go back to QUEUED for the next start."""
+        self.interrupt()
+        if self._scheduler:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
         tasks = [t for t, _ in self._running.values()]
         if tasks:
             await asyncio.wait(tasks, timeout=max(grace_s, 0.1))

@@ -3,13 +3,15 @@
 It goes through the online path's own parts (a model runner's micro-batcher and turns, the
 response builder), so a batch prediction is the object an online request returns.
 Transient model trouble (queue full, TF Serving restarting, a timeout) is retried with backoff
-until a deadline; only then does it fail the batch, and with it the job. A line the model
-itself rejects becomes that line's error record.
+until a deadline; only then does it fail the batch, and with it the job. A cancelled job
+stops retrying at once (a shutting-down gateway refuses work, and waiting out the deadline
+would outlast its grace). A line the model itself rejects becomes that line's error record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from contextlib import AbstractAsyncContextManager
@@ -17,6 +19,7 @@ from typing import Protocol
 
 from model_export.contract import ModelInfo
 from service.admission import check_parameters
+from service.batch.finish import JobCancelled
 from service.batch.lines import Failure, Outcome, RawLine, Success, decode_line
 from service.errors import (
     BackendError,
@@ -112,6 +115,7 @@ async def predict_lines(
     limits: DecodeLimits,
     retry_deadline_s: float,
     max_in_flight: int,
+    cancel: asyncio.Event | None = None,
 ) -> list[Outcome]:
     """One outcome per line, in order. The parameters are checked against the limits of the
     version that runs the batch, which is admitted once for all its lines."""
@@ -131,10 +135,23 @@ async def predict_lines(
                 outputs = await predict_each(runner, images, params, max_in_flight)
             break
         except TRANSIENT as e:
+            if cancel is not None and cancel.is_set():
+                raise JobCancelled from e
             if time.monotonic() + delay > deadline:
                 raise BatchFailed(
                     f"model unavailable for {retry_deadline_s:g} s: {e.message}"
                 ) from e
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            await _sleep(delay * random.uniform(0.5, 1.0), cancel)
             delay = min(delay * 2, 10.0)
     return await asyncio.to_thread(_encode, lines, decoded, outputs, params, info)
+
+
+async def _sleep(seconds: float, cancel: asyncio.Event | None) -> None:
+    """A backoff that a cancel cuts short."""
+    if cancel is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(cancel.wait(), seconds)
+    if cancel.is_set():
+        raise JobCancelled

@@ -85,8 +85,10 @@ async def run_job(
                         await queues[i % len(queues)].put(item)
                 finally:
                     batches.close()
-                    for q in queues:
-                        await q.put(None)
+                # Not in the `finally`: when a worker failed, the others are cancelled, and
+                # waiting to put into a full queue that nobody reads would never end.
+                for q in queues:
+                    await q.put(None)
 
             async def work(shard: ShardWriter, queue: asyncio.Queue) -> None:
                 while (item := await queue.get()) is not None:
@@ -100,6 +102,7 @@ async def run_job(
                         DecodeLimits.of(settings),
                         settings.predict_retry_deadline_s,
                         settings.max_batch_size,
+                        cancel,
                     )
                     predictions, errors = shard.write(outcomes)
                     progress.predictions += predictions
