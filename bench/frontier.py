@@ -7,7 +7,8 @@ activation map places the glimpses) and the what pass over a canvas of the glimp
 the 448 view. This measures, in one run, what cheaper passes cost in accuracy, so a reader sees
 why the default sits where it does. Each point is the exported serving graph itself
 (model_export's ExportModule, built in memory, not saved) with two settings changed:
-- the where pass runs on the view resampled (area) to R px, so its map has R/32 cells a side;
+- the where pass runs on the view resampled (area) to R px (SaccaderConfig.where_size), so its
+  map has R/32 cells a side;
 - the what canvas is C px (SaccaderConfig.canvas_size).
 Plain is the default model's `classify` graph (the 224 view, decode included), as bench.cost
 measures it. Per point:
@@ -18,7 +19,7 @@ measures it. Per point:
 - whether it meets the issue's bars: <= 1.3x at both batch sizes, >= 0.93x, >= 5 distinct of 6,
   top-1 rising with T.
 Then the default path's parts at batch 1 and 8 (decode and views, the where pass, the cell, the
-canvas, the what pass, the annotated PNG), each timed alone: where an explanation's time goes.
+canvas, the what pass, the annotated picture), each timed alone: where an explanation's time goes.
 Writes frontier.json and frontier.md under --out.
 """
 
@@ -45,19 +46,6 @@ STEPS = (1, 3, 6)
 BARS = {"ratio": 1.3, "of_full": 0.93, "distinct": 5.0}
 
 
-class WhereAt(Saccader):
-    """The same model with the where pass on the view resampled to `size` px."""
-
-    def __init__(self, base: Saccader, cfg: SaccaderConfig, size: int):
-        super().__init__(base.backbone, base.head, cfg)
-        self.size = size
-
-    def where(self, view: tf.Tensor) -> tf.Tensor:
-        if self.size != VIEW_SIZE:
-            view = tf.image.resize(view, [self.size, self.size], method="area")
-        return super().where(view)
-
-
 @dataclass
 class Point:
     where: int
@@ -74,8 +62,9 @@ def modules(base: Saccader, assets: Path, wheres: list[int], canvases: list[int]
     points = []
     for w in wheres:
         for c in canvases:
-            cfg = replace(base.cfg, canvas_size=c)
-            points.append(Point(w, c, ExportModule(WhereAt(base, cfg, w), labels, info)))
+            cfg = replace(base.cfg, where_size=w, canvas_size=c)
+            model = Saccader(base.backbone, base.head, cfg)
+            points.append(Point(w, c, ExportModule(model, labels, info)))
     return points
 
 
@@ -143,7 +132,7 @@ def parts(model: Saccader, images: list[bytes], batch: int, repeats: int) -> dic
 
     @tf.function
     def picture(view, bx):
-        return annotate.annotate(view, bx, valid, seen_pixels(bx, valid))
+        return annotate.annotate(view, bx, valid, seen_pixels(bx, valid), cfg.annotated_format)
 
     steps = {
         "decode, 224 view": lambda: plain_view(b),
@@ -152,7 +141,7 @@ def parts(model: Saccader, images: list[bytes], batch: int, repeats: int) -> dic
         "cell (6 glimpses)": lambda: cell(loc),
         "canvas": lambda: canvas_fn(v["hires"], boxes),
         "what pass (canvas + backbone)": lambda: what(v["hires"], boxes),
-        "annotated PNG": lambda: picture(v["view"], boxes),
+        f"annotated picture ({cfg.annotated_format})": lambda: picture(v["view"], boxes),
     }
     for fn in steps.values():
         fn()

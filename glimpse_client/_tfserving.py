@@ -93,10 +93,16 @@ def prediction(
             score=float(row["full_image_score"]),
         ),
         annotated_image=base64.b64decode(image["b64"]) if annotated and image else None,
-        annotated_image_format="png" if annotated and image else None,
+        annotated_image_format=_format(image) if annotated and image else None,
         preprocessing=Preprocessing(
             original_size=tuple(int(v) for v in row["image_size"]),
             crop_box=_box(crop_box),
             method=METHOD,
         ),
     )
+
+
+def _format(image: dict) -> str:
+    """The model's encoding of its picture, from its first bytes: JPEG for exports since
+    exporter revision 3, PNG before."""
+    return "jpeg" if base64.b64decode(image["b64"][:8]).startswith(b"\xff\xd8") else "png"

@@ -170,7 +170,7 @@ class Client:
         *,
         key: str | None = None,
         annotated_image: bool = True,
-        annotated_image_format: Literal["png", "jpeg"] = "png",
+        annotated_image_format: Literal["png", "jpeg"] | None = None,
         original_pixels: bool = True,
         glimpse_boxes: Sequence[Sequence[float]] | None = None,
     ) -> Prediction:
@@ -197,7 +197,7 @@ class Client:
         *,
         keys: Sequence[str | None] | None = None,
         annotated_image: bool = True,
-        annotated_image_format: Literal["png", "jpeg"] = "png",
+        annotated_image_format: Literal["png", "jpeg"] | None = None,
         original_pixels: bool = True,
     ) -> list[Prediction]:
         """Classify many photos, in as few requests as the service's instance and payload
@@ -243,17 +243,13 @@ class Client:
         num_glimpses: int,
         top_k: int | None,
         annotated: bool,
-        annotated_format: str,
+        annotated_format: str | None,
         original_pixels: bool,
         glimpse_boxes: Sequence[Sequence[float]] | None = None,
     ) -> list[Prediction]:
         encoded = [base64.b64encode(b).decode("ascii") for b in blobs]
         boxes = None if glimpse_boxes is None else [[float(v) for v in b] for b in glimpse_boxes]
         if self.flavour == "tfserving":
-            if annotated and annotated_format != "png":
-                raise errors.Unsupported(
-                    "TF Serving returns the SavedModel's PNG; JPEG is converted by the gateway"
-                )
             body = {
                 "signature_name": "serving_options" if boxes is None else "serving_boxes",
                 "instances": [
@@ -263,10 +259,17 @@ class Client:
                 ],
             }
             rows = self._json("POST", self._model_path() + ":predict", json=body)["predictions"]
-            return [
+            out = [
                 _tfserving.prediction(row, key, annotated, original_pixels)
                 for row, key in zip(rows, keys, strict=True)
             ]
+            made = {p.annotated_image_format for p in out} - {None}
+            if annotated_format and made - {annotated_format}:
+                raise errors.Unsupported(
+                    f"TF Serving returns the SavedModel's own picture ({made.pop()}); another"
+                    " format is converted by the gateway"
+                )
+            return out
         instances = [
             {"input_image_bytes": {"b64": e}, **({"key": k} if k is not None else {})}
             for e, k in zip(encoded, keys, strict=True)
@@ -276,7 +279,8 @@ class Client:
             # Left out, the gateway lists 5 classes, or every class of a model with fewer.
             **({"top_k": top_k} if top_k is not None else {}),
             "annotated_image": annotated,
-            "annotated_image_format": annotated_format,
+            # Left out, the model's own encoding (JPEG for current exports).
+            **({"annotated_image_format": annotated_format} if annotated_format else {}),
             "original_pixels": original_pixels,
         }
         if boxes is not None:

@@ -31,6 +31,8 @@ Version = Annotated[int, typer.Option(min=1, help="Numeric version directory.")]
   glimpse export --model-dir /tmp/m --variant tiny  # random weights, seconds, for tests
 
   glimpse export --policy random --version 2        # a baseline, served side by side
+
+  glimpse export --name saccader-fast --where-size 128 --canvas-size 160  # cheaper, less accurate
 """,
 )
 def export_command(
@@ -44,18 +46,36 @@ def export_command(
     min_new_fraction: Annotated[
         float, typer.Option(help="New pixels each glimpse after the focus region must add.")
     ] = SaccaderConfig.min_new_fraction,
+    where_size: Annotated[
+        int, typer.Option(help="The where pass's input side (cheaper below 224, less accurate).")
+    ] = SaccaderConfig.where_size,
+    canvas_size: Annotated[
+        int, typer.Option(help="The what pass's canvas side (cheaper below 224, less accurate).")
+    ] = SaccaderConfig.canvas_size,
+    annotated_format: Annotated[
+        str, typer.Option(help="The annotated picture's encoding: jpeg or png.")
+    ] = SaccaderConfig.annotated_format,
+    name: Annotated[str, typer.Option(help="Model name: the folder under --model-dir.")] = (
+        "saccader"
+    ),
     if_missing: Annotated[
         bool, typer.Option(help="Keep an existing export made by this exporter.")
     ] = False,
 ) -> None:
-    """Export `<model_dir>/saccader/<version>/`."""
-    target = model_dir / "saccader" / str(version)
-    cfg = SaccaderConfig(
-        variant=variant,
-        policy=policy,  # type: ignore[arg-type]  # validated by SaccaderConfig
-        glimpse_size=glimpse_size,
-        min_new_fraction=min_new_fraction,
-    )
+    """Export `<model_dir>/<name>/<version>/`."""
+    target = model_dir / name / str(version)
+    try:
+        cfg = SaccaderConfig(
+            variant=variant,
+            policy=policy,  # type: ignore[arg-type]  # validated by SaccaderConfig
+            glimpse_size=glimpse_size,
+            min_new_fraction=min_new_fraction,
+            where_size=where_size,
+            canvas_size=canvas_size,
+            annotated_format=annotated_format,  # type: ignore[arg-type]  # validated there
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
     if if_missing and (target / "saved_model.pb").exists():
         from model_export.signatures import stale_reason
 
@@ -67,7 +87,7 @@ def export_command(
         shutil.rmtree(target)
     from model_export.signatures import build, export  # TensorFlow only when exporting
 
-    path = export(build(cfg), model_dir, version)
+    path = export(build(cfg), model_dir, version, name)
     typer.echo(f"exported {cfg} to {path}")
 
 

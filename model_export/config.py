@@ -47,6 +47,13 @@ class SaccaderConfig:
     # one pass; the logits average the canvas's location logits over the seen part.
     canvas_size: int = 224
     hires_size: int = 448  # the centre-crop region of the original photo, resampled once
+    # The where pass's input side: the view resampled (area) to this many pixels before the
+    # backbone places the glimpses. 224 is the default; smaller is cheaper and places them
+    # worse (docs/model.md, "The cost frontier").
+    where_size: int = VIEW_SIZE
+    # The annotated picture's encoding. JPEG (quality 90, no chroma subsampling) takes a seventh
+    # of PNG's encoding time in the graph and a sixth of its bytes; PNG is exact.
+    annotated_format: Literal["png", "jpeg"] = "jpeg"
     default_glimpses: int = 6
     max_glimpses: int = 16
     default_top_k: int = 5
@@ -75,6 +82,12 @@ class SaccaderConfig:
             raise ValueError("the focus region must not cover more than max_coverage")
         if not 0.0 <= self.min_new_fraction <= 1.0:
             raise ValueError("min_new_fraction must lie in [0, 1]")
+        if not 64 <= self.where_size <= VIEW_SIZE or self.where_size % 32:
+            raise ValueError("where_size must be a multiple of 32 in [64, 224]")
+        if not 64 <= self.canvas_size <= 448 or self.canvas_size % 32:
+            raise ValueError("canvas_size must be a multiple of 32 in [64, 448]")
+        if self.annotated_format not in ("png", "jpeg"):
+            raise ValueError("annotated_format must be png or jpeg")
 
     @property
     def grid_points(self) -> int:

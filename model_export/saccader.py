@@ -82,7 +82,11 @@ def focus_tiles(unit: tf.Tensor, cfg: SaccaderConfig) -> tf.Tensor:
 
 
 def saccader_cell(
-    evidence: tf.Tensor, steps: int | tf.Tensor, cfg: SaccaderConfig, memory: bool = True
+    evidence: tf.Tensor,
+    steps: int | tf.Tensor,
+    cfg: SaccaderConfig,
+    memory: bool = True,
+    focus_fast_path: bool = True,
 ) -> tf.Tensor:
     """Evidence [B, G, G] -> glimpse boxes [B, steps, 4] (ymin, xmin, ymax, xmax; view pixels).
 
@@ -92,7 +96,9 @@ def saccader_cell(
     new pixels; any other box, by the new pixels it adds; visited positions last. Within the
     first two tiers the evidence not yet covered decides. Without memory (the paper's
     "ordered logits" baseline) positions are taken by evidence alone, only never twice.
-    `steps` may be a tensor: the loop runs only as far as the batch needs.
+    `steps` may be a tensor: the loop runs only as far as the batch needs. The focus tiles'
+    steps skip the tiers they cannot lose to (`focus_fast_path`; False computes every tier at
+    every step, the reference the tests hold the fast path to).
     """
     g, s, n = cfg.glimpse_size, cfg.grid_stride, cfg.grid_points
     k, cells = g // s, grid.cells(cfg)
@@ -107,6 +113,14 @@ def saccader_cell(
 
     everywhere = grid.box_sums(unit, cfg) / area
 
+    def focus_step(t, visited, covered, boxes):
+        """A step while focus tiles are left: one of them wins (its key, 16 + residual, beats
+        every other tier's, at most 9), so the other tiers need not be computed. The same
+        keys at the tiles, hence the same argmax: the boxes are identical to `step`'s."""
+        residual = grid.box_sums(unit * (1.0 - covered), cfg) / area
+        left = plan * (1.0 - visited)
+        return pick(t, visited, covered, boxes, left * (16.0 + residual) - 32.0 * visited)
+
     def step(t, visited, covered, boxes):
         residual = grid.box_sums(unit * (1.0 - covered), cfg) / area
         if memory:
@@ -119,7 +133,9 @@ def saccader_cell(
             key = left * (16.0 + residual) + ok * (8.0 + residual) + rest * new
         else:
             key = everywhere
-        key -= 32.0 * visited
+        return pick(t, visited, covered, boxes, key - 32.0 * visited)
+
+    def pick(t, visited, covered, boxes, key):
         flat = tf.argmax(tf.reshape(key, [batch, n * n]), axis=1, output_type=tf.int32)
         row, col = flat // n, flat % n
         y0, x0 = tf.gather(tops, row), tf.gather(tops, col)
@@ -130,12 +146,12 @@ def saccader_cell(
         box = tf.cast(in_rows[:, :, None] & in_cols[:, None, :], tf.float32)
         return t + 1, visited, tf.maximum(covered, box), boxes
 
-    _, _, _, boxes = tf.while_loop(
-        lambda t, *_: t < steps,
-        step,
-        (tf.constant(0), tf.zeros([batch, n, n]), tf.zeros_like(unit),
-         tf.TensorArray(tf.float32, size=steps, element_shape=[None, 4])),
-    )  # fmt: skip
+    state = (tf.constant(0), tf.zeros([batch, n, n]), tf.zeros_like(unit),
+             tf.TensorArray(tf.float32, size=steps, element_shape=[None, 4]))  # fmt: skip
+    if memory and focus_fast_path:
+        tiles = cfg.tile_rows * cfg.tile_cols
+        state = tf.while_loop(lambda t, *_: (t < steps) & (t < tiles), focus_step, state)
+    _, _, _, boxes = tf.while_loop(lambda t, *_: t < steps, step, state)
     return tf.transpose(boxes.stack(), [1, 0, 2])
 
 
@@ -232,6 +248,9 @@ class Saccader(tf.Module):
         self.cfg = cfg
 
     def where(self, view: tf.Tensor) -> tf.Tensor:
+        size = self.cfg.where_size
+        if size != VIEW_SIZE:  # a cheaper pass: its map has size/32 cells a side
+            view = tf.image.resize(view, [size, size], method="area")
         return location_logits(self.backbone, self.head, view)
 
     def evidence(

@@ -51,7 +51,7 @@ from model_export.contract import (
 from model_export.labels import write_label_rows, write_labels
 from model_export.saccader import Saccader, seen_pixels
 
-EXPORTER_REVISION = 2
+EXPORTER_REVISION = 3
 BYTES = tf.TensorSpec([None], tf.string, name=IMAGE_INPUT)
 BOXES = tf.TensorSpec([None, None, 4], tf.float32, name=GLIMPSE_BOXES)
 
@@ -161,7 +161,9 @@ class ExportModule(tf.Module):
             "full_image_synset": full_synset,
             "crop_box": r["crop_box"],
             "image_size": r["image_size"],
-            "annotated_image_bytes": annotate_lib.annotate(r["view"], boxes, valid, seen),
+            "annotated_image_bytes": annotate_lib.annotate(
+                r["view"], boxes, valid, seen, cfg.annotated_format
+            ),
         }
 
     @tf.function(input_signature=[BYTES])
@@ -267,7 +269,8 @@ def model_info(cfg: SaccaderConfig) -> dict:
     return {
         "view_size": VIEW_SIZE,
         # Bumped when the graph changes what it draws or answers without a setting changing
-        # (2: the annotated image's union outline and numbered glimpses), so `glimpse export
+        # (2: the annotated image's union outline and numbered glimpses; 3: the where pass's
+        # size and the picture's format are settings), so `glimpse export
         # --if-missing` (make serve) re-exports an older version instead of serving it.
         "exporter_revision": EXPORTER_REVISION,
         "preprocessing": (

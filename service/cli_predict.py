@@ -174,7 +174,7 @@ def predict_command(
                 stdout.print_json(p.model_dump_json(exclude={"annotated_image"}), indent=None)
             row = prediction_row(image, p)
             if out is not None and p.annotated_image is not None:
-                fmt = p.annotated_image_format or "png"
+                fmt = p.annotated_image_format or "jpeg"
                 saved = p.save_annotated(_annotated_path(out, image, fmt, taken))
                 row.append(Text(saved.name))  # in `out`, which the caption names
             table.add_row(*row)

@@ -85,7 +85,7 @@ class ModelOutput:
     full_image_synset: str
     crop_box: np.ndarray  # [4] original pixels
     image_size: tuple[int, int]
-    annotated_png: bytes
+    annotated_image: bytes  # JPEG or PNG, as the model encodes it (its first bytes tell)
     # Every output of the signature for this instance, as TF Serving would return its row
     # (padding removed): the gateway's answers carry these keys beside its labelled fields.
     signature_outputs: dict[str, np.ndarray] = field(default_factory=dict)
@@ -127,7 +127,7 @@ def split_outputs(outputs: dict[str, np.ndarray], options: list[Options]) -> lis
                 full_image_synset=_text(row["full_image_synset"]),
                 crop_box=row["crop_box"].astype(float),
                 image_size=(int(row["image_size"][0]), int(row["image_size"][1])),
-                annotated_png=bytes(row["annotated_image_bytes"]),
+                annotated_image=bytes(row["annotated_image_bytes"]),
                 signature_outputs=row,
             )
         )

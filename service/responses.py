@@ -37,14 +37,26 @@ def to_original(box, crop_box) -> Box:
     return _box([top + ymin * scale, left + xmin * scale, top + ymax * scale, left + xmax * scale])
 
 
-def _annotated(png: bytes, fmt: str) -> B64:
-    if fmt == "jpeg":
+def picture_format(data: bytes) -> str:
+    """The model's encoding of its annotated picture: JPEG for exports since exporter
+    revision 3, PNG before (and for `--annotated-format png`)."""
+    return "jpeg" if data.startswith(b"\xff\xd8") else "png"
+
+
+def _annotated(data: bytes, wanted: str | None) -> tuple[B64, str]:
+    """The picture as the model encoded it, or re-encoded in the format the client asked."""
+    fmt = picture_format(data)
+    if wanted is not None and wanted != fmt:
         from PIL import Image
 
         buf = io.BytesIO()
-        Image.open(io.BytesIO(png)).convert("RGB").save(buf, format="JPEG", quality=90)
-        png = buf.getvalue()
-    return B64(b64=base64.b64encode(png).decode("ascii"))
+        picture = Image.open(io.BytesIO(data)).convert("RGB")
+        if wanted == "jpeg":
+            picture.save(buf, format="JPEG", quality=90, subsampling=0)
+        else:
+            picture.save(buf, format="PNG", compress_level=1)
+        data, fmt = buf.getvalue(), wanted
+    return B64(b64=base64.b64encode(data).decode("ascii")), fmt
 
 
 def build_prediction(
@@ -55,6 +67,11 @@ def build_prediction(
     An image the gateway shrank while converting it (`image.scale` > 1) is mapped back: the
     crop box and boxes are given in the photo's own pixels.
     """
+    picture, picture_fmt = (
+        _annotated(out.annotated_image, params.annotated_image_format)
+        if params.annotated_image
+        else (None, None)
+    )
     top, left = image.offset
     crop_box = np.asarray(out.crop_box, float) * image.scale + [top, left, top, left]
     top_k = [
@@ -101,12 +118,8 @@ def build_prediction(
             label=out.full_image_name,
             score=out.full_image_score,
         ),
-        annotated_image_bytes=(
-            _annotated(out.annotated_png, params.annotated_image_format)
-            if params.annotated_image
-            else None
-        ),
-        annotated_image_format=params.annotated_image_format if params.annotated_image else None,
+        annotated_image_bytes=picture,
+        annotated_image_format=picture_fmt,
         preprocessing=Preprocessing(
             original_size=image.original_size,
             crop_box=_box(crop_box),

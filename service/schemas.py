@@ -108,7 +108,14 @@ class PredictParameters(BaseModel):
         5, ge=1, description="Classes listed in `top_k`, up to the model's `max_top_k`."
     )
     annotated_image: bool = Field(True, description="Return the photo with the glimpses drawn.")
-    annotated_image_format: Literal["png", "jpeg"] = "png"
+    annotated_image_format: Literal["png", "jpeg"] | None = Field(
+        None,
+        description=(
+            "The annotated picture's encoding; left out, the model's own (JPEG for models"
+            " exported since exporter revision 3, PNG before). Another is re-encoded by the"
+            " gateway; the answer's `annotated_image_format` says which you got."
+        ),
+    )
     original_pixels: bool = Field(True, description="Also give boxes in original-photo pixels.")
     glimpse_boxes: list[ViewBox] | None = Field(
         None,

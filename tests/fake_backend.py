@@ -212,6 +212,6 @@ def output(image: ImageInput, options: Options) -> ModelOutput:
         full_image_synset="n00000000",
         crop_box=np.array(crop),
         image_size=(height, width),
-        annotated_png=PNG_1X1,
+        annotated_image=PNG_1X1,
         signature_outputs=raw,
     )

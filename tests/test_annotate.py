@@ -29,7 +29,8 @@ def draw(boxes: np.ndarray, valid: np.ndarray, view: np.ndarray | None = None) -
     b, v = tf.constant(boxes[None]), tf.constant(valid[None])
     if view is None:
         view = np.full((224, 224, 3), GREY, np.float32)
-    png = annotate_lib.annotate(tf.constant(view[None]), b, v, seen_pixels(b, v))
+    # PNG: the drawing is checked to the pixel; the JPEG default is checked against it below.
+    png = annotate_lib.annotate(tf.constant(view[None]), b, v, seen_pixels(b, v), "png")
     assert png.shape == (1,)
     image = Image.open(io.BytesIO(png[0].numpy()))
     assert image.format == "PNG" and image.mode == "RGB" and image.size == (224, 224)
@@ -90,6 +91,26 @@ def test_each_glimpse_number_is_drawn_at_its_own_centre(tiled):
         assert_number(badge_window(image, box), order)
 
 
+def test_the_default_jpeg_is_the_same_drawing_within_compression(tiled):
+    """JPEG at quality 90 without chroma subsampling: the outline stays yellow and the
+    picture within a few levels of the exact (PNG) one."""
+    boxes, exact = tiled
+    rng = np.random.default_rng(0)
+    view = rng.uniform(0, 255, (224, 224, 3)).astype(np.float32)
+    view = np.asarray(tf.image.resize(view[None, ::8, ::8], [224, 224]))[0]  # smooth, a photo's
+    b, v = tf.constant(boxes[None]), tf.constant(np.ones((1, len(boxes)), bool))
+    jpeg = annotate_lib.annotate(tf.constant(view[None]), b, v, seen_pixels(b, v))
+    png = annotate_lib.annotate(tf.constant(view[None]), b, v, seen_pixels(b, v), "png")
+    image = Image.open(io.BytesIO(jpeg[0].numpy()))
+    assert image.format == "JPEG" and image.size == (224, 224)
+    lossy = np.asarray(image).astype(int)
+    lossless = np.asarray(Image.open(io.BytesIO(png[0].numpy()))).astype(int)
+    assert np.abs(lossy - lossless).mean() < 3
+    outline = is_ink(exact)
+    assert np.abs(lossy[outline] - INK).max(axis=-1).mean() < 25  # still the outline's yellow
+    assert len(jpeg[0].numpy()) < len(png[0].numpy()) / 2
+
+
 def test_badges_of_every_order_are_distinct_and_fit_their_common_size():
     badges = annotate_lib._BADGES
     assert badges.shape == (99, 14, 18)
@@ -122,7 +143,7 @@ def test_a_batch_of_photos_in_a_graph_with_unknown_sizes():
 
     @tf.function(input_signature=spec)
     def run(view, boxes, valid):
-        return annotate_lib.annotate(view, boxes, valid, seen_pixels(boxes, valid))
+        return annotate_lib.annotate(view, boxes, valid, seen_pixels(boxes, valid), "png")
 
     graph = run.get_concrete_function().graph
     assert not {op.type for op in graph.get_operations()} & {"PyFunc", "EagerPyFunc"}

@@ -51,9 +51,9 @@ def test_predict_prints_a_table_and_writes_annotated_images(gateway, photos):
     assert "cat.png" in done.stdout and "noise.jpg" in done.stdout
     assert done.stdout.count(" 3: ") == 2 and " 4: " not in done.stdout  # 3 glimpses each
     written = sorted(p.name for p in out.iterdir())
-    assert written == ["cat.glimpses.png", "noise.glimpses.png"]
-    image = Image.open(io.BytesIO((out / "cat.glimpses.png").read_bytes()))
-    assert image.format == "PNG" and image.size == (224, 224)
+    assert written == ["cat.glimpses.jpg", "noise.glimpses.jpg"]  # the model's JPEG
+    image = Image.open(io.BytesIO((out / "cat.glimpses.jpg").read_bytes()))
+    assert image.format == "JPEG" and image.size == (224, 224)
 
 
 def test_table_in_a_narrow_terminal_keeps_class_and_score(gateway, photos):
@@ -91,7 +91,7 @@ def test_failures_are_named_and_exit_1(gateway, photos):
     assert "missing.png: No such file or directory" in stderr
     assert "2 of 3 failed" in stderr
     assert "cat.png" in done.stdout  # the good photo still got its answer and its image
-    assert [p.name for p in out.iterdir()] == ["cat.glimpses.png"]
+    assert [p.name for p in out.iterdir()] == ["cat.glimpses.jpg"]
 
 
 def test_usage_errors_exit_2_and_unreachable_service_exits_1(photos):
@@ -186,7 +186,7 @@ def _render(width: int, out: Path | None) -> str:
     for image, prediction in rows:
         row = prediction_row(image, prediction)
         if out is not None:
-            row.append(f"{image.stem}.glimpses.png")
+            row.append(f"{image.stem}.glimpses.jpg")
         table.add_row(*row)
     console = Console(width=width, file=io.StringIO(), color_system=None)
     console.print(table)

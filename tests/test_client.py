@@ -51,9 +51,12 @@ def guarded(gateway_settings):
         yield server
 
 
-def assert_png(data: bytes | None, size: tuple[int, int] = (224, 224)) -> None:
-    assert data is not None and data.startswith(b"\x89PNG")
-    assert Image.open(io.BytesIO(data)).size == size
+def assert_picture(
+    data: bytes | None, fmt: str = "JPEG", size: tuple[int, int] = (224, 224)
+) -> None:
+    assert data is not None
+    picture = Image.open(io.BytesIO(data))
+    assert (picture.format, picture.size) == (fmt, size)
 
 
 # -- gateway flavour --------------------------------------------------------------------------
@@ -69,9 +72,10 @@ def test_gateway_predict_is_typed_and_decoded(gateway, photo_bytes, tmp_path):
         assert [g.order for g in p.glimpses] == [1, 2, 3]
         assert 0 < p.coverage <= 1 and p.glimpses[0].box_original is not None
         assert p.preprocessing.original_size == (300, 451)  # Chelsea is 451x300
-        assert p.annotated_image_format == "png"
-        assert_png(p.annotated_image)
-        assert p.save_annotated(tmp_path / "chelsea").read_bytes() == p.annotated_image
+        assert p.annotated_image_format == "jpeg"  # the model's own encoding
+        assert_picture(p.annotated_image)
+        saved = p.save_annotated(tmp_path / "chelsea")
+        assert saved.name == "chelsea.jpg" and saved.read_bytes() == p.annotated_image
 
         # A path (key = file name) and a PIL image give the same answer as the bytes.
         path = tmp_path / "cat.png"
@@ -81,9 +85,10 @@ def test_gateway_predict_is_typed_and_decoded(gateway, photo_bytes, tmp_path):
         by_pil = client.predict(Image.open(path), num_glimpses=3, top_k=2, annotated_image=False)
         assert by_pil.top_class.index == p.top_class.index and by_pil.annotated_image is None
 
-        jpeg_annotated = client.predict(photo_bytes, annotated_image_format="jpeg")
-        assert jpeg_annotated.annotated_image.startswith(b"\xff\xd8")
-        assert len(jpeg_annotated.glimpses) == 6 and len(jpeg_annotated.top_k) == 5
+        png_annotated = client.predict(photo_bytes, annotated_image_format="png")
+        assert png_annotated.annotated_image_format == "png"
+        assert_picture(png_annotated.annotated_image, "PNG")  # re-encoded by the gateway
+        assert len(png_annotated.glimpses) == 6 and len(png_annotated.top_k) == 5
 
         status, metadata = client.status(), client.metadata()
         assert status.available and [v.version for v in status.versions] == [1]
@@ -254,8 +259,9 @@ def test_tfserving_predict_matches_the_gateway(tfserving_rest, gateway, photo_by
         assert ours.full_image.index == theirs.full_image.index
         assert ours.preprocessing.original_size == theirs.preprocessing.original_size
         assert ours.preprocessing.crop_box == theirs.preprocessing.crop_box
-        assert ours.annotated_image == theirs.annotated_image  # the SavedModel's PNG, as is
-        assert_png(ours.annotated_image)
+        assert ours.annotated_image == theirs.annotated_image  # the SavedModel's JPEG, as is
+        assert ours.annotated_image_format == theirs.annotated_image_format == "jpeg"
+        assert_picture(ours.annotated_image)
 
         many = tfs.predict_many([jpeg(1), jpeg(2), photo_bytes], num_glimpses=2, top_k=1)
         assert [len(p.glimpses) for p in many] == [2, 2, 2]
@@ -287,7 +293,7 @@ def test_tfserving_errors_and_what_it_cannot_do(tfserving_rest, photo_bytes):
             lambda: client.explain(photo_bytes),
             lambda: client.submit_job("gs://b/in/*", "gs://b/out"),
             lambda: client.list_jobs(),
-            lambda: client.predict(photo_bytes, annotated_image_format="jpeg"),
+            lambda: client.predict(photo_bytes, annotated_image_format="png"),
         ):
             with pytest.raises(Unsupported):
                 call()

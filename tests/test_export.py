@@ -75,7 +75,7 @@ def test_default_outputs_are_batch_first(served, photo_bytes):
     # Six glimpses tile the 112 x 144 focus region: the same third of the view every time.
     np.testing.assert_allclose(out["coverage"].numpy(), 112 * 144 / 224**2, atol=1e-6)
     png = Image.open(io.BytesIO(out["annotated_image_bytes"].numpy()[0]))
-    assert png.format == "PNG" and png.size == (224, 224)
+    assert png.format == "JPEG" and png.size == (224, 224)
 
 
 def test_names_match_classes(served, photo_bytes):

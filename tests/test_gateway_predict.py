@@ -44,7 +44,7 @@ def test_prediction_shape(gateway, photo):
     assert 0 < p["coverage"] <= 1 / 3 + 1e-6
     assert set(p["full_image"]) == {"index", "synset", "label", "score"}
     png = Image.open(io.BytesIO(base64.b64decode(p["annotated_image_bytes"]["b64"])))
-    assert png.format == "PNG" and png.size == (224, 224)
+    assert png.format == "JPEG" and png.size == (224, 224)
     assert p["preprocessing"]["original_size"] == [300, 400]
 
 
@@ -141,11 +141,15 @@ def test_given_and_chosen_glimpses_share_a_batch(gateway, photo):
         assert_same_prediction(p, answers[i % 2])
 
 
-def test_jpeg_annotation(gateway, photo):
-    p = post(gateway, body(photo, annotated_image_format="jpeg")).json()["predictions"][0]
-    assert (
-        Image.open(io.BytesIO(base64.b64decode(p["annotated_image_bytes"]["b64"]))).format == "JPEG"
-    )
+def test_the_annotated_picture_is_the_models_jpeg_or_the_format_asked(gateway, photo):
+    def picture(**params) -> tuple[str, str]:
+        p = post(gateway, body(photo, **params)).json()["predictions"][0]
+        data = base64.b64decode(p["annotated_image_bytes"]["b64"])
+        return Image.open(io.BytesIO(data)).format, p["annotated_image_format"]
+
+    assert picture() == ("JPEG", "jpeg")  # the SavedModel's own, as it is
+    assert picture(annotated_image_format="jpeg") == ("JPEG", "jpeg")
+    assert picture(annotated_image_format="png") == ("PNG", "png")
 
 
 def _formats() -> dict[str, bytes]:

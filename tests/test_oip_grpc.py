@@ -56,7 +56,7 @@ def test_parameters_and_every_output_by_default(client, photo_bytes):
     )
     assert result.as_numpy("glimpse_boxes").shape == (1, 3, 4)
     assert result.as_numpy("classes").shape == (1, 2)
-    assert result.as_numpy("annotated_image_bytes")[0].startswith(b"\x89PNG")
+    assert result.as_numpy("annotated_image_bytes")[0].startswith(b"\xff\xd8")
 
 
 @pytest.mark.parametrize(

@@ -101,8 +101,8 @@ def test_every_output_by_default_and_images_as_base64(gateway, photo_bytes):
     answer = r.json()
     assert answer["id"] == "r1" and answer["model_name"] == "saccader"
     by_name = {o["name"]: o for o in answer["outputs"]}
-    png = base64.b64decode(by_name["annotated_image_bytes"]["data"][0])
-    assert png.startswith(b"\x89PNG")
+    picture = base64.b64decode(by_name["annotated_image_bytes"]["data"][0])
+    assert picture.startswith(b"\xff\xd8")  # the SavedModel's JPEG
 
 
 def _raw(gateway, header: dict, tail: bytes = b"", **headers) -> httpx.Response:

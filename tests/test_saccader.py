@@ -77,6 +77,21 @@ def test_fewer_glimpses_are_a_prefix_of_more():
     np.testing.assert_array_equal(dynamic, full[:, :3])
 
 
+def test_the_focus_fast_path_gives_the_same_boxes_as_every_tier_at_every_step():
+    """Random maps, smooth maps, flat maps (ties everywhere) and blobs, upright and turned."""
+    rng = np.random.default_rng(11)
+    yy, xx = np.mgrid[0:G, 0:G]
+    maps = [rng.random((G, G)), np.zeros((G, G)), np.ones((G, G))]
+    maps += [np.exp(-((yy - cy) ** 2 / sy + (xx - cx) ** 2 / sx) / 20.0)
+             for cy, cx, sy, sx in rng.uniform([0, 0, 1, 1], [G, G, 8, 8], (9, 4))]  # fmt: skip
+    maps += [np.round(rng.random((G, G)) * 3) for _ in range(4)]  # many equal sums
+    evidence = np.stack(maps).astype(np.float32)
+    for steps in (1, 4, 6, 7, 16):
+        np.testing.assert_array_equal(
+            _cell(evidence, steps), _cell(evidence, steps, focus_fast_path=False)
+        )
+
+
 def test_without_memory_the_cell_takes_the_best_boxes_in_order():
     """The paper's ordered-logits baseline: positions by evidence alone, overlapping freely."""
     evidence = np.zeros((1, G, G), np.float32)
@@ -139,6 +154,30 @@ def _assert_glimpse_only(model: Saccader, images: tf.Tensor, steps: list[int], b
 
 def test_decision_depends_on_glimpse_pixels_only_tiny(tiny_model):
     _assert_glimpse_only(tiny_model, _photo_batch(np.random.default_rng(2)), [1, 6, 16])
+
+
+def test_a_cheaper_variant_keeps_the_guarantee_and_its_map_shrinks(tiny_model):
+    """`--where-size 128 --canvas-size 160` (the cost frontier's option): the where pass sees
+    a 128-px view (a 4x4 map), the decision still comes from the glimpse pixels only."""
+    from dataclasses import replace
+
+    cfg = replace(tiny_model.cfg, where_size=128, canvas_size=160)
+    cheap = Saccader(tiny_model.backbone, tiny_model.head, cfg)
+    view = tf.zeros([1, VIEW_SIZE, VIEW_SIZE, 3])
+    assert cheap.where(view).shape[1:3] == (4, 4)
+    assert tiny_model.where(view).shape[1:3] == (7, 7)
+    images = _photo_batch(np.random.default_rng(3), 2)
+    _assert_glimpse_only(cheap, images, [6, 16])
+    assert cheap.run(images, tf.constant([6, 6]))["canvas"].shape[1:3] == (160, 160)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"where_size": 100}, {"where_size": 256}, {"canvas_size": 48}, {"annotated_format": "gif"}],
+)
+def test_export_settings_are_checked(setting):
+    with pytest.raises(ValueError, match=next(iter(setting))):
+        SaccaderConfig(**setting)
 
 
 def test_given_boxes_with_fractional_edges_see_only_their_pixels(tiny_model):
