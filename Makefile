@@ -6,7 +6,7 @@ MODEL_DIR ?= models
 SAMPLES ?= ../shared/data/imagenet-sample
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: serve test test-fast export bench bench-accuracy bench-cost bench-frontier bench-serve bench-batch bench-faithfulness bench-load bench-hostile bench-soak bench-fairness bench-models bench-training bench-protocols lint clean
+.PHONY: serve test test-fast export export-fast bench bench-accuracy bench-cost bench-frontier bench-serve bench-batch bench-faithfulness bench-load bench-hostile bench-soak bench-fairness bench-models bench-training bench-protocols lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,13 @@ bench: bench-accuracy bench-cost bench-frontier bench-serve bench-batch bench-fa
 bench-accuracy: export
 	$(BIN)/python -m bench.accuracy --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
 
-bench-cost: export
+# The cost frontier's cheapest point (docs/model.md), served beside the default when wanted:
+# where pass at 96 px, a 160-px canvas.
+export-fast: | $(VENV)/.installed
+	$(BIN)/glimpse export --model-dir $(MODEL_DIR) --name saccader-fast --where-size 96 \
+		--canvas-size 160 --if-missing
+
+bench-cost: export export-fast
 	$(BIN)/python -m bench.cost --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results
 
 # Where-pass resolution x canvas size: explained / plain, glimpse top-1, distinctness, and

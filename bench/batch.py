@@ -142,7 +142,7 @@ def main() -> None:
                     [f"raw in-process, batches of {settings.max_batch_size}", f"{med_raw:.1f}"],
                     [
                         f"end to end: emulator -> {args.files} files -> predictions (T=6, "
-                        f"annotated PNG) -> {reports[-1]['shards']} shards -> emulator",
+                        f"annotated picture) -> {reports[-1]['shards']} shards -> emulator",
                         f"{med_e2e:.1f}",
                     ],
                     ["end to end / raw", f"{med_e2e / med_raw:.2f}x"],

@@ -4,8 +4,11 @@
 
 Both go through the exported SavedModel from JPEG bytes to final outputs, with the same in-graph
 decoding and preprocessing: `classify` (full image -> top-5) against `serving_default` (6
-glimpses, top-5, glimpse boxes, annotated PNG). Calls alternate between the two so that the
-machine's drift hits both alike; medians per call, in one run.
+glimpses, top-5, glimpse boxes, annotated picture). Calls alternate between them so that the
+machine's drift hits all alike; medians per call, in one run. When --option-model names an
+export beside the default (`make bench-cost` exports `saccader-fast`: the where pass at 96 px,
+a 160-px canvas, the cheapest point of the cost frontier), its `serving_default` is timed in
+the same rounds, and its settings are read from its model_info.
 
 Then the explanations through the API, as a client waits for them: a gateway (embedded backend)
 on 127.0.0.1 answers `:explain` for --explain-photos photos one at a time, method `glimpses`
@@ -35,6 +38,7 @@ from bench.common import (
     write_report,
 )
 from bench.load import free_port, start_gateway
+from model_export.signatures import read_model_info
 
 EXPLAINED = ("glimpses", "sag")
 
@@ -83,6 +87,9 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--repeats", type=int, default=40, help="timed calls per batch size and path")
     ap.add_argument("--explain-photos", type=int, default=24, help="photos sent to :explain")
+    ap.add_argument(
+        "--option-model", default="saccader-fast", help="a cheaper export to time beside (if any)"
+    )
     args = ap.parse_args()
 
     images, _, _ = load_photos(args.images, limit=64)
@@ -91,6 +98,16 @@ def main() -> None:
         "plain": lambda b: sm.signatures["classify"](input_image_bytes=b),
         "explained": lambda b: sm.signatures["serving_default"](input_image_bytes=b),
     }
+    option = None
+    if (args.model_dir / args.option_model / "1").is_dir():
+        fast = load_model(args.model_dir, args.option_model)
+        paths["option"] = lambda b: fast.signatures["serving_default"](input_image_bytes=b)
+        config = read_model_info(args.model_dir / args.option_model / "1")["config"]
+        option = {
+            "model": args.option_model,
+            "where_size": config["where_size"],
+            "canvas_size": config["canvas_size"],
+        }
     results = {}
     for batch in (int(b) for b in args.batches.split(",")):
         inputs = [
@@ -115,24 +132,39 @@ def main() -> None:
             "explained_ms_per_image": med["explained"] / batch,
             "ratio": med["explained"] / med["plain"],
         }
+        if option:
+            results[str(batch)]["option_ms_per_image"] = med["option"] / batch
+            results[str(batch)]["option_ratio"] = med["option"] / med["plain"]
     rows = [
         [
             b,
             f"{r['plain_ms_per_image']:.1f}",
             f"{r['explained_ms_per_image']:.1f}",
             f"{r['ratio']:.2f}x",
+            *([f"{r['option_ms_per_image']:.1f}", f"{r['option_ratio']:.2f}x"] if option else []),
         ]
         for b, r in results.items()
     ]
+    headers = ["batch", "plain ms/image", "explained (T=6) ms/image", "explained / plain"]
+    if option:
+        headers += [f"{option['model']} ms/image", f"{option['model']} / plain"]
     explain = explain_latency(args.model_dir, images[: args.explain_photos])
     md = "\n".join(
         [
             f"# Cost of an explanation ({args.repeats} alternating calls per row, medians)",
             "",
-            markdown_table(
-                ["batch", "plain ms/image", "explained (T=6) ms/image", "explained / plain"], rows
-            ),
+            markdown_table(headers, rows),
             "",
+            *(
+                [
+                    f"`{option['model']}`: the where pass at {option['where_size']} px and a"
+                    f" {option['canvas_size']}-px canvas (the cost frontier's option in"
+                    " docs/model.md, with its accuracy).",
+                    "",
+                ]
+                if option
+                else []
+            ),
             f"`:explain` over HTTP, T=6, one request at a time ({args.explain_photos} photos,"
             " seconds from sending the request to the whole answer):",
             "",
@@ -145,7 +177,12 @@ def main() -> None:
             ),
         ]
     )
-    data = {"environment": environment(), "batches": results, "explain_http": explain}
+    data = {
+        "environment": environment(),
+        "batches": results,
+        "option": option,
+        "explain_http": explain,
+    }
     write_report(args.out, "cost", data, md)
 
 
