@@ -6,7 +6,7 @@ MODEL_DIR ?= models
 SAMPLES ?= ../shared/data/imagenet-sample
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: serve test test-fast export export-fast bench bench-accuracy bench-cost bench-frontier bench-serve bench-batch bench-faithfulness bench-load bench-hostile bench-soak bench-fairness bench-models bench-training bench-protocols lint clean
+.PHONY: serve test test-fast export export-fast bench bench-accuracy bench-cost bench-frontier bench-serve bench-batch bench-faithfulness bench-faithfulness-fast bench-load bench-hostile bench-soak bench-fairness bench-models bench-training bench-protocols lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,7 @@ test-fast: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -m fast
 
-bench: bench-accuracy bench-cost bench-frontier bench-serve bench-batch bench-faithfulness bench-load bench-hostile \
+bench: bench-accuracy bench-cost bench-frontier bench-serve bench-batch bench-faithfulness bench-faithfulness-fast bench-load bench-hostile \
 	bench-fairness bench-models bench-training bench-protocols
 	$(BIN)/python -m bench.report
 
@@ -63,6 +63,12 @@ bench-serve: export
 bench-faithfulness: export
 	$(BIN)/python -m bench.faithfulness --model-dir $(MODEL_DIR) --images $(SAMPLES) --limit 200 --slow-limit 64 \
 		--out bench/results
+
+# The same for the cheaper option's glimpses (the post-hoc methods do not change: they explain
+# the same full-image classifier), slow methods on 8 photos only, no PIC: about 15 minutes.
+bench-faithfulness-fast: export-fast
+	$(BIN)/python -m bench.faithfulness --model-dir $(MODEL_DIR) --model-name saccader-fast --images $(SAMPLES) \
+		--limit 200 --slow-limit 8 --pic-limit 0 --out bench/results
 
 bench-batch: export
 	$(BIN)/python -m bench.batch --model-dir $(MODEL_DIR) --images $(SAMPLES) --out bench/results

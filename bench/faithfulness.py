@@ -39,7 +39,8 @@ share a rank.
 The glimpse maps rank glimpse pixels by glimpse order (sag: by how many minimal sufficient sets
 hold the glimpse) and every other pixel by the where path's evidence map, the predicted class's
 per-location probability that chose the glimpses (service/explain/methods.py).
-Writes faithfulness.json, faithfulness.md and faithfulness.png under --out.
+Writes faithfulness.json, faithfulness.md and faithfulness.png under --out
+(faithfulness_<name>.* for another --model-name).
 """
 
 from __future__ import annotations
@@ -480,6 +481,12 @@ def main() -> None:
     ap.add_argument("--pic-limit", type=int, default=16, help="photos PIC runs on (the first)")
     ap.add_argument("--workers", type=int, default=2, help="processes for PIC")
     ap.add_argument("--resamples", type=int, default=stats.RESAMPLES, help="bootstrap draws")
+    ap.add_argument(
+        "--model-name",
+        default="saccader",
+        help="the export under --model-dir whose glimpses are scored (e.g. saccader-fast);"
+        " results go to faithfulness_<name>.* unless it is the default",
+    )
     args = ap.parse_args()
     started = time.monotonic()
 
@@ -487,7 +494,7 @@ def main() -> None:
     slow_limit = min(args.slow_limit, len(images))
     pic_limit = min(args.pic_limit, slow_limit)
     order = run_order(len(images), pic_limit, slow_limit)
-    model_path = args.model_dir / "saccader" / "1"
+    model_path = args.model_dir / args.model_name / "1"
     model = offline_model(model_path)
     judge = Lite2Judge()
     params = {m: ExplainParameters(method=m) for m in METHODS}
@@ -544,9 +551,16 @@ def main() -> None:
     }
     checks = target_checks(summaries["all_methods"])
     md = render(summaries, seconds, top1, area, run, checks)
+    stem = "faithfulness" if args.model_name == "saccader" else f"faithfulness_{args.model_name}"
+    if args.model_name != "saccader":
+        md = md.replace(
+            "# Faithfulness and cost of explanations",
+            f"# Faithfulness and cost of explanations, glimpses of `{args.model_name}`",
+            1,
+        )
     write_report(
         args.out,
-        "faithfulness",
+        stem,
         {
             "environment": environment(),
             "run": run,
@@ -589,7 +603,7 @@ def main() -> None:
         },
         md,
     )
-    plot(summaries["all_methods"], pic_curves, curve_x, args.out / "faithfulness.png")
+    plot(summaries["all_methods"], pic_curves, curve_x, args.out / f"{stem}.png")
 
 
 def pic_curves_json(curves: list[dict], key: str, aggregate: Callable) -> dict[str, list[float]]:

@@ -18,6 +18,11 @@ SECTIONS = [
     ("serve", "make bench-serve", "Serving latency and throughput"),
     ("batch", "make bench-batch", "Batch prediction throughput"),
     ("faithfulness", "make bench-faithfulness", "Explanation methods: faithfulness and cost"),
+    (
+        "faithfulness_saccader-fast",
+        "make bench-faithfulness-fast",
+        "Faithfulness of the saccader-fast option's glimpses",
+    ),
     ("load", "make bench-load", "Load: 10,000 requests at concurrency 32"),
     ("hostile", "make bench-hostile", "Hostile mix: decode bombs among good requests"),
     ("soak", "make bench-soak", "Soak: 30 minutes of mixed traffic at concurrency 16"),
