@@ -32,6 +32,21 @@ def load_photos(
     return [p.read_bytes() for p in paths], labels, [p.name for p in paths]
 
 
+OPTION_MODEL = "saccader-fast"  # `make export-fast`: the cost frontier's cheapest point
+
+
+def option_settings(model_dir: Path, name: str = OPTION_MODEL) -> dict[str, Any] | None:
+    """The cheaper option's export settings as its model_info records them (None when it is not
+    exported): the benchmarks read them rather than repeat the Makefile's flags."""
+    from model_export.signatures import read_model_info
+
+    info = read_model_info(Path(model_dir) / name / "1")
+    if info is None:
+        return None
+    config = info["config"]
+    return {"model": name, "where_size": config["where_size"], "canvas_size": config["canvas_size"]}
+
+
 def load_model(model_dir: Path, name: str = "saccader", version: int = 1):
     import tensorflow as tf
 

@@ -30,15 +30,16 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from bench.common import (
+    OPTION_MODEL,
     arguments,
     environment,
     load_model,
     load_photos,
     markdown_table,
+    option_settings,
     write_report,
 )
 from bench.load import free_port, start_gateway
-from model_export.signatures import read_model_info
 
 EXPLAINED = ("glimpses", "sag")
 
@@ -88,7 +89,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=40, help="timed calls per batch size and path")
     ap.add_argument("--explain-photos", type=int, default=24, help="photos sent to :explain")
     ap.add_argument(
-        "--option-model", default="saccader-fast", help="a cheaper export to time beside (if any)"
+        "--option-model", default=OPTION_MODEL, help="a cheaper export to time beside (if any)"
     )
     args = ap.parse_args()
 
@@ -98,16 +99,10 @@ def main() -> None:
         "plain": lambda b: sm.signatures["classify"](input_image_bytes=b),
         "explained": lambda b: sm.signatures["serving_default"](input_image_bytes=b),
     }
-    option = None
-    if (args.model_dir / args.option_model / "1").is_dir():
+    option = option_settings(args.model_dir, args.option_model)
+    if option:
         fast = load_model(args.model_dir, args.option_model)
         paths["option"] = lambda b: fast.signatures["serving_default"](input_image_bytes=b)
-        config = read_model_info(args.model_dir / args.option_model / "1")["config"]
-        option = {
-            "model": args.option_model,
-            "where_size": config["where_size"],
-            "canvas_size": config["canvas_size"],
-        }
     results = {}
     for batch in (int(b) for b in args.batches.split(",")):
         inputs = [

@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from bench import stats
+from bench import road, stats
 from bench.common import arguments, environment, load_photos, markdown_table, write_report
 from bench.judge import NAME as JUDGE_NAME
 from bench.judge import Lite2Judge
@@ -181,7 +181,7 @@ def judge_photo(
     class it predicts on the full view (so the two judges may score different classes)."""
     removers = {
         "blur": faithfulness.blur_remover(view),
-        "road": faithfulness.road_remover(view, seed),
+        "road": road.road_remover(view, seed),
     }
     images = [view[None]]
     for removal in REMOVALS:
@@ -576,7 +576,7 @@ def main() -> None:
             "removals": {
                 "blur": {"sigma_px": faithfulness.BLUR_SIGMA},
                 "road": {
-                    "noise_std": faithfulness.ROAD_NOISE,
+                    "noise_std": road.ROAD_NOISE,
                     "weights": "1/6 direct, 1/12 diagonal",
                 },
             },
@@ -756,7 +756,7 @@ def render(summaries, seconds, top1, area, run, checks) -> str:
         " those cells. Two removals: a Gaussian blur"
         f" ({faithfulness.BLUR_SIGMA:g} px), and ROAD's noisy linear imputation (each removed"
         " pixel the weighted mean of its 8 neighbours, solved for all at once, plus noise of std"
-        f" {faithfulness.ROAD_NOISE:.2f} on 0..255; Rong et al. 2022), which leaves no outline of"
+        f" {road.ROAD_NOISE:.2f} on 0..255; Rong et al. 2022), which leaves no outline of"
         " the removed cells. Two judges, each scoring the class it predicts itself on the full"
         " view: Lite0, the model explained (self-judging), and EfficientNet-Lite2, which never"
         " saw the explanations (the same 224 view, after removal, resized to its 260 px"

@@ -35,7 +35,15 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from bench.accuracy import glimpse_stats
-from bench.common import arguments, environment, int_list, load_photos, markdown_table, write_report
+from bench.common import (
+    arguments,
+    environment,
+    int_list,
+    load_photos,
+    markdown_table,
+    option_settings,
+    write_report,
+)
 from model_export import annotate, preprocessing
 from model_export.config import VIEW_SIZE, SaccaderConfig
 from model_export.saccader import Saccader, glimpse_canvas, saccader_cell, seen_pixels
@@ -44,7 +52,6 @@ from model_export.signatures import ExportModule, build
 BATCH = 16  # accuracy runs
 STEPS = (1, 3, 6)
 BARS = {"ratio": 1.3, "of_full": 0.93, "distinct": 5.0}
-FAST = (96, 160)  # where / canvas of `make export-fast` (saccader-fast)
 
 
 @dataclass
@@ -205,6 +212,7 @@ def main() -> None:
         "plain": costs,
         "points": results,
         "parts_ms_per_call": breakdown,
+        "option": option_settings(args.model_dir),
     }
     write_report(args.out, "frontier", data, render(data))
 
@@ -223,6 +231,7 @@ def render(d: dict) -> str:
         for name, ms in d["parts_ms_per_call"]["1"].items()
     ]
     plain = d["plain"]
+    fast = d.get("option")
     cheap = [r for r in d["points"].values() if max(r["ratio_b1"], r["ratio_b8"]) <= BARS["ratio"]]
     best = max(cheap, key=lambda r: r["of_full"], default=None)
     option = (
@@ -230,9 +239,12 @@ def render(d: dict) -> str:
         f" {best['where']} / canvas {best['canvas']}, {best['ratio_b1']:.2f}x / "
         f"{best['ratio_b8']:.2f}x, {best['of_full']:.3f} of the full image's top-1"
         + (
-            " (`make export-fast` exports it as `saccader-fast`)."
-            if (best["where"], best["canvas"]) == FAST
-            else f"; `make export-fast` exports where {FAST[0]} / canvas {FAST[1]}."
+            "; `make export-fast` has not been run here."
+            if not fast
+            else " (`make export-fast` exports it as `saccader-fast`)."
+            if (best["where"], best["canvas"]) == (fast["where_size"], fast["canvas_size"])
+            else f"; `make export-fast` exported where {fast['where_size']} / canvas"
+            f" {fast['canvas_size']} instead."
         )
         if best
         else f"No point is within {BARS['ratio']}x at both batch sizes."

@@ -60,6 +60,7 @@ class Lite2Judge:
     def reference_logits(self, photos: list[bytes]) -> np.ndarray:
         """Lite2 on its reference preprocessing instead of the view: shorter side to 260 / 0.875
         (bicubic), centre crop 260, as the PyTorch port's parity test feeds it."""
+        import tensorflow as tf
         from PIL import Image
 
         from model_export.backbone import INPUT_MEAN, INPUT_SCALE
@@ -74,6 +75,6 @@ class Lite2Judge:
         parts = []
         for i in range(0, len(crops), _CHUNK):
             x = (np.stack(crops[i : i + _CHUNK]) - INPUT_MEAN) / INPUT_SCALE
-            features = self._backbone(x, training=False).numpy().mean(axis=(1, 2))
-            parts.append(features @ self._head.kernel.numpy() + self._head.bias.numpy())
+            features = self._backbone(x, training=False)
+            parts.append(self._head(tf.reduce_mean(features, axis=[1, 2])).numpy())
         return np.concatenate(parts)

@@ -80,6 +80,7 @@ def prediction(
         for i, (b, new) in enumerate(zip(boxes, new_pixel_fractions(boxes), strict=True))
     ]
     image = row.get("annotated_image_bytes")
+    picture = base64.b64decode(image["b64"]) if annotated and image else None
     return Prediction(
         key=key,
         top_class=top_k[0],
@@ -92,8 +93,8 @@ def prediction(
             label=row["full_image_name"],
             score=float(row["full_image_score"]),
         ),
-        annotated_image=base64.b64decode(image["b64"]) if annotated and image else None,
-        annotated_image_format=_format(image) if annotated and image else None,
+        annotated_image=picture,
+        annotated_image_format=_format(picture) if picture is not None else None,
         preprocessing=Preprocessing(
             original_size=tuple(int(v) for v in row["image_size"]),
             crop_box=_box(crop_box),
@@ -102,7 +103,7 @@ def prediction(
     )
 
 
-def _format(image: dict) -> str:
+def _format(picture: bytes) -> str:
     """The model's encoding of its picture, from its first bytes: JPEG for exports since
     exporter revision 3, PNG before."""
-    return "jpeg" if base64.b64decode(image["b64"][:8]).startswith(b"\xff\xd8") else "png"
+    return "jpeg" if picture.startswith(b"\xff\xd8") else "png"
